@@ -1,0 +1,9 @@
+"""lfcore: linguistic regions and semantic alignment in multilingual LLMs.
+
+Modules: ``models`` (loading, neuron-site table), ``corpus`` (parallel text), ``hooks`` (context-managed
+hooks), ``capture`` (pooled activations), ``metrics`` (similarity map, LRDS, SADS), ``regions`` (key
+linguistic regions), ``deactivate``, ``evaluate``, ``plots``, ``cache``, ``reproduce`` (params, runner, CLI).
+Import the module you need; nothing heavy happens at import time.
+"""
+
+__version__ = "0.1.0"

