@@ -1,0 +1,387 @@
+"""Evaluate a model with and without neuron sets: windowed perplexity, lm-eval tasks, greedy generations.
+
+- ``perplexity``: the paper's XL-Sum protocol (documents joined by "\\n\\n", tokenized once, cut into windows of
+  ``seqlen`` tokens; overlapping windows score only their new tokens). The loss never builds vocabulary logits
+  for a whole batch: the base model gives final hidden states and the LM head runs on chunks of the scored
+  positions, with the cross-entropy summed in fp32.
+- ``deactivation_table``: Table 1 of the paper (full-model perplexity, % increase per deactivated set, key
+  neuron numbers), raw numbers in ``df.attrs``; ``save_table`` writes CSV + JSON.
+- ``crosslingual_accuracy``: lm-eval tasks shipped in ``lfcore/tasks``, run *inside* ``deactivate`` so the
+  hooks are live during scoring.
+- ``generate``: greedy continuations per condition (Appendix A, Tables 2/3).
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import math
+import os
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .deactivate import NeuronSet, deactivate, module_device
+from .models import neuron_sites, neuron_width
+
+FULL = "Full model"
+FULL_COLUMN = "Full model Perplexity"
+KEY_NUMBER, KEY_PERCENT = "Key Neuron Number", "Key Neuron Percentage"
+IGNORE = -100  # label of an unscored position
+
+# ------------------------------------------------------------------------------------------- perplexity
+
+
+def _token_ids(tokenizer, texts: str | Sequence[str]) -> list[int]:
+    """Join documents with a blank line and tokenize once, without special tokens."""
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = [t for t in texts if t and t.strip()]
+    if not texts:
+        raise ValueError("no text to evaluate: pass a non-empty string or list of strings")
+    return tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"]
+
+
+def _windows(ids: list[int], seqlen: int, stride: int | None, bos: int | None):
+    """Cut token ids into model inputs of at most ``seqlen`` tokens (BOS included) with their labels.
+
+    Window i covers text tokens [i*stride, i*stride + L) with L = seqlen - (BOS ? 1 : 0); only tokens not
+    scored by an earlier window are labelled (the Hugging Face perplexity guide's sliding window). Returns
+    ``(windows, stride)``, each window a pair of LongTensors (input ids, labels with -100), shape (tokens,).
+    """
+    span = seqlen - (bos is not None)
+    if span < 2:
+        raise ValueError(f"seqlen={seqlen} is too short: a window needs at least 2 text tokens")
+    stride = span if stride is None else stride
+    if not 1 <= stride <= span:
+        raise ValueError(f"stride={stride} must be between 1 and {span} (seqlen minus the BOS token)")
+    if len(ids) < (1 if bos is not None else 2):
+        raise ValueError(f"the text has {len(ids)} tokens; too few to score")
+    windows, prev_end = [], 0
+    for begin in range(0, len(ids), stride):
+        end = min(begin + span, len(ids))
+        x = torch.tensor(ids[begin:end], dtype=torch.long)
+        labels = x.clone()
+        labels[: len(x) - (end - prev_end)] = IGNORE  # context already scored by an earlier window
+        if bos is not None:
+            x = torch.cat([torch.tensor([bos]), x])
+            labels = torch.cat([torch.tensor([IGNORE]), labels])
+        windows.append((x, labels))
+        prev_end = end
+        if end == len(ids):
+            break
+    return windows, stride
+
+
+def _head(model: nn.Module):
+    """The base model (final hidden states), the LM head and the logit soft-cap of a causal LM."""
+    base, head = model.base_model, model.get_output_embeddings()
+    if base is model or head is None:
+        raise ValueError(f"{type(model).__name__} has no separate base model and LM head; chunked loss needs both")
+    return base, head, getattr(model.config, "final_logit_softcapping", None)
+
+
+def _logits(head: nn.Module, cap: float | None, h: torch.Tensor) -> torch.Tensor:
+    logits = head(h).float()  # (positions, vocab) fp32
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _check_head(model: nn.Module, ids: torch.Tensor) -> None:
+    """Check on a few tokens that base + head (+ soft-cap) reproduces the model's own logits."""
+    base, head, cap = _head(model)
+    ids = ids[:8].unsqueeze(0).to(module_device(model.get_input_embeddings()))
+    want = model(input_ids=ids, use_cache=False).logits.float()
+    got = _logits(head, cap, base(input_ids=ids, use_cache=False).last_hidden_state)
+    scale = want.abs().max().clamp(min=1.0)
+    if not torch.allclose(got, want.to(got.device), rtol=1e-2, atol=1e-2 * float(scale)):
+        raise ValueError(f"{type(model).__name__}: base model + LM head does not reproduce the model's logits "
+                         f"(max diff {float((got - want.to(got.device)).abs().max()):.3g}); the model may scale "
+                         f"its logits in a way lfcore's chunked loss does not know")
+
+
+@torch.inference_mode()
+def _score(model: nn.Module, windows, batch_size: int, chunk_tokens: int = 512, progress: bool = False):
+    """Summed fp32 NLL and scored-token count per window: two lists in window order."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    base, head, cap = _head(model)
+    device = module_device(model.get_input_embeddings())
+    _check_head(model, windows[0][0])
+    sums, counts = [0.0] * len(windows), [0] * len(windows)
+    by_length: dict[int, list[int]] = {}
+    for i, (x, _) in enumerate(windows):  # equal lengths batch without padding (only the last can be shorter)
+        by_length.setdefault(len(x), []).append(i)
+    batches = [idx[s:s + batch_size] for idx in by_length.values() for s in range(0, len(idx), batch_size)]
+    for batch in tqdm(batches, desc="perplexity", disable=not progress, leave=False):
+        ids = torch.stack([windows[i][0] for i in batch]).to(device)  # (batch, tokens)
+        labels = torch.stack([windows[i][1] for i in batch])[:, 1:]  # (batch, tokens-1): next-token targets
+        hidden = base(input_ids=ids, use_cache=False).last_hidden_state[:, :-1]  # (batch, tokens-1, width)
+        scored = labels != IGNORE
+        h = hidden[scored.to(hidden.device)]  # (positions, width): only the scored positions
+        targets, rows = labels[scored], scored.nonzero()[:, 0]  # (positions,), window row of each position
+        nll = torch.empty(len(targets), dtype=torch.float32)
+        for s in range(0, len(targets), chunk_tokens):
+            logits = _logits(head, cap, h[s:s + chunk_tokens])  # (chunk, vocab) fp32
+            nll[s:s + chunk_tokens] = F.cross_entropy(logits, targets[s:s + chunk_tokens].to(logits.device),
+                                                      reduction="none").cpu()
+        per_window = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, rows, nll.double())
+        for j, i in enumerate(batch):
+            sums[i], counts[i] = float(per_window[j]), int(scored[j].sum())
+    return sums, counts
+
+
+def _summary(sums, counts, seqlen, stride, add_bos) -> dict:
+    n = sum(counts)
+    nll = sum(sums) / n
+    return {"ppl": math.exp(nll), "nll": nll, "n_tokens": n, "n_windows": len(sums), "seqlen": seqlen,
+            "stride": stride, "add_bos": add_bos, "window_nll": [s / c for s, c in zip(sums, counts)],
+            "window_tokens": list(counts)}
+
+
+def _bos(tokenizer, add_bos: bool) -> int | None:
+    if not add_bos:
+        return None
+    if tokenizer.bos_token_id is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no bos_token; pass add_bos=False")
+    return tokenizer.bos_token_id
+
+
+def perplexity(model: nn.Module, tokenizer, texts: str | Sequence[str], seqlen: int = 2048, stride: int | None = None,
+               batch_size: int = 4, add_bos: bool = True, chunk_tokens: int = 512, progress: bool = False) -> dict:
+    """Perplexity of ``texts`` (joined by "\\n\\n", tokenized once) over windows of ``seqlen`` tokens.
+
+    ``seqlen`` counts the BOS token that starts every window when ``add_bos``. With ``stride`` below the
+    window's text length, windows overlap and each scores only the tokens no earlier window scored.
+    Returns ``ppl``, ``nll`` (mean over scored tokens), ``n_tokens``, ``n_windows``, ``seqlen``, ``stride``,
+    ``add_bos``, and per-window ``window_nll`` (mean) and ``window_tokens`` (for resampling windows).
+    """
+    windows, stride = _windows(_token_ids(tokenizer, texts), seqlen, stride, _bos(tokenizer, add_bos))
+    sums, counts = _score(model, windows, batch_size, chunk_tokens, progress)
+    return _summary(sums, counts, seqlen, stride, add_bos)
+
+
+# ---------------------------------------------------------------------------------------------- Table 1
+
+
+def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mapping[str, NeuronSet], *,
+                       seqlen: int = 2048, stride: int | None = None, batch_size: int = 4,
+                       total_neurons: int | None = None, add_bos: bool = True, progress: bool = True) -> pd.DataFrame:
+    """Table 1: perplexity per language with the full model and with each neuron set deactivated.
+
+    Rows: the languages of ``texts``, then "Key Neuron Number" and "Key Neuron Percentage" (of
+    ``total_neurons``, default layers x width). Columns: "Full model Perplexity" (absolute), then one column
+    per entry of ``sets`` with the % increase over the full model. ``df.attrs`` holds the raw numbers:
+    ``perplexity``/``nll``/``window_nll`` as ``{lang: {condition: ...}}`` ("Full model" is the baseline),
+    ``n_tokens``, ``n_windows``, ``window_tokens`` per language, ``seqlen``, ``stride``, ``model``.
+    """
+    if not texts:
+        raise ValueError("texts is empty: pass {lang: text or list of texts}")
+    if FULL in sets or FULL_COLUMN in sets:
+        raise ValueError(f"{FULL!r} is reserved for the baseline; rename that set")
+    blocks = {name: deactivate(lm.model, neurons) for name, neurons in sets.items()}  # validate all first
+    total = total_neurons or len(neuron_sites(lm.model)) * neuron_width(lm.model)
+    bos = _bos(lm.tokenizer, add_bos)
+    windows = {}
+    for lang, text in texts.items():
+        windows[lang], used_stride = _windows(_token_ids(lm.tokenizer, text), seqlen, stride, bos)
+    results: dict[str, dict[str, dict]] = {lang: {} for lang in texts}
+    conditions = [(FULL, contextlib.nullcontext())] + list(blocks.items())
+    with tqdm(total=len(conditions) * len(texts), desc="deactivation table", disable=not progress) as bar:
+        for name, block in conditions:
+            with block:  # every language is evaluated while the hooks are live
+                for lang, wins in windows.items():
+                    bar.set_postfix_str(f"{name} / {lang}")
+                    sums, counts = _score(lm.model, wins, batch_size)
+                    results[lang][name] = _summary(sums, counts, seqlen, used_stride, add_bos)
+                    bar.update()
+    rows = {}
+    for lang, res in results.items():
+        full = res[FULL]["ppl"]
+        rows[lang] = [full] + [100.0 * (res[name]["ppl"] / full - 1.0) for name in blocks]
+    counts = {name: block.n_neurons for name, block in blocks.items()}
+    rows[KEY_NUMBER] = [float("nan")] + [float(counts[name]) for name in blocks]
+    rows[KEY_PERCENT] = [float("nan")] + [100.0 * counts[name] / total for name in blocks]
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=[FULL_COLUMN, *blocks])
+    df.index.name = "lang"
+    df.attrs.update({
+        "model": lm.meta(), "seqlen": seqlen, "stride": used_stride, "add_bos": add_bos, "batch_size": batch_size,
+        "total_neurons": total, "key_neurons": counts,
+        "perplexity": {lang: {c: r["ppl"] for c, r in res.items()} for lang, res in results.items()},
+        "nll": {lang: {c: r["nll"] for c, r in res.items()} for lang, res in results.items()},
+        "window_nll": {lang: {c: r["window_nll"] for c, r in res.items()} for lang, res in results.items()},
+        "n_tokens": {lang: res[FULL]["n_tokens"] for lang, res in results.items()},
+        "n_windows": {lang: res[FULL]["n_windows"] for lang, res in results.items()},
+        "window_tokens": {lang: res[FULL]["window_tokens"] for lang, res in results.items()},
+    })
+    return df
+
+
+def format_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The paper's display: perplexity with 2 decimals, increases and percentages as "12%", counts as ints."""
+    out = pd.DataFrame(index=df.index, columns=df.columns, dtype=object)
+    for lang in df.index:
+        for col in df.columns:
+            v = df.loc[lang, col]
+            if pd.isna(v):
+                out.loc[lang, col] = ""
+            elif col == FULL_COLUMN:
+                out.loc[lang, col] = f"{v:.2f}"
+            elif lang == KEY_NUMBER:
+                out.loc[lang, col] = f"{int(v)}"
+            elif lang == KEY_PERCENT:
+                out.loc[lang, col] = f"{v:.1f}%"
+            else:
+                out.loc[lang, col] = f"{v:.0f}%"
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_table(df: pd.DataFrame, path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``df`` as CSV at ``path`` and its ``attrs`` as JSON next to it (same name, ``.json``)."""
+    path = Path(path)
+    if path.suffix == ".json":
+        raise ValueError(f"{path}: give the CSV path; the JSON sidecar gets the same name with .json")
+    sidecar = path.with_suffix(".json")
+    _write_atomic(path, df.to_csv())
+    _write_atomic(sidecar, json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str))
+    return path, sidecar
+
+
+def load_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a table written by ``save_table``, attrs included."""
+    path = Path(path)
+    df = pd.read_csv(path, index_col=0)
+    sidecar = path.with_suffix(".json")
+    if sidecar.exists():
+        df.attrs.update(json.loads(sidecar.read_text(encoding="utf-8")))
+    return df
+
+
+# ------------------------------------------------------------------------------------------ lm-eval bridge
+
+
+def tasks_dir() -> Path:
+    """The folder of lfcore's lm-eval task YAML (package data)."""
+    path = Path(str(resources.files("lfcore.tasks")))
+    if not path.is_dir():
+        raise ValueError(f"lfcore.tasks is not a folder on disk ({path}); install lfcore unzipped")
+    return path
+
+
+def task_manager(include_defaults: bool = False):
+    """An lm-eval ``TaskManager`` that knows lfcore's tasks (and the harness's own if ``include_defaults``)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(tasks_dir()), include_defaults=include_defaults)
+
+
+def lm_eval_model(lm, batch_size: int = 8, max_length: int | None = None):
+    """Wrap an already-loaded model as lm-eval's ``HFLM`` (nothing is reloaded; hooks on the model stay live)."""
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size, max_length=max_length)
+
+
+def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limit: int | float | None = None,
+                          neurons: NeuronSet | None = None, batch_size: int = 8) -> pd.DataFrame:
+    """Accuracy of lfcore task ``{task}_{lang}`` for each language, optionally with ``neurons`` deactivated.
+
+    Runs ``lm_eval.simple_evaluate`` inside ``deactivate(lm.model, neurons)``, so the scores are those of the
+    deactivated model (the request cache is off). Returns columns lang, task, acc, acc_stderr, n;
+    ``df.attrs["loglikelihoods"][lang]`` lists, per document, its id, target and choice log-likelihoods.
+    """
+    import lm_eval
+
+    manager = task_manager()
+    names = {lang: f"{task}_{lang}" for lang in langs}
+    unknown = [n for n in names.values() if n not in manager.all_subtasks]
+    if unknown:
+        known = sorted(t for t in manager.all_subtasks if t.startswith(f"{task}_")) or manager.all_subtasks
+        raise ValueError(f"unknown task(s) {', '.join(unknown)}; lfcore has {', '.join(known)}")
+    block = deactivate(lm.model, neurons)
+    with block:
+        out = lm_eval.simple_evaluate(model=lm_eval_model(lm, batch_size), tasks=list(names.values()),
+                                      task_manager=manager, limit=limit, log_samples=True, use_cache=None,
+                                      cache_requests=False, bootstrap_iters=1000)
+    rows, lls = [], {}
+    for lang, name in names.items():
+        res = out["results"][name]
+        rows.append({"lang": lang, "task": name, "acc": res["acc,none"], "acc_stderr": res["acc_stderr,none"],
+                     "n": out["n-samples"][name]["effective"]})
+        lls[lang] = [{"doc_id": s["doc_id"], "id": s["doc"].get("id", s["doc"].get("story_id")),
+                      "target": s["target"], "loglikelihoods": [float(r[0]) for r in s["filtered_resps"]]}
+                     for s in out["samples"][name]]
+    df = pd.DataFrame(rows)
+    df.attrs.update({"model": lm.meta(), "n_neurons": block.n_neurons, "limit": limit, "loglikelihoods": lls,
+                     "lm_eval_version": importlib.metadata.version("lm_eval")})
+    return df
+
+
+# ------------------------------------------------------------------------------------------- generations
+
+DEFAULT_PROMPTS: dict[str, list[str]] = {
+    "en": ["The city council announced on Monday that", "Scientists at the national university have discovered",
+           "After three days of heavy rain, residents of the coastal town"],
+    "zh": ["市政府周一宣布，", "国立大学的科学家们发现，", "连续三天暴雨之后，沿海小镇的居民"],
+    "fr": ["Le conseil municipal a annoncé lundi que", "Des scientifiques de l'université nationale ont découvert",
+           "Après trois jours de fortes pluies, les habitants de la ville côtière"],
+    "es": ["El ayuntamiento anunció el lunes que", "Científicos de la universidad nacional han descubierto",
+           "Tras tres días de fuertes lluvias, los vecinos del pueblo costero"],
+    "pt": ["A câmara municipal anunciou na segunda-feira que", "Cientistas da universidade nacional descobriram",
+           "Depois de três dias de chuvas fortes, os moradores da cidade costeira"],
+    "ar": ["أعلن مجلس المدينة يوم الاثنين أن", "اكتشف علماء في الجامعة الوطنية",
+           "بعد ثلاثة أيام من الأمطار الغزيرة، قال سكان البلدة الساحلية"],
+    "hi": ["नगर परिषद ने सोमवार को घोषणा की कि", "राष्ट्रीय विश्वविद्यालय के वैज्ञानिकों ने पता लगाया है कि",
+           "तीन दिनों की भारी बारिश के बाद, तटीय शहर के निवासी"],
+    "id": ["Dewan kota mengumumkan pada hari Senin bahwa", "Para ilmuwan di universitas nasional telah menemukan",
+           "Setelah tiga hari hujan deras, warga kota pesisir"],
+    "vi": ["Hội đồng thành phố hôm thứ Hai thông báo rằng", "Các nhà khoa học tại trường đại học quốc gia đã phát hiện",
+           "Sau ba ngày mưa lớn, người dân thị trấn ven biển"],
+}
+
+
+@torch.inference_mode()
+def generate(lm, prompts: Mapping[str, Sequence[str]] | None, neurons_by_condition: Mapping[str, NeuronSet | None],
+             max_new_tokens: int = 32) -> pd.DataFrame:
+    """Greedy continuations of each prompt under each condition (Appendix A, Tables 2 and 3).
+
+    ``prompts`` is ``{lang: [prompt, ...]}`` (``None``: ``DEFAULT_PROMPTS``); ``neurons_by_condition`` maps a
+    condition name to a neuron set (``None`` or ``{}``: the full model). Returns one row per condition,
+    language and prompt: condition, lang, index, prompt, output (decoded new tokens), output_ids.
+    """
+    prompts = DEFAULT_PROMPTS if prompts is None else prompts
+    blocks = {name: deactivate(lm.model, neurons) for name, neurons in neurons_by_condition.items()}
+    device = module_device(lm.model.get_input_embeddings())
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
+    rows = []
+    for name, block in blocks.items():
+        with block:
+            for lang, texts in prompts.items():
+                for i, prompt in enumerate(texts):
+                    enc = lm.tokenizer(prompt, return_tensors="pt").to(device)
+                    out = lm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                            pad_token_id=pad)
+                    new = out[0, enc["input_ids"].shape[1]:].tolist()
+                    rows.append({"condition": name, "lang": lang, "index": i, "prompt": prompt,
+                                 "output": lm.tokenizer.decode(new, skip_special_tokens=True), "output_ids": new})
+    return pd.DataFrame(rows)
