@@ -1,0 +1,136 @@
+"""Dominant-neuron layers ("massive activations", Sun et al. 2024) and what LRDS/SADS look like without them.
+
+A few neurons with huge pooled values put every sentence vector of a layer on nearly the same direction:
+every cosine of that layer's map is close to 1, and its LRDS and SADS (differences of mean cosines) are
+close to 0 whatever the language or meaning structure of the other neurons. This module measures that
+per layer, names the neurons, and recomputes the scores with them zeroed.
+
+- ``dominance``: per layer, the share of the squared norm held by the top-k neurons (averaged over
+  sentences) and the mean off-diagonal cosine; a layer is flagged when its top-``flag_k`` share exceeds
+  ``threshold``. Default: top-5 share > 0.5. When the same few neurons hold a share s of every vector,
+  each cosine is about s + (1 - s) * (cosine of the rest), so the layer's LRDS and SADS shrink by about
+  (1 - s): past s = 0.5 they are less than half what the other neurons say.
+- ``dominant_neurons`` / ``exclude_dominant``: the k neurons with the largest mean share per layer, and a
+  copy of the activations with them zeroed (shapes and labels unchanged).
+- ``exclusion_table``: layer-wise LRDS/SADS before and after exclusion, next to the dominance columns.
+- ``compare_pooling``: layer-wise tables of two poolings (e.g. with and without the first token) side by side.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from .capture import Activations
+from .metrics import layer_maps, layerwise
+
+DEFAULT_K = 5
+DEFAULT_SHARE = 0.5  # a layer is dominated when its top-5 neurons hold > 50% of the squared norm
+
+
+def _shares(acts: Activations, block: int) -> torch.Tensor:
+    """Each neuron's share of its sentence's squared norm in one layer block: (n, width) fp64."""
+    sq = acts.values[:, block].double() ** 2  # (n, width); one layer at a time keeps big models in memory
+    return sq / sq.sum(1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+
+
+def topk_share(acts: Activations, k: int) -> torch.Tensor:
+    """Mean over sentences of the squared-norm share of each layer's k largest neurons: (n_layers,)."""
+    if not 1 <= k <= acts.width:
+        raise ValueError(f"k must be in 1..{acts.width}, got {k}")
+    # each sentence its own top k, then the mean over sentences
+    return torch.stack([_shares(acts, b).topk(k, dim=1).values.sum(1).mean() for b in range(len(acts.layers))])
+
+
+def mean_cosine(acts: Activations) -> torch.Tensor:
+    """Mean off-diagonal cosine of each layer's own map: (n_layers,)."""
+    maps = layer_maps(acts).double()  # (L, n, n)
+    n = maps.shape[1]
+    return (maps.sum((1, 2)) - torch.diagonal(maps, dim1=1, dim2=2).sum(1)) / (n * (n - 1))
+
+
+def dominance(acts: Activations, ks: Sequence[int] = (1, DEFAULT_K), threshold: float = DEFAULT_SHARE,
+              flag_k: int = DEFAULT_K) -> pd.DataFrame:
+    """Per layer: top-k squared-norm shares, mean off-diagonal cosine, and a dominance flag.
+
+    Columns: layer, ``top{k}_share`` for each k in ``ks`` (and ``flag_k``), mean_cosine, dominant
+    (top-``flag_k`` share > ``threshold``). ``attrs["neurons"]`` holds ``dominant_neurons(acts, flag_k)``.
+    """
+    ks = sorted(set(ks) | {flag_k})
+    df = pd.DataFrame({"layer": acts.layers})
+    for k in ks:
+        df[f"top{k}_share"] = topk_share(acts, k).numpy()
+    df["mean_cosine"] = mean_cosine(acts).numpy()
+    df["dominant"] = df[f"top{flag_k}_share"] > threshold
+    df.attrs.update({"threshold": threshold, "flag_k": flag_k,
+                     "neurons": {l: v.tolist() for l, v in dominant_neurons(acts, flag_k).items()}})
+    return df
+
+
+def dominant_neurons(acts: Activations, k: int = DEFAULT_K, layers: Sequence[int] | None = None
+                     ) -> dict[int, torch.Tensor]:
+    """The k neurons of each layer with the largest mean squared-norm share: {layer: LongTensor (k,)}.
+
+    A neuron set in the format of ``deactivate`` and ``regions``; ``layers`` limits it (default: all).
+    """
+    if not 1 <= k <= acts.width:
+        raise ValueError(f"k must be in 1..{acts.width}, got {k}")
+    layers = list(acts.layers if layers is None else layers)
+    missing = [l for l in layers if l not in acts.layers]
+    if missing:
+        raise ValueError(f"layer(s) {missing} not in these activations (have {acts.layers})")
+    return {l: _shares(acts, acts.layers.index(l)).mean(0).topk(k).indices.sort().values for l in layers}
+
+
+def exclude_dominant(acts: Activations, k: int = DEFAULT_K, layers: Sequence[int] | None = None) -> Activations:
+    """A copy of ``acts`` with each layer's ``k`` dominant neurons zeroed (``layers``: which, default all).
+
+    Shapes and labels are unchanged; ``meta["excluded_neurons"]`` records {layer: [indices]}.
+    """
+    neurons = dominant_neurons(acts, k, layers)
+    values = acts.values.clone()
+    for layer, idx in neurons.items():
+        values[:, acts.layers.index(layer), idx] = 0.0
+    meta = {**acts.meta, "excluded_neurons": {l: v.tolist() for l, v in neurons.items()}}
+    return Activations(values, list(acts.sentence_ids), list(acts.langs), list(acts.layers),
+                       acts.token_counts.clone(), meta)
+
+
+def exclusion_table(acts: Activations, k: int = DEFAULT_K, threshold: float = DEFAULT_SHARE) -> pd.DataFrame:
+    """Layer-wise LRDS/SADS with all neurons and with each layer's ``k`` dominant neurons zeroed.
+
+    Columns: layer, ``top{k}_share``, mean_cosine, dominant (share > ``threshold``), lrds, sads,
+    mean_cosine_excluded, lrds_excluded, sads_excluded. A dominated layer typically shows mean_cosine
+    near 1 and LRDS/SADS near 0 before, and scores like its neighbours' after.
+    """
+    excluded = exclude_dominant(acts, k)
+    dom = dominance(acts, ks=(k,), threshold=threshold, flag_k=k)
+    before, after = layerwise(acts), layerwise(excluded)
+    df = dom.merge(before, on="layer")
+    df["mean_cosine_excluded"] = mean_cosine(excluded).numpy()
+    df = df.merge(after.rename(columns={"lrds": "lrds_excluded", "sads": "sads_excluded"}), on="layer")
+    df.attrs.update(dom.attrs)
+    return df
+
+
+def compare_pooling(a: Activations, b: Activations, names: Sequence[str] = ("all_tokens", "skip_first"),
+                    k: int = DEFAULT_K) -> pd.DataFrame:
+    """Layer-wise LRDS, SADS, mean cosine and top-k share of two poolings of one corpus, side by side.
+
+    ``a`` and ``b`` are captures of the same sentences and layers (e.g. ``capture(...)`` and
+    ``capture(..., skip_first=True)``); rows are matched by label. Columns: layer, then
+    ``{metric}_{name}`` for each metric and name.
+    """
+    if len(names) != 2 or names[0] == names[1]:
+        raise ValueError(f"names must be two different strings, got {names!r}")
+    if set(zip(a.sentence_ids, a.langs)) != set(zip(b.sentence_ids, b.langs)) or a.layers != b.layers:
+        raise ValueError("the two captures must cover the same (sentence id, language) rows and the same layers")
+    out = None
+    for acts, name in zip((a, b), names):
+        df = layerwise(acts)
+        df["mean_cosine"] = mean_cosine(acts).numpy()
+        df[f"top{k}_share"] = topk_share(acts, k).numpy()
+        df = df.rename(columns={c: f"{c}_{name}" for c in df.columns if c != "layer"})
+        out = df if out is None else out.merge(df, on="layer")
+    return out

@@ -1,0 +1,314 @@
+"""How robust are key regions? Threshold sweeps, sample stability, and a second selection method (LAPE).
+
+- ``threshold_sweep``: key-region size per language and SKLR as the z threshold runs from 1 to the largest
+  reachable value, sqrt(L - 1) for L languages (population std), where every region is empty.
+- ``stability_halves`` / ``stability_subsets``: Jaccard overlap of each language's key region between two
+  disjoint halves of the sentence ids, and between random id subsets drawn with different seeds;
+  ``intersection`` keeps the neurons found every time, ``intersection_effect`` measures the perplexity
+  increase when those are deactivated.
+- LAPE (Tang et al. 2024, "Language-Specific Neurons: The Key to Multilingual Capabilities in LLMs"):
+  ``activation_probabilities`` streams, per language, the fraction of tokens on which each neuron's value
+  at lfcore's site is > 0; ``lape`` keeps the lowest-entropy neurons; ``lape_overlap`` compares them with
+  the z-score key regions.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .capture import Activations, _pool_weights
+from .hooks import input_hooks
+from .models import LoadedModel, neuron_sites, neuron_width
+from .regions import KeyRegions, NeuronSet, key_regions
+
+# ------------------------------------------------------------------------------------------- threshold
+
+
+def threshold_sweep(kr: KeyRegions, thresholds: Sequence[float] | None = None, n: int = 21) -> pd.DataFrame:
+    """Key-region sizes as the z threshold grows (same z-scores, only the cut moves).
+
+    ``thresholds`` default: ``n`` evenly spaced values from 1 to sqrt(L - 1), the largest z-score L
+    languages allow. Returns one row per threshold and language: threshold, lang, key_neurons, percent
+    (of all neurons), sklr (sum over languages at that threshold). Sizes never grow with the threshold.
+    """
+    if thresholds is None:
+        top = math.sqrt(len(kr.langs) - 1)
+        thresholds = np.linspace(1.0, top, n) if top > 1 else np.array([1.0])
+    t = torch.as_tensor(np.sort(np.asarray(thresholds, dtype=np.float64)), dtype=torch.float32)
+    z = torch.where(kr.valid, kr.z, -torch.inf).flatten(1)  # (n_langs, K); invalid neurons are never key
+    counts = (z[None] > t[:, None, None]).sum(2)  # (T, n_langs)
+    rows = [{"threshold": float(t[i]), "lang": lang, "key_neurons": int(counts[i, k]),
+             "percent": 100.0 * int(counts[i, k]) / kr.total_neurons, "sklr": int(counts[i].sum())}
+            for i in range(len(t)) for k, lang in enumerate(kr.langs)]
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------- stability
+
+
+def jaccard(a: torch.Tensor | NeuronSet, b: torch.Tensor | NeuronSet) -> float:
+    """|a & b| / |a | b| of two boolean masks of one shape or two neuron sets; 1.0 when both are empty."""
+    if isinstance(a, Mapping):
+        sa = {(l, int(i)) for l, idx in a.items() for i in torch.as_tensor(idx).reshape(-1)}
+        sb = {(l, int(i)) for l, idx in b.items() for i in torch.as_tensor(idx).reshape(-1)}
+        inter, union = len(sa & sb), len(sa | sb)
+    else:
+        if a.shape != b.shape:
+            raise ValueError(f"masks of different shapes {tuple(a.shape)} and {tuple(b.shape)}")
+        inter, union = int((a & b).sum()), int((a | b).sum())
+    return 1.0 if union == 0 else inter / union
+
+
+def _check_same_grid(a, b) -> None:
+    if list(a.layers) != list(b.layers) or a.width != b.width:
+        raise ValueError(f"the two region sets cover different neurons (layers {a.layers} x {a.width} vs "
+                         f"{b.layers} x {b.width})")
+
+
+def region_jaccard(a: KeyRegions, b: KeyRegions) -> pd.DataFrame:
+    """Per language (those in both): lang, jaccard, size_a, size_b, shared."""
+    _check_same_grid(a, b)
+    rows = []
+    for lang in [l for l in a.langs if l in b.langs]:
+        ma, mb = a.mask[a.langs.index(lang)], b.mask[b.langs.index(lang)]
+        rows.append({"lang": lang, "jaccard": jaccard(ma, mb), "size_a": int(ma.sum()), "size_b": int(mb.sum()),
+                     "shared": int((ma & mb).sum())})
+    return pd.DataFrame(rows)
+
+
+def split_ids(ids: Sequence[str], seed: int = 0) -> tuple[list[str], list[str]]:
+    """Two disjoint halves of ``ids`` (sizes floor(n/2) and the rest), drawn with ``seed``."""
+    ids = sorted(set(ids))
+    order = np.random.default_rng(seed).permutation(len(ids))
+    half = len(ids) // 2
+    return sorted(ids[i] for i in order[:half]), sorted(ids[i] for i in order[half:])
+
+
+def stability_halves(acts: Activations, threshold: float = 2.0, seeds: Sequence[int] = (0, 1, 2, 3, 4)
+                     ) -> tuple[pd.DataFrame, list[KeyRegions]]:
+    """Key regions on two disjoint halves of the sentence ids, for several random splits.
+
+    Returns (table, regions): one row per seed and language (seed, lang, jaccard, size_a, size_b,
+    shared) and the 2 * len(seeds) ``KeyRegions`` (half a and b of each seed, in order), e.g. for
+    ``intersection``.
+    """
+    tables, regions = [], []
+    for seed in seeds:
+        half_a, half_b = split_ids(acts.ids, seed)
+        if len(half_a) < 2:
+            raise ValueError(f"need at least 4 sentence ids to split in halves, have {len(acts.ids)}")
+        ka = key_regions(acts.select(ids=half_a), threshold)
+        kb = key_regions(acts.select(ids=half_b), threshold)
+        regions += [ka, kb]
+        tables.append(region_jaccard(ka, kb).assign(seed=seed))
+    df = pd.concat(tables, ignore_index=True)
+    return df[["seed", "lang", "jaccard", "size_a", "size_b", "shared"]], regions
+
+
+def stability_subsets(acts: Activations, threshold: float = 2.0, size: int | None = None,
+                      seeds: Sequence[int] = (0, 1, 2)) -> tuple[pd.DataFrame, list[KeyRegions]]:
+    """Key regions on random id subsets of ``size`` (default half) drawn with each seed; every pair compared.
+
+    Returns (table, regions): one row per seed pair and language (seed_a, seed_b, lang, jaccard,
+    size_a, size_b, shared, shared_ids) and one ``KeyRegions`` per seed.
+    """
+    ids = sorted(acts.ids)
+    size = len(ids) // 2 if size is None else size
+    if not 2 <= size <= len(ids):
+        raise ValueError(f"subset size must be in 2..{len(ids)}, got {size}")
+    subsets = [sorted(np.random.default_rng(s).choice(ids, size, replace=False).tolist()) for s in seeds]
+    regions = [key_regions(acts.select(ids=sub), threshold) for sub in subsets]
+    tables = []
+    for (i, a), (j, b) in itertools.combinations(enumerate(seeds), 2):
+        tables.append(region_jaccard(regions[i], regions[j]).assign(
+            seed_a=a, seed_b=b, shared_ids=len(set(subsets[i]) & set(subsets[j]))))
+    df = pd.concat(tables, ignore_index=True)
+    return df[["seed_a", "seed_b", "lang", "jaccard", "size_a", "size_b", "shared", "shared_ids"]], regions
+
+
+def intersection(regions: Sequence[KeyRegions]) -> dict[str, NeuronSet]:
+    """For each language present in every region set, the neurons found in all of them: {lang: NeuronSet}."""
+    if not regions:
+        raise ValueError("no region sets to intersect")
+    for r in regions[1:]:
+        _check_same_grid(regions[0], r)
+    langs = [l for l in regions[0].langs if all(l in r.langs for r in regions)]
+    out = {}
+    for lang in langs:
+        mask = torch.stack([r.mask[r.langs.index(lang)] for r in regions]).all(0)  # (n_layers, width)
+        out[lang] = {layer: mask[b].nonzero()[:, 0] for b, layer in enumerate(regions[0].layers) if mask[b].any()}
+    return out
+
+
+def intersection_effect(lm: LoadedModel, texts: Mapping[str, str | Sequence[str]],
+                        sets: Mapping[str, NeuronSet], *, seqlen: int = 2048, stride: int | None = None,
+                        batch_size: int = 4, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Perplexity increase, with a window-bootstrap interval, when each neuron set is deactivated.
+
+    ``sets`` is {name: NeuronSet}, e.g. ``intersection(regions)`` (name = language). Each set is zeroed
+    with ``deactivate`` and ``evaluate.perplexity`` runs inside the block on every text of ``texts``
+    ({lang: text(s)}). Returns one row per (set, text language): set, lang, n_neurons, ppl_full, ppl,
+    increase (%), ci_low, ci_high (``uncertainty.perplexity_increase``).
+    """
+    from .deactivate import count_neurons, deactivate
+    from .evaluate import perplexity
+    from .uncertainty import perplexity_increase
+
+    kw = dict(seqlen=seqlen, stride=stride, batch_size=batch_size)
+    blocks = {name: deactivate(lm.model, neurons) for name, neurons in sets.items()}  # validate all first
+    full = {lang: perplexity(lm.model, lm.tokenizer, text, **kw) for lang, text in texts.items()}
+    rows = []
+    for name, block in blocks.items():
+        with block:
+            for lang, text in texts.items():
+                res = perplexity(lm.model, lm.tokenizer, text, **kw)
+                ci = perplexity_increase(full[lang]["window_nll"], res["window_nll"], full[lang]["window_tokens"],
+                                         n_boot=n_boot, seed=seed)
+                rows.append({"set": name, "lang": lang, "n_neurons": count_neurons(sets[name]),
+                             "ppl_full": full[lang]["ppl"], "ppl": res["ppl"], "increase": ci["increase"],
+                             "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------ LAPE
+
+
+@dataclass
+class ActivationProbs:
+    """P(value > 0) per language and neuron. probs: (n_langs, n_layers, width) fp32; tokens: (n_langs,)."""
+
+    probs: torch.Tensor
+    langs: list[str]
+    layers: list[int]
+    tokens: torch.Tensor
+    meta: dict = field(default_factory=dict)
+
+
+def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,
+                             pool_special_tokens: bool = False, max_length: int = 512, site: str | None = None,
+                             progress: bool = True) -> ActivationProbs:
+    """Fraction of each language's tokens on which each neuron's input to the down projection is > 0.
+
+    Batching, padding and token selection are those of ``capture.capture`` (special tokens are fed but
+    not counted unless ``pool_special_tokens``). A hook adds the masked count of (x > 0) per language to
+    a (n_langs, width) buffer; no token tensor is kept. Note: Tang et al. count act_fn(gate) > 0 in
+    LLaMA; lfcore's site is act_fn(gate) * up (for BLOOM the GeLU output, which is the same thing).
+    """
+    model, tok = lm.model, lm.tokenizer
+    names = neuron_sites(model, site)
+    layers = list(range(len(names))) if layers is None else sorted(set(layers))
+    bad = [l for l in layers if not 0 <= l < len(names)]
+    if bad:
+        raise ValueError(f"layers {bad} out of range: {lm.name} has {len(names)} layers (0..{len(names) - 1})")
+    width, records = neuron_width(model, site), list(corpus)
+    if not records:
+        raise ValueError("the corpus is empty")
+    langs = list(dict.fromkeys(r.lang for r in records))
+    lang_of = torch.tensor([langs.index(r.lang) for r in records])  # (n_records,)
+    special = set(tok.all_special_ids)
+    encoded = [tok(r.text, truncation=True, max_length=max_length)["input_ids"] for r in records]
+    weights = [_pool_weights(ids, special, pool_special_tokens, False) for ids in encoded]
+    order = sorted(range(len(records)), key=lambda i: -len(encoded[i]))
+    device = model.get_input_embeddings().weight.device
+    site_modules = [names[l] for l in layers]
+    counts, state = {}, {}
+
+    def make_hook(name):
+        def hook(x):  # x: (batch, tokens, width)
+            if name not in counts:
+                counts[name] = torch.zeros(len(langs), width, dtype=torch.float64, device=x.device)
+            w = state["w"].to(x.device)  # (batch, tokens) 1 for counted tokens
+            positive = torch.einsum("btn,bt->bn", (x > 0).float(), w)  # (batch, width) counted tokens with x > 0
+            counts[name].index_add_(0, state["lang"].to(x.device), positive.double())
+        return hook
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), desc=f"LAPE {lm.name}", disable=not progress):
+            batch = order[start:start + batch_size]
+            t = max(len(encoded[i]) for i in batch)
+            ids = torch.full((len(batch), t), pad, dtype=torch.long)  # (batch, tokens), right-padded
+            mask = torch.zeros(len(batch), t, dtype=torch.long)
+            w = torch.zeros(len(batch), t, dtype=torch.float32)
+            for b, i in enumerate(batch):
+                ids[b, :len(encoded[i])] = torch.tensor(encoded[i])
+                mask[b, :len(encoded[i])] = 1
+                w[b, :len(encoded[i])] = torch.tensor(weights[i])
+            state.update(w=w, lang=lang_of[batch])
+            with input_hooks(model, {n: make_hook(n) for n in site_modules}, stop=site_modules[-1]):
+                model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+    tokens = torch.zeros(len(langs), dtype=torch.float64).index_add_(
+        0, lang_of, torch.tensor([sum(w) for w in weights], dtype=torch.float64))
+    if (tokens == 0).any():
+        raise ValueError(f"no token to count for {[l for l, n in zip(langs, tokens) if n == 0]}")
+    probs = torch.stack([counts[n].cpu() for n in site_modules], dim=1) / tokens[:, None, None]  # (langs, L, width)
+    return ActivationProbs(probs.float(), langs, layers, tokens, {**lm.meta(), "site": site or "down_proj:input"})
+
+
+@dataclass
+class LapeRegions:
+    """Language-specific neurons by LAPE. mask: (n_langs, n_layers, width); entropy: (n_layers, width)."""
+
+    mask: torch.Tensor
+    langs: list[str]
+    layers: list[int]
+    entropy: torch.Tensor
+    prob_threshold: float
+    entropy_quantile: float
+
+    @property
+    def width(self) -> int:
+        return self.mask.shape[2]
+
+    def neurons(self, lang: str) -> NeuronSet:
+        if lang not in self.langs:
+            raise ValueError(f"no LAPE neurons for language {lang!r}; languages: {self.langs}")
+        m = self.mask[self.langs.index(lang)]
+        return {layer: m[b].nonzero()[:, 0] for b, layer in enumerate(self.layers) if m[b].any()}
+
+    def sizes(self) -> pd.Series:
+        return pd.Series(self.mask.sum((1, 2)).tolist(), index=self.langs, name="lape_neurons")
+
+
+def lape(probs: ActivationProbs, entropy_quantile: float = 0.01, prob_quantile: float = 0.95) -> LapeRegions:
+    """Language activation probability entropy (Tang et al. 2024, their ``identify.py``).
+
+    p: (L, K) activation probabilities. Normalise each neuron over languages, q = p / sum_l p; entropy
+    H = -sum_l q log q. The threshold tau is the ``prob_quantile`` quantile of all L*K probabilities
+    (the round(prob_quantile * L * K)-th smallest).
+    Neurons with no language above tau are dropped; of the rest, the round(K * entropy_quantile) with
+    the lowest entropy are language-specific, each assigned to every language whose p exceeds tau.
+    """
+    p = probs.probs.double().flatten(1)  # (L, K)
+    total = p.sum(0, keepdim=True)
+    q = torch.where(total > 0, p / total.clamp_min(1e-300), 0.0)
+    entropy = -(q * torch.where(q > 0, q.log(), 0.0)).sum(0)  # (K,)
+    k = min(max(1, round(p.numel() * prob_quantile)), p.numel())
+    tau = float(p.flatten().kthvalue(k).values)  # the k-th smallest, as Tang et al.
+    eligible = (p > tau).any(0)
+    ranked = torch.where(eligible, entropy, torch.inf)
+    n_keep = min(round(p.shape[1] * entropy_quantile), int(eligible.sum()))
+    chosen = torch.zeros(p.shape[1], dtype=torch.bool)
+    chosen[ranked.argsort(stable=True)[:n_keep]] = True
+    mask = (p > tau) & chosen  # (L, K)
+    shape = (len(probs.langs), len(probs.layers), -1)
+    return LapeRegions(mask.reshape(shape), list(probs.langs), list(probs.layers),
+                       entropy.float().reshape(shape[1:]), tau, entropy_quantile)
+
+
+def lape_overlap(lape_regions: LapeRegions, kr: KeyRegions) -> pd.DataFrame:
+    """Per language in both: lang, lape_neurons, key_neurons, shared, jaccard (LAPE vs z-score key region)."""
+    _check_same_grid(lape_regions, kr)
+    rows = []
+    for lang in [l for l in kr.langs if l in lape_regions.langs]:
+        a, b = lape_regions.mask[lape_regions.langs.index(lang)], kr.mask[kr.langs.index(lang)]
+        rows.append({"lang": lang, "lape_neurons": int(a.sum()), "key_neurons": int(b.sum()),
+                     "shared": int((a & b).sum()), "jaccard": jaccard(a, b)})
+    return pd.DataFrame(rows)
