@@ -1,10 +1,12 @@
 """Record MLP neurons over a parallel corpus and mean-pool them per sentence (paper eq. 5).
 
-Sentences are tokenised one by one, sorted by length and run in right-padded batches, so a real token
-never sees padding (causal attention) and the batch size does not change the result. A forward pre-hook
-on each layer's neuron site adds the masked token sum of its input to an fp32 buffer on the model's
-device; the full (tokens x neurons) tensor never leaves the hook. The forward pass stops after the last
-requested layer's site: no later layer and no LM head (vocabularies of 250k+) is ever computed.
+Sentences are tokenised (each on its own, in one batched call), sorted by length and run in right-padded
+batches (a batch ends early rather than be more than a quarter padding), so a real token never sees
+padding (causal attention) and the batch size does not change the result. A forward pre-hook on each
+layer's neuron site takes the masked token sum of its input in fp32 on that layer's device; the full
+(tokens x neurons) tensor never leaves the hook. The forward pass stops after the last requested layer's
+site: no later layer and no LM head (vocabularies of 250k+) is ever computed. Each batch's means go to
+the host as one block; on CUDA that copy overlaps the next batch's forward pass.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cache as cache_mod
+from .deactivate import module_device
 from .hooks import input_hooks
 from .models import SITE_NAME, LoadedModel, neuron_sites, neuron_width
 
@@ -118,6 +121,86 @@ def _pool_weights(ids: list[int], special: set[int], pool_special_tokens: bool, 
     return w
 
 
+def _length_batches(order: list[int], lengths: list[int], batch_size: int, max_padding: float = 0.25) -> list[list[int]]:
+    """Rows sorted longest first, cut into batches of at most ``batch_size`` that pad at most ``max_padding``
+    of their tokens (a long tail of lengths gets smaller batches instead of mostly padding)."""
+    batches, current, real = [], [], 0
+    for i in order:
+        if current:
+            n, longest = len(current) + 1, lengths[current[0]]
+            if n > batch_size or n * longest - (real + lengths[i]) > max_padding * n * longest:
+                batches.append(current)
+                current, real = [], 0
+        current.append(i)
+        real += lengths[i]
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _pool(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Weighted token sum in fp32: x (batch, tokens, width), w (batch, tokens) of 0/1 -> (batch, width).
+
+    fp32 input: one batched matrix product. Half precision: the 0/1 weights make ``x * w`` exact, and the
+    sum accumulates in fp32 (on CUDA it reads bf16 directly, never materialising an fp32 copy of x).
+    """
+    if x.dtype == torch.float32:
+        return torch.bmm(w.unsqueeze(1), x).squeeze(1)  # (batch, 1, tokens) @ (batch, tokens, width)
+    return (x * w.to(x.dtype).unsqueeze(-1)).sum(1, dtype=torch.float32)
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor to ``device``; to CUDA from pinned memory without blocking the host."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _stack(pooled: list[torch.Tensor]) -> torch.Tensor:
+    """Per-layer (batch, width) tensors -> (batch, L, width) on their common device, else on the CPU."""
+    devices = {p.device for p in pooled}
+    if len(devices) > 1:  # device_map over several devices
+        pooled = [p.cpu() for p in pooled]
+    return torch.stack(pooled, dim=1)
+
+
+class _HostWriter:
+    """Writes each batch's block of means (batch, L, width) into rows of the CPU result ``out``.
+
+    A CPU block is copied at once. A CUDA block goes without blocking into one of two pinned staging
+    buffers and is scattered into ``out`` at the next ``put`` (or ``flush``), so the transfer and the
+    scatter overlap the next batch's forward pass instead of adding a copy of the whole result at the end.
+    """
+
+    def __init__(self, out: torch.Tensor, batch_size: int):
+        self.out, self.batch_size = out, batch_size
+        self.staging: list[torch.Tensor] = []
+        self.pending: tuple | None = None
+        self.count = 0
+
+    def put(self, rows: list[int], block: torch.Tensor) -> None:
+        if block.device.type != "cuda":
+            self.out.index_copy_(0, torch.tensor(rows), block)
+            return
+        if not self.staging:
+            shape = (self.batch_size, *block.shape[1:])
+            self.staging = [torch.empty(shape, pin_memory=True) for _ in range(2)]
+        buf = self.staging[self.count % 2][:len(rows)]  # free: its previous batch was flushed at the last put
+        self.count += 1
+        buf.copy_(block, non_blocking=True)
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(block.device))  # after the block was computed and copied
+        self.flush()
+        self.pending = (rows, buf, done)
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            rows, buf, done = self.pending
+            done.synchronize()
+            self.out.index_copy_(0, torch.tensor(rows), buf)
+            self.pending = None
+
+
 def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,
             pool_special_tokens: bool = False, skip_first: bool = False, max_length: int = 512,
             site: str | None = None, progress: bool = True,
@@ -151,7 +234,8 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
         return Activations._from(*hit)
 
     special = set(tok.all_special_ids)
-    encoded = [tok(r.text, truncation=True, max_length=max_length)["input_ids"] for r in records]
+    texts = [r.text for r in records]
+    encoded = tok(texts, truncation=True, max_length=max_length)["input_ids"]  # one batched (Rust) call
     weights = [_pool_weights(ids, special, pool_special_tokens, skip_first) for ids in encoded]
     for r, w in zip(records, weights):
         if not any(w):
@@ -159,44 +243,48 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
                              f"special tokens{' and the first token' if skip_first else ''}: {r.text!r}")
     order = sorted(range(len(records)), key=lambda i: -len(encoded[i]))  # longest first: fail fast on memory
 
-    device = model.get_input_embeddings().weight.device
+    device = module_device(model.get_input_embeddings())
     site_modules = [names[l] for l in layers]
-    sums = {}  # site name -> (n_records, width) fp32 on that module's device
-    state = {}  # rows and pooling weights of the current batch, read by the hooks
+    values = torch.empty(len(records), len(layers), width)  # (n, L, width) fp32 means, filled batch by batch
+    writer = _HostWriter(values, batch_size)
+    pooled: list[torch.Tensor | None] = [None] * len(layers)  # this batch's (batch, width) fp32 sums per layer
+    weights_on: dict[torch.device, torch.Tensor] = {}  # this batch's pooling weights (batch, tokens) per device
 
-    def make_hook(name):
+    def make_hook(j, name):
         def hook(x):  # x: (batch, tokens, width)
-            if name not in sums:
-                if x.shape[-1] != width:
-                    raise ValueError(f"{name} input has {x.shape[-1]} features, config says {width}: "
-                                     f"check the site for model_type {model.config.model_type!r}")
-                sums[name] = torch.zeros(len(records), width, dtype=torch.float32, device=x.device)
-            w = state["w"].to(x.device)  # (batch, tokens)
-            pooled = torch.einsum("btn,bt->bn", x.float(), w)  # (batch, width)
-            sums[name].index_add_(0, state["rows"].to(x.device), pooled)
+            if x.shape[-1] != width:
+                raise ValueError(f"{name} input has {x.shape[-1]} features, config says {width}: "
+                                 f"check the site for model_type {model.config.model_type!r}")
+            if x.device not in weights_on:  # device_map: a layer on another device
+                weights_on[x.device] = next(iter(weights_on.values())).to(x.device)
+            pooled[j] = _pool(x, weights_on[x.device])  # (batch, width) fp32
         return hook
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    hooks = input_hooks(model, {n: make_hook(j, n) for j, n in enumerate(site_modules)}, stop=site_modules[-1])
     bar = tqdm(total=len(records), desc=f"capture {lm.name}", disable=not progress, unit="sent")
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            t = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), t), pad, dtype=torch.long)  # (batch, tokens), right-padded
-            mask = torch.zeros(len(batch), t, dtype=torch.long)
-            w = torch.zeros(len(batch), t, dtype=torch.float32)
-            for b, i in enumerate(batch):
-                ids[b, :len(encoded[i])] = torch.tensor(encoded[i])
-                mask[b, :len(encoded[i])] = 1
-                w[b, :len(encoded[i])] = torch.tensor(weights[i])
-            state.update(rows=torch.tensor(batch), w=w)
-            with input_hooks(model, {n: make_hook(n) for n in site_modules}, stop=site_modules[-1]):
-                model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+        for batch in _length_batches(order, [len(e) for e in encoded], batch_size):
+            t = len(encoded[batch[0]])  # the longest: sorted
+            ids = torch.tensor([encoded[i] + [pad] * (t - len(encoded[i])) for i in batch])  # (batch, tokens)
+            w = torch.tensor([weights[i] + [0.0] * (t - len(weights[i])) for i in batch])  # right-padded
+            mask = torch.tensor([[1] * len(encoded[i]) + [0] * (t - len(encoded[i])) for i in batch])
+            weights_on.clear()
+            weights_on[device] = _to(w, device)
+            pooled[:] = [None] * len(layers)
+            with hooks:
+                model(input_ids=_to(ids, device), attention_mask=_to(mask, device), use_cache=False)
+            assert all(p is not None for p in pooled)
+            block = _stack(pooled)  # (batch, L, width) fp32 sums
+            block.div_(weights_on[device].sum(1).to(block.device)[:, None, None])  # means
+            writer.put(batch, block)  # on CUDA: copied to the host while the next batch runs
             bar.update(len(batch))
+        writer.flush()
     bar.close()
+    pooled.clear()
+    weights_on.clear()
 
     counts = torch.tensor([sum(w) for w in weights], dtype=torch.float32)
-    values = torch.stack([sums[n].cpu() for n in site_modules], dim=1) / counts[:, None, None]  # (n, L, width)
     acts = Activations(values, [r.sentence_id for r in records], [r.lang for r in records], layers,
                        counts.to(torch.int64), meta)
     if store is not None:

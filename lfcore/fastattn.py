@@ -1,0 +1,146 @@
+"""Fused attention for BLOOM: one kernel swap, switchable off, tested equal to the eager path.
+
+transformers (5.x) runs BLOOM's ALiBi attention only on its eager path: ``baddbmm`` writes the
+(batch x heads, q, kv) scores, a masked copy follows, the softmax is taken in fp32 and cast back, and only
+then comes the product with the values; at a 2048-token window that is several GiB per layer and most of
+the time. ``BloomAttention`` has no ``attn_implementation="sdpa"`` in this version (the model class does
+not declare ``_supports_sdpa``), so lfcore swaps exactly that computation for
+``torch.nn.functional.scaled_dot_product_attention`` with ALiBi folded into the additive float mask:
+
+    eager:  softmax(alibi + scale * q k^T + mask) v
+    fused:  sdpa(q, k, v, attn_mask=alibi + mask, scale=scale)      # same sum, one fused kernel
+
+The projections, the key/value cache update and the output projection are the module's own. The bias
+``alibi + mask`` is built once per forward pass and shared by every layer; when every row of the batch
+has the same mask and ALiBi (no padding, e.g. perplexity windows) it is built for one row, (1, heads, q,
+kv), and broadcast. Anything the fused path does not cover (``output_attentions``, dropout in training,
+``slow_but_exact`` tensor-parallel slicing, a missing or boolean mask) runs the original forward.
+
+>>> with fused_attention(lm.model):            # no-op for models other than BLOOM
+...     ppl = perplexity(lm.model, lm.tokenizer, text)
+>>> with fused_attention(lm.model, enabled=False):   # the eager path, e.g. to compare
+...     ...
+"""
+from __future__ import annotations
+
+import os
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ENV_SWITCH = "LFCORE_FUSED_ATTENTION"  # set to "0" to turn the swap off everywhere
+
+
+def fused_enabled_by_default() -> bool:
+    """False when the environment variable ``LFCORE_FUSED_ATTENTION`` is "0"/"false"/"off"."""
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def _bloom_attention_modules(model: nn.Module) -> list[nn.Module]:
+    try:
+        from transformers.models.bloom.modeling_bloom import BloomAttention
+    except ImportError:  # pragma: no cover - transformers without BLOOM
+        return []
+    return [m for m in model.modules() if isinstance(m, BloomAttention)]
+
+
+class _SharedBias:
+    """The additive bias ``alibi + mask`` of the current forward pass, built once and reused by every layer.
+
+    Keyed by the identity of the ALiBi and mask tensors (weak references, so a freed tensor never matches
+    a new one); a new forward pass, or a layer on another device, builds a new one.
+    """
+
+    def __init__(self):
+        self.key: tuple | None = None
+        self.bias: torch.Tensor | None = None
+
+    def get(self, alibi: torch.Tensor, mask: torch.Tensor, batch: int, heads: int, dtype: torch.dtype):
+        if self.key is not None and self.key[0]() is alibi and self.key[1]() is mask and self.key[2] == dtype:
+            return self.bias
+        self.key, self.bias = None, None  # free the previous pass's bias before building the next
+        kv = alibi.shape[-1]
+        a = alibi.view(batch, heads, 1, kv)  # (batch, heads, 1, kv): slope * key position
+        m = mask  # (batch, 1, q, kv): 0 or the dtype's min
+        if batch > 1 and bool((a == a[:1]).all()) and bool((m == m[:1]).all()):
+            a, m = a[:1], m[:1]  # no padding: one row serves the whole batch
+        bias = (a + m.to(a.dtype)).to(dtype)  # (batch or 1, heads, q, kv)
+        self.key, self.bias = (weakref.ref(alibi), weakref.ref(mask), dtype), bias
+        return bias
+
+
+def _fused_forward(module: nn.Module, original, shared: _SharedBias):
+    """A drop-in ``BloomAttention.forward`` computing softmax(alibi + scale q k^T + mask) v with SDPA."""
+    from transformers.models.bloom.modeling_bloom import dropout_add
+
+    def forward(hidden_states, residual, alibi, attention_mask, layer_past=None, use_cache=False,
+                output_attentions=False, **kwargs):
+        if (output_attentions or attention_mask is None or not attention_mask.is_floating_point()
+                or (module.training and module.attention_dropout.p > 0)
+                or (module.pretraining_tp > 1 and module.slow_but_exact)):
+            return original(hidden_states, residual, alibi=alibi, attention_mask=attention_mask,
+                            layer_past=layer_past, use_cache=use_cache, output_attentions=output_attentions,
+                            **kwargs)
+        batch, q_len, _ = hidden_states.shape
+        fused_qkv = module.query_key_value(hidden_states)  # (batch, q, 3 * hidden)
+        query, key, value = module._reshape(fused_qkv)  # 3 x (batch, heads, q, head_dim)
+        if layer_past is not None:
+            key, value = layer_past.update(key, value, module.layer_idx)  # (batch, heads, kv, head_dim)
+        bias = shared.get(alibi, attention_mask, batch, module.num_heads, query.dtype)  # (batch|1, heads, q, kv)
+        context = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, scale=module.inv_norm_factor)
+        context = context.transpose(1, 2).reshape(batch, q_len, module.hidden_size)  # (batch, q, hidden)
+        output = dropout_add(module.dense(context), residual, module.hidden_dropout, module.training)
+        return output, None  # no attention probabilities: they are never materialised
+
+    return forward
+
+
+class fused_attention:
+    """Context manager running BLOOM's attention through SDPA inside the block; a no-op for other models.
+
+    ``enabled=None`` follows the environment (``LFCORE_FUSED_ATTENTION=0`` turns it off), ``False`` keeps the
+    eager path. Only the ``forward`` of each ``BloomAttention`` instance is replaced (no class-level patch);
+    under accelerate's ``device_map`` the wrapped ``_old_forward`` is replaced, so device moves still happen.
+    Leaving the block restores every module exactly. ``n_swapped`` tells how many modules were swapped.
+    """
+
+    def __init__(self, model: nn.Module, enabled: bool | None = None):
+        self.model = model
+        self.enabled = fused_enabled_by_default() if enabled is None else bool(enabled)
+        self.modules = _bloom_attention_modules(model) if self.enabled else []
+        self._saved: list[tuple[nn.Module, str, object]] = []
+        self._shared = _SharedBias()
+
+    @property
+    def n_swapped(self) -> int:
+        return len(self._saved)
+
+    def __enter__(self) -> "fused_attention":
+        if self._saved:
+            raise RuntimeError("this fused_attention block is already active")
+        for module in self.modules:
+            if getattr(module, "_lfcore_fused", False):  # an outer block already swapped it
+                continue
+            attr = "_old_forward" if "_old_forward" in module.__dict__ else "forward"  # accelerate wraps forward
+            saved = module.__dict__.get(attr, _MISSING)
+            original = getattr(module, attr)
+            setattr(module, attr, _fused_forward(module, original, self._shared))
+            module._lfcore_fused = True
+            self._saved.append((module, attr, saved))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        for module, attr, saved in reversed(self._saved):
+            if saved is _MISSING:
+                delattr(module, attr)
+            else:
+                setattr(module, attr, saved)
+            del module._lfcore_fused
+        self._saved.clear()
+        self._shared.key, self._shared.bias = None, None
+        return False
+
+
+_MISSING = object()

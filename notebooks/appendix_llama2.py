@@ -1,0 +1,143 @@
+# %% [markdown]
+# # Appendix C: an English-centric family (LLaMA2 in the paper)
+#
+# Zeng et al., COLING 2025, Appendix C: Figure 8 (similarity maps of LLaMA2 7b/13b/70b), Figure 9 (layer-wise LRDS
+# and SADS of LLaMA2-7b), Table 4 (deactivation on LLaMA2-7b, with a random set slightly larger than the largest
+# key region), Figure 10 (metrics across sizes) and Figure 11 (key neurons per language on LLaMA2-7b).
+#
+# **What the paper reports.** The same findings as for BLOOM, weaker: LLaMA2 saw about 10% non-English data, so the
+# same-meaning bands are fainter, LRDS fluctuates more across layers (high in the last layers), and the key
+# regions are larger for languages the model knows less (Table 4: vi, hi, id).
+#
+# **What this run needs.** `lfcore reproduce params/paper_llama2.yaml` (meta-llama/Llama-2-7b-hf, 13b, 70b; gated
+# on the hub, `HF_TOKEN` or `huggingface-cli login`; the 70b model needs `device_map: auto` over several GPUs).
+# **Offline:** the English-centric SmolLM2-135M is analysed first (the role of LLaMA2-7b) and set beside the
+# multilingual Gemma 3 270M. These are different families and sizes, so the comparison contrasts training data
+# mixtures, not scale.
+
+# %% tags=["parameters"]
+title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
+languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
+family = {"models": [{"spec": "smollm2-135m", "label": "SmolLM2-135M"},
+                     {"spec": "gemma-3-270m", "label": "Gemma-3-270M"}],
+          "note": "Offline: SmolLM2-135M (English-centric) beside Gemma 3 270M (multilingual)."}
+corpus = {"source": "ntrex128", "n": 100, "seed": 0}
+capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
+regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
+perplexity = {"source": "ntrex128-passages", "documents": 2, "max_tokens": 256, "seqlen": 64, "stride": None,
+              "batch_size": 8, "random_percent": None, "seed": 0}
+accuracy = {"task": "xcopa_xl", "languages": ["en", "id", "vi", "zh"], "limit": 40, "batch_size": 16}
+uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
+diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
+maps = {"sentences": 40, "layer_sentences": 12}
+out_dir = "../reports/interactive/appendix_llama2"  # JupyterLab runs write here (git-ignored)
+cache_dir = "../reports/interactive/cache"
+
+# %%
+import lfcore.diagnostics
+import lfcore.evaluate
+import lfcore.metrics
+import lfcore.plots
+import lfcore.regions
+import lfcore.uncertainty
+from lfcore import reproduce
+
+p = reproduce.notebook_params(languages=languages, family=family, corpus=corpus, capture=capture, regions=regions,
+                              perplexity=perplexity, accuracy=accuracy, uncertainty=uncertainty,
+                              diagnostics=diagnostics, maps=maps)
+report = reproduce.Report(out_dir, cache_dir, notebook="appendix")
+print(p.family.note)
+
+# %% [markdown]
+# ## The first model of the family in detail (LLaMA2-7b in the paper)
+
+# %%
+lm = reproduce.load(p.family.models[0])
+report.model(lm.meta())
+sentences = reproduce.sentences(p.corpus, p.languages)
+acts = report.cache.activations(lm, sentences, p.capture)
+print(lm.meta())
+
+# %% [markdown]
+# ### Figure 9: layer-wise LRDS and SADS, with intervals
+#
+# Grey columns: layers dominated by a few neurons (see the diagnostics in Observation I); the table below the
+# figure gives the scores with those neurons zeroed.
+
+# %%
+intervals = reproduce.score_intervals(acts, p.uncertainty, report.cache)
+report.numbers(**reproduce.interval_numbers(intervals))
+report.table(intervals, "score_intervals", index=False)
+dominance = lfcore.diagnostics.exclusion_table(acts, p.diagnostics.k, p.diagnostics.share)
+report.numbers(flagged_layers=reproduce.flagged_layers(dominance))
+layers = lfcore.metrics.layerwise(acts)
+report.show(lfcore.plots.layer_scores(layers, intervals, flagged=reproduce.flagged_layers(dominance),
+                                      title=f"Layer-wise LRDS and SADS: {lm.name}"), "fig9_layerwise")
+report.table(dominance, "fig9_layerwise_and_dominance", index=False)
+
+# %% [markdown]
+# ### Figure 11: key neurons per language, and where they sit
+
+# %%
+key = lfcore.regions.key_regions(acts, p.regions.threshold)
+report.table(key.summary(), "fig11_key_region_sizes")
+report.show(lfcore.plots.key_region_sizes(key.sizes(), title=f"Key neurons per language: {lm.name}"),
+            "fig11_key_region_sizes")
+report.show(lfcore.plots.key_regions_per_layer(key.per_layer(), title=f"Key neurons per layer: {lm.name}"),
+            "key_regions_per_layer")
+
+# %% [markdown]
+# ### Table 4: perplexity after switching off each key region
+#
+# As Table 1, with the random set sized as in the paper's Table 4 when `random_percent` is empty: the next whole
+# percent above the largest key region. Hover over a cell of the heatmap for its bootstrap interval.
+
+# %%
+texts = reproduce.perplexity_texts(p.perplexity, p.languages, lm.tokenizer)
+sets = reproduce.key_region_sets(key, p.perplexity)
+table = reproduce.deactivation_table(lm, texts, sets, p.perplexity, report.cache)
+report.table(table, "table4_deactivation", shown=lfcore.evaluate.format_table(table))
+cells = lfcore.uncertainty.deactivation_intervals(table.attrs["window_nll"], table.attrs["window_tokens"],
+                                                  n_boot=p.uncertainty.n_boot, level=p.uncertainty.level,
+                                                  seed=p.uncertainty.seed)
+report.numbers(**reproduce.table_numbers(table, cells))
+report.table(cells, "table4_intervals", index=False)
+report.show(lfcore.plots.deactivation_heatmap(table, cells, title=f"Perplexity increase (%) after deactivation: "
+                                                                 f"{lm.name}"), "table4_deactivation")
+del lm, acts
+
+# %% [markdown]
+# ## The whole family
+#
+# ### Figure 10: metrics across the family
+
+# %%
+points = reproduce.run_series(p.family.models, sentences, p.capture, p.regions.threshold, report.cache,
+                              accuracy_cfg=p.accuracy, report=report, map_sentences=p.maps.sentences,
+                              uncertainty=p.uncertainty)
+table = reproduce.series_table(points)
+report.table(table, "fig10_family", index=False)
+report.numbers(**reproduce.series_numbers(table, ["lrds", "sads", "acc"]))
+report.show(lfcore.plots.series(table, x="params", left=["lrds", "sads"], right=["acc"],
+                                errors={"acc": "acc_stderr", "lrds": ("lrds_ci_low", "lrds_ci_high"),
+                                        "sads": ("sads_ci_low", "sads_ci_high")},
+                                hover="label", log_x=True,
+                                labels={"params": "parameters", "lrds": "LRDS", "sads": "SADS",
+                                        "acc": f"{p.accuracy.task} accuracy"},
+                                title="Metrics across the family"), "fig10_family")
+
+# %% [markdown]
+# ### Figure 8: similarity maps
+#
+# The same sentences for every model (the first `maps.sentences` ids). The paper: blocks everywhere, bands
+# fainter than BLOOM's and sharper with size.
+
+# %%
+report.show(lfcore.plots.similarity_maps(*reproduce.series_maps(points), corpus=sentences, title="Similarity maps"),
+            "fig8_similarity_maps")
+
+# %% [markdown]
+# ## Reading the result
+#
+# An English-centric model should show a higher LRDS and weaker SADS than a multilingual one of similar size, and
+# larger key regions (and larger perplexity jumps) for the languages it knows least.

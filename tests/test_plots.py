@@ -1,0 +1,129 @@
+"""plots: every figure builds from lfcore result objects, holds plain numbers (no base64 arrays), and shows
+what a reader needs (hover text with the sentence, slider steps per layer and threshold, error bars)."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+import torch
+from synthetic import planted
+
+from lfcore import metrics, plots, regions
+from lfcore.corpus import ParallelCorpus, Record
+from lfcore.evaluate import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT
+
+
+@pytest.fixture(scope="module")
+def acts():
+    return metrics.ordered(planted(n_ids=5, langs=("en", "zh", "fr", "ar", "es", "hi"), n_layers=3, width=8,
+                                   key_neurons={"zh": [3, 20]}))
+
+
+@pytest.fixture(scope="module")
+def corpus(acts):
+    return ParallelCorpus([Record(i, l, f"sentence {i} in {l} <b>&") for i, l in zip(acts.sentence_ids, acts.langs)])
+
+
+def _plain(fig: go.Figure) -> dict:
+    """The figure's JSON, checked to hold no base64 ("bdata") arrays: the saved JSON is plain numbers."""
+    text = fig.to_json()
+    assert "bdata" not in text
+    return json.loads(text)
+
+
+def test_similarity_map_hover_names_language_id_and_sentence(acts, corpus):
+    s = metrics.similarity(acts)
+    fig = plots.similarity_map(s, acts, corpus, title="map")
+    data = _plain(fig)["data"][0]
+    assert data["type"] == "heatmap" and len(data["z"]) == len(acts.langs) == len(data["x"])
+    assert data["z"][0][0] == pytest.approx(1.0, abs=1e-3)
+    first = data["y"][0]
+    assert first.startswith(f"{acts.langs[0]} · {acts.sentence_ids[0]} · sentence")
+    assert "&lt;b&gt;&amp;" in first  # sentence text is escaped for plotly's hover HTML
+    assert len(set(data["x"])) == len(data["x"])  # labels are unique (categorical axis)
+    ticks = fig.layout.xaxis.ticktext
+    assert list(ticks) == acts.languages
+
+
+def test_layer_slider_has_one_step_per_layer(acts, corpus):
+    fig = plots.layer_similarity_slider(metrics.layer_maps(acts), acts, corpus)
+    _plain(fig)
+    steps = fig.layout.sliders[0].steps
+    assert [s.label for s in steps] == [str(l) for l in acts.layers]
+    assert [t.visible for t in fig.data] == [True] + [False] * (len(acts.layers) - 1)
+    assert steps[1].args[0]["visible"] == [False, True, False]
+
+
+def test_similarity_maps_side_by_side(acts, corpus):
+    s = metrics.similarity(acts)
+    fig = plots.similarity_maps([s, s], [acts, acts], ["a", "b"], corpus)
+    assert len(fig.data) == 2 and fig.layout.annotations[1].text == "b"
+
+
+def test_layer_scores_with_intervals_and_flags(acts):
+    layers = metrics.layerwise(acts)
+    ci = pd.DataFrame([{"metric": m, "layer": l, "estimate": 0.1, "ci_low": 0.0, "ci_high": 0.2, "p_value": 0.01}
+                       for m in ("lrds", "sads") for l in ["all", *acts.layers]])
+    fig = plots.layer_scores(layers, ci, flagged=[1])
+    names = [t.name for t in fig.data]
+    assert names.count("LRDS") == 1 and names.count("SADS") == 1 and len(fig.data) == 4  # 2 bands + 2 lines
+    assert len(fig.layout.shapes) == 1
+    head = plots.headline_scores(ci)
+    assert list(head.data[0].x) == ["LRDS", "SADS"] and head.data[0].error_y.array[0] == pytest.approx(0.1)
+
+
+def test_key_region_figures(acts):
+    key = regions.key_regions(acts, threshold=1.5)
+    fig = plots.key_regions_per_layer(key.per_layer())
+    assert len(fig.data) == len(key.langs) and fig.layout.barmode == "stack"
+    sweep = plots.key_regions_threshold_slider(key, [1.0, 1.5, 2.0])
+    _plain(sweep)
+    assert len(sweep.data) == 3 * len(key.langs) and len(sweep.layout.sliders[0].steps) == 3
+    assert f"SKLR {key.with_threshold(1.0).sklr}" in sweep.layout.title.text
+    sizes = plots.key_region_sizes(pd.DataFrame({"step 1": key.sizes(), "step 2": key.sizes()}))
+    assert [t.name for t in sizes.data] == ["step 1", "step 2"]
+
+
+def test_deactivation_heatmap_labels_cells_and_intervals():
+    langs = ["en", "zh"]
+    table = pd.DataFrame({FULL_COLUMN: [10.0, 20.0, float("nan"), float("nan")], "en": [50.0, 2.0, 10, 1.0],
+                          "zh": [1.0, 80.0, 12, 1.2], "Random 10%": [5.0, 6.0, 20, 2.0]},
+                         index=pd.Index(langs + [KEY_NUMBER, KEY_PERCENT], name="lang"))
+    ci = pd.DataFrame([{"lang": l, "condition": c, "ci_low": -1.0, "ci_high": 99.0} for l in langs
+                       for c in ("en", "zh", "Random 10%")])
+    fig = plots.deactivation_heatmap(table, ci)
+    data = _plain(fig)["data"][0]
+    assert data["y"] == langs and data["x"] == ["×en", "×zh", "×Random 10%"]
+    assert data["text"][1][1] == "80%" and "interval [-1.0%, +99.0%]" in data["hovertext"][0][0]
+
+
+def test_series_and_accuracy_error_bars():
+    table = pd.DataFrame({"label": ["a", "b"], "step": [1, 2], "lrds": [0.2, 0.1], "sklr": [100, 50],
+                          "acc": [0.5, 0.6], "acc_stderr": [0.05, 0.04]})
+    fig = plots.series(table, "step", ["lrds"], ["acc"], errors={"acc": "acc_stderr"}, hover="label")
+    _plain(fig)
+    assert fig.data[1].error_y.array == (0.05, 0.04) and fig.data[0].error_y.array is None
+    acc = pd.DataFrame({"lang": ["en", "zh"] * 2, "acc": [0.6, 0.5, 0.7, 0.55], "acc_stderr": [0.05] * 4,
+                        "n": [50] * 4, "model": ["m1", "m1", "m2", "m2"]})
+    bars = plots.accuracy(acc, group="model")
+    assert [t.name for t in bars.data] == ["m1", "m2"] and bars.data[0].error_y.array == (0.05, 0.05)
+    lines = plots.by_layer(pd.DataFrame({"a": [1, 2], "b": [3, 4]}), "key neurons")
+    assert len(lines.data) == 2
+
+
+def test_mimebundle_is_interactive_and_static_without_plotlyjs(acts, corpus):
+    fig = plots.similarity_map(metrics.similarity(acts), acts, corpus)
+    bundle = plots.mimebundle(fig)
+    assert set(bundle) == {"application/vnd.plotly.v1+json", "text/html"}
+    html = bundle["text/html"]
+    assert "plotly-graph-div" in html and "Plotly.newPlot" in html
+    assert "<script src=" not in html and len(html) < 500_000  # plotly.js is embedded once by the report
+    json.dumps(bundle["application/vnd.plotly.v1+json"])
+
+
+def test_plots_do_not_mutate_inputs(acts):
+    before = acts.values.clone()
+    plots.similarity_map(metrics.similarity(acts), acts)
+    assert torch.equal(before, acts.values)

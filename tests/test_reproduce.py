@@ -1,0 +1,289 @@
+"""reproduce: params validation names key and file; every notebook runs under smoke.yaml through the runner and
+writes HTML, CSV and JSON holding numbers; a second run reads the cache; failures name notebook and cell;
+identical checkpoints warn; the CLI."""
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+from pathlib import Path
+
+import jupytext
+import pandas as pd
+import pytest
+import yaml
+
+from lfcore import reproduce
+from lfcore.reproduce import NOTEBOOKS, ParamsError
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ROOT / "params" / "smoke.yaml"
+
+
+def _write(tmp_path: Path, data: dict, name: str = "p.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------- params
+
+
+@pytest.mark.parametrize("data, key, words", [
+    ({"capture": {"batchsize": 4}}, "capture.batchsize", ["unknown key", "did you mean 'capture.batch_size'"]),
+    ({"modle": {"spec": "x"}}, "modle", ["unknown key", "did you mean 'model'"]),
+    ({"checkpoints": {"models": [{"spec": "tiny:llama-32", "revison": "a"}]}}, "checkpoints.models[0].revison",
+     ["unknown key"]),
+    ({"capture": {"batch_size": "16"}}, "capture.batch_size", ["expected int", "'16'"]),
+    ({"capture": {"skip_first": 1}}, "capture.skip_first", ["expected bool"]),
+    ({"languages": "en"}, "languages", ["expected a list"]),
+    ({"model": {"dtype": "fp8"}}, "model.dtype", ["'fp8' is not one of"]),
+    ({"corpus": {"source": "bible", "files": {"en": "nope/English.xml", "zh": "nope/Chinese.xml"}}},
+     "corpus.files.en", ["file not found", "nope/English.xml", "relative to the params file"]),
+    ({"corpus": {"source": "missing.jsonl"}}, "corpus.source", ["file not found"]),
+    ({"model": {"spec": "./no-such-model"}}, "model.spec", ["file not found"]),
+    ({"languages": ["en", "xx"]}, "languages[1]", ["unknown language code 'xx'"]),
+    ({"languages": ["en", "chinese"]}, "languages[1]", ["did you mean 'zh'"]),
+    ({"languages": ["en", "sw"]}, "languages[1]", ["'sw' is not available in the bundled corpus"]),
+    ({"accuracy": {"languages": ["en", "fr"]}}, "accuracy.languages[1]", ["'fr' is not available in task 'xcopa_xl'"]),
+    ({"generation": {"languages": ["de"], "prompts": {"en": ["x"]}}}, "generation.languages[0]", ["not available"]),
+    ({"notebooks": ["obs9"]}, "notebooks[0]", ["unknown notebook 'obs9'"]),
+])
+def test_params_errors_name_key_and_file(tmp_path, data, key, words):
+    path = _write(tmp_path, data)
+    with pytest.raises(ParamsError) as err:
+        reproduce.load_params(path)
+    msg = str(err.value)
+    assert str(path) in msg and key in msg, msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_params_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ParamsError, match="params file not found"):
+        reproduce.load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("languages: [en, zh\n")
+    with pytest.raises(ParamsError, match="bad.yaml: not valid YAML"):
+        reproduce.load_params(bad)
+
+
+def test_paths_are_relative_to_the_params_file(tmp_path, monkeypatch):
+    (tmp_path / "sub" / "data").mkdir(parents=True)
+    lines = [json.dumps({"id": f"s{i}", "lang": lang, "text": f"{lang} {i}"}) for i in range(3) for lang in ("en", "fr")]
+    (tmp_path / "sub" / "data" / "c.jsonl").write_text("\n".join(lines))
+    path = _write(tmp_path / "sub", {"languages": ["en", "fr"], "corpus": {"source": "data/c.jsonl", "n": 2}})
+    monkeypatch.chdir(tmp_path)  # the working directory does not matter
+    p = reproduce.load_params(path)
+    assert p.corpus.source == str((tmp_path / "sub" / "data" / "c.jsonl").resolve())
+    assert len(reproduce.sentences(p.corpus, p.languages)) == 4
+
+
+def test_language_missing_from_a_corpus_file(tmp_path):
+    lines = [json.dumps({"id": f"s{i}", "lang": lang, "text": "x"}) for i in range(3) for lang in ("en", "fr")]
+    (tmp_path / "c.jsonl").write_text("\n".join(lines))
+    path = _write(tmp_path, {"languages": ["en", "zh"], "corpus": {"source": "c.jsonl"}})
+    with pytest.raises(ParamsError) as err:
+        reproduce.load_params(path)
+    assert "p.yaml: languages[1]: language 'zh' is not available in corpus.source" in str(err.value)
+    assert "c.jsonl" in str(err.value)
+
+
+def test_shipped_params_files_validate(tmp_path):
+    for name in ("default", "smoke"):
+        p = reproduce.load_params(ROOT / "params" / f"{name}.yaml")
+        assert p.notebooks == list(NOTEBOOKS)
+    # the paper's files need the Bible corpus beside the repository: validate them against placeholder files
+    (tmp_path / "params").mkdir()
+    bibles = tmp_path / "data" / "bible-corpus" / "bibles"
+    bibles.mkdir(parents=True)
+    for f in sorted((ROOT / "params").glob("paper_*.yaml")):
+        shutil.copy(f, tmp_path / "params" / f.name)
+        for rel in (yaml.safe_load(f.read_text()).get("corpus", {}).get("files") or {}).values():
+            (tmp_path / "params" / rel).resolve().write_text("<cesDoc/>")
+        p = reproduce.load_params(tmp_path / "params" / f.name)
+        assert p.corpus.source == "bible" and all(Path(v).is_file() for v in p.corpus.files.values())
+    assert {f.stem for f in (ROOT / "params").glob("paper_*.yaml")} == {
+        "paper_bloom7b1", "paper_bloom_sizes", "paper_bloom_checkpoints", "paper_llama2"}
+
+
+# ---------------------------------------------------------------------------------------- notebooks
+
+
+@pytest.mark.parametrize("key", list(NOTEBOOKS))
+def test_parameters_cell_holds_plain_literals(key):
+    stem, _, sections = NOTEBOOKS[key]
+    nb = jupytext.read(ROOT / "notebooks" / f"{stem}.py")
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    names = []
+    for stmt in ast.parse(tagged[0].source).body:
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, ast.dump(stmt)
+        ast.literal_eval(stmt.value)  # raises on anything but a literal
+        names.append(stmt.targets[0].id)
+    assert set(names) == set(sections) | {"title", "out_dir", "cache_dir"}
+    # the defaults in the notebook are a valid params set
+    values = {n: ast.literal_eval(s.value) for n, s in zip(names, ast.parse(tagged[0].source).body)}
+    reproduce.notebook_params(**{n: values[n] for n in sections})
+    # jupytext keeps the tag through a round trip (pyproject's cell_metadata_filter keeps "tags")
+    again = jupytext.reads(jupytext.writes(nb, fmt="py:percent"), fmt="py:percent")
+    assert any("parameters" in c.metadata.get("tags", []) for c in again.cells)
+
+
+def test_jupytext_config_keeps_tags():
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["jupytext"]
+    assert "py:percent" in config["formats"] and "tags" in config["cell_metadata_filter"].split(",")
+
+
+# ------------------------------------------------------------------------------------- cache units
+
+
+def test_result_cache_round_trips_frames_and_counts(tmp_path):
+    cache = reproduce.ResultCache(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        df = pd.DataFrame({"lang": ["en", "zh"], "acc": [0.5, 0.75]})
+        df.attrs["model"] = {"name": "x"}
+        return df
+
+    a = cache.frame("accuracy", {"k": 1}, compute)
+    b = cache.frame("accuracy", {"k": 1}, compute)
+    cache.frame("accuracy", {"k": 2}, compute)
+    assert len(calls) == 2 and cache.summary() == {"hits": {"accuracy": 1}, "misses": {"accuracy": 2}}
+    pd.testing.assert_frame_equal(a, b)
+    assert b.attrs["model"] == {"name": "x"}
+
+
+def test_identical_checkpoints_warn(tmp_path, tiny_tokenizer):
+    from lfcore import tiny
+
+    for name in ("ckpt-a", "ckpt-b"):  # the same weights saved under two names
+        tiny.model("llama", seed=3).save_pretrained(tmp_path / name)
+        tiny_tokenizer.save_pretrained(tmp_path / name)
+    p = reproduce.params_from_dict({"languages": ["en", "zh", "fr"], "corpus": {"n": 3},
+                                    "checkpoints": {"models": [{"spec": "ckpt-a", "step": 1},
+                                                               {"spec": "ckpt-b", "step": 2}]}}, tmp_path, "test")
+    report = reproduce.Report(tmp_path / "out", tmp_path / "cache", "obs3")
+    sentences = reproduce.sentences(p.corpus, p.languages)
+    with pytest.warns(reproduce.IdenticalCheckpointsWarning, match="ckpt-b.*identical weights"):
+        points = reproduce.run_series(p.checkpoints.models, sentences, p.capture, 1.0, report.cache, report=report)
+    assert points[0].meta["fingerprint"] == points[1].meta["fingerprint"]
+    assert "identical weights" in json.loads((tmp_path / "out" / "summary.json").read_text())["warnings"][0]
+    assert reproduce.check_fingerprints([{"model": "m", "revision": "a", "fingerprint": "f1"},
+                                         {"model": "m", "revision": "b", "fingerprint": "f2"}]) == []
+
+
+# --------------------------------------------------------------------------------- runner (smoke)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """Every notebook under smoke.yaml, executed once through the runner."""
+    out = tmp_path_factory.mktemp("smoke")
+    runs = reproduce.reproduce(SMOKE, out=out, log=lambda *a: None)
+    return out, runs
+
+
+def _numbers_in(obj) -> bool:
+    if isinstance(obj, bool):
+        return False
+    if isinstance(obj, (int, float)):
+        return True
+    if isinstance(obj, dict):
+        return any(_numbers_in(v) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_numbers_in(v) for v in obj)
+    return False
+
+
+def test_every_notebook_runs_under_smoke(smoke):
+    out, runs = smoke
+    assert [r.key for r in runs] == list(NOTEBOOKS)
+    failed = [r.error for r in runs if r.status != "ok"]
+    assert not failed, "\n".join(failed)
+    for r in runs:
+        html = r.html.read_text(encoding="utf-8")
+        assert "plotly-graph-div" in html and "Plotly.newPlot" in html, r.stem
+        assert "<script src=" not in html and "<link rel=\"stylesheet\" href=\"http" not in html, r.stem  # offline
+        assert "injected-parameters" in r.ipynb.read_text(), r.stem
+        assert "widget-view" not in r.ipynb.read_text(), r.stem  # no live widgets under the runner
+        summary = r.summary
+        assert summary["tables"] and summary["figures"] and summary["headline"], r.stem
+        for rel in summary["tables"]:
+            df = pd.read_csv(out / r.stem / rel)
+            assert len(df), f"{r.stem}/{rel} is empty"
+            if not rel.endswith("generations.csv"):  # generated text is the one table without numbers
+                assert len(df.select_dtypes("number").columns), f"{r.stem}/{rel} holds no numbers"
+        for rel in summary["figures"]:
+            fig = json.loads((out / r.stem / rel).read_text())
+            assert "bdata" not in json.dumps(fig["data"]), rel
+            assert _numbers_in(fig["data"]), f"{r.stem}/{rel} holds no numbers"
+
+
+def test_index_links_every_report_table_and_figure(smoke):
+    out, runs = smoke
+    index = (out / "index.html").read_text(encoding="utf-8")
+    for r in runs:
+        assert f"href='{r.html.name}'" in index and f"href='{r.ipynb.name}'" in index
+        for rel in r.summary["tables"] + r.summary["figures"]:
+            assert f"href='{r.stem}/{rel}'" in index
+            assert (out / r.stem / rel).is_file()
+    assert "LRDS" in index and "SKLR" in index
+
+
+def test_second_run_reads_the_cache(smoke):
+    out, _ = smoke
+    cache = out / "cache"
+    before = {p: p.stat().st_mtime_ns for p in cache.rglob("*.json")}
+    runs = reproduce.reproduce(SMOKE, only=["obs2", "obs4"], out=out, log=lambda *a: None)
+    assert all(r.status == "ok" for r in runs), [r.error for r in runs]
+    for r in runs:
+        assert r.summary["cache"]["misses"] == {}, (r.stem, r.summary["cache"])
+        assert r.summary["cache"]["hits"].get("activations"), r.stem
+    assert runs[0].summary["cache"]["hits"].keys() >= {"activations", "deactivation", "generations"}
+    assert runs[1].summary["cache"]["hits"] == {"activations": 3, "accuracy": 3, "intervals": 3}
+    after = {p: p.stat().st_mtime_ns for p in cache.rglob("*.json")}
+    assert after == before  # nothing recomputed, nothing rewritten
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert all(f"href='{NOTEBOOKS[k][0]}.html'" in index for k in NOTEBOOKS)  # --only keeps the other reports
+
+
+def test_failing_notebook_names_notebook_cell_and_file(tmp_path):
+    params = yaml.safe_load(SMOKE.read_text())
+    params["model"] = {"spec": "tiny:llama-30"}  # valid YAML and types; the hidden size fails at load time
+    path = _write(tmp_path, params, "broken.yaml")
+    logged = []
+    runs = reproduce.reproduce(path, only=["obs1"], out=tmp_path / "out", log=logged.append)
+    (run,) = runs
+    assert run.status == "failed"
+    assert "notebook obs1_similarity failed in cell" in run.error
+    assert "reproduce.load(p.model)" in run.error and "multiple of 16" in run.error
+    assert str(tmp_path / "out" / "obs1_similarity.ipynb") in run.error
+    assert run.html.is_file() and "multiple of 16" in run.html.read_text(encoding="utf-8")
+    assert any("FAILED" in line for line in logged)
+    assert "class='card failed'" in (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_reports_params_errors(tmp_path, capsys):
+    path = _write(tmp_path, {"capture": {"batch_size": "x"}})
+    assert reproduce.main(["reproduce", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "capture.batch_size" in err and str(path) in err and "Traceback" not in err
+    assert reproduce.main(["reproduce", str(SMOKE), "--only", "obs7"]) == 2
+    assert "unknown notebook" in capsys.readouterr().err
+
+
+def test_cli_scores(tmp_path, capsys):
+    code = reproduce.main(["scores", "tiny:llama-32", "--langs", "en", "zh", "fr", "ar", "--n", "4", "--threshold",
+                           "1", "--cache-dir", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "LRDS" in out and "SADS" in out and "SKLR" in out and "key_neurons" in out
+    assert list(tmp_path.glob("activations/*.json"))
