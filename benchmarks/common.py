@@ -29,7 +29,11 @@ def environment(device: str) -> list[tuple[str, str]]:
             ("transformers", transformers.__version__), ("threads", str(torch.get_num_threads())),
             ("cpu cores", str(os.cpu_count()))]
     if hasattr(os, "getloadavg"):
-        rows.append(("load average (1 min)", f"{os.getloadavg()[0]:.2f}  (>{os.cpu_count()}: other processes share the CPU)"))
+        load, cores = os.getloadavg()[0], os.cpu_count() or 1
+        note = f"(>{cores}: other processes share the CPU)"
+        if load > cores and torch.get_num_threads() > 1 and device == "cpu":
+            note += "; busy CPU: timings will swing, rerun with --threads 1"
+        rows.append(("load average (1 min)", f"{load:.2f}  {note}"))
     if device == "cuda" and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         rows += [("device", f"{props.name}, {props.total_memory / 2**30:.0f} GiB"), ("cuda", str(torch.version.cuda))]

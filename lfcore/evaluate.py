@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .deactivate import NeuronSet, deactivate, module_device
+from .fastattn import fused_attention
 from .models import neuron_sites, neuron_width
 
 FULL = "Full model"
@@ -124,7 +125,8 @@ def _score(model: nn.Module, windows, batch_size: int, chunk_tokens: int = 512, 
     for batch in tqdm(batches, desc="perplexity", disable=not progress, leave=False):
         ids = torch.stack([windows[i][0] for i in batch]).to(device)  # (batch, tokens)
         labels = torch.stack([windows[i][1] for i in batch])[:, 1:]  # (batch, tokens-1): next-token targets
-        hidden = base(input_ids=ids, use_cache=False).last_hidden_state[:, :-1]  # (batch, tokens-1, width)
+        with fused_attention(model):  # BLOOM: SDPA with the ALiBi bias; other models: unchanged
+            hidden = base(input_ids=ids, use_cache=False).last_hidden_state[:, :-1]  # (batch, tokens-1, width)
         scored = labels != IGNORE
         h = hidden[scored.to(hidden.device)]  # (positions, width): only the scored positions
         targets, rows = labels[scored], scored.nonzero()[:, 0]  # (positions,), window row of each position

@@ -16,7 +16,7 @@ from lfcore import corpus as corpus_mod
 from lfcore.capture import capture
 from lfcore.deactivate import deactivate
 from lfcore.evaluate import perplexity
-from lfcore.models import LoadedModel, load_model
+from lfcore.models import from_objects, load_model
 
 NEURONS = {0: [1, 5, 7], 2: [0, 3]}
 TEXT = "Le conseil municipal a annoncé lundi que la route sera fermée. " * 8
@@ -82,12 +82,6 @@ def _assert_same(got: dict, want: dict):
     assert not torch.equal(got["acts_off"], got["acts"])
 
 
-def _wrap(model, tokenizer, name: str) -> LoadedModel:
-    """A LoadedModel for an offloaded model, bypassing ``weight_fingerprint`` (it cannot read meta tensors)."""
-    model.eval()
-    return LoadedModel(model, tokenizer, name, None, "offloaded", "objects")
-
-
 def _param_devices(model) -> dict:
     return {name: p.device.type for name, p in model.named_parameters()}
 
@@ -100,7 +94,7 @@ def test_from_pretrained_with_disk_offload(saved, sentences, tiny_tokenizer, tmp
     want = _reference(folder, tiny_tokenizer, sentences)
     model = AutoModelForCausalLM.from_pretrained(folder, device_map=_split_map(kind, "disk"),
                                                  offload_folder=tmp_path / "offload", dtype=torch.float32)
-    lm = _wrap(model, tiny_tokenizer, f"split-{kind}")
+    lm = from_objects(model, tiny_tokenizer, f"split-{kind}")
     before = _param_devices(model)
     assert "meta" in before.values() and "cpu" in before.values()
     assert hasattr(model, "hf_device_map")
@@ -148,11 +142,12 @@ def test_load_model_device_map(saved, sentences, tiny_tokenizer):
         _assert_same(_results(lm, sentences), want)
 
 
-@pytest.mark.xfail(raises=(NotImplementedError, TypeError, ValueError), strict=False,
-                   reason="load_model cannot offload yet: no offload_folder pass-through, and weight_fingerprint "
-                          "reads parameters that sit on the meta device")
 def test_load_model_with_disk_offload(saved, sentences, tiny_tokenizer, tmp_path):
+    """load_model itself with a map that offloads a layer to disk (offload_folder passed through)."""
     kind, folder = saved
     want = _reference(folder, tiny_tokenizer, sentences)
     lm = load_model(folder, device_map=_split_map(kind, "disk"), offload_folder=str(tmp_path / "offload"))
+    before = _param_devices(lm.model)
+    assert "meta" in before.values()
     _assert_same(_results(lm, sentences), want)
+    assert _param_devices(lm.model) == before
