@@ -18,8 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cache as cache_mod
-from .deactivate import module_device
-from .hooks import input_hooks
+from .hooks import input_hooks, module_device
 from .models import SITE_NAME, LoadedModel, neuron_sites, neuron_width
 
 

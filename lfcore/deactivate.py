@@ -62,18 +62,6 @@ def count_neurons(neurons: Mapping[int, torch.Tensor | Sequence[int]]) -> int:
     return sum(int(torch.unique(torch.as_tensor(v).reshape(-1)).numel()) for v in neurons.values())
 
 
-def module_device(module: nn.Module) -> torch.device:
-    """Where the module computes: accelerate's execution device if it has one, else its weights' device."""
-    hf_hook = getattr(module, "_hf_hook", None)
-    device = getattr(hf_hook, "execution_device", None)
-    if device is not None:
-        return torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
-    param = next(module.parameters(), None)
-    if param is None or param.device.type == "meta":
-        return torch.device("cpu")
-    return param.device
-
-
 def _zero_fn(keep: torch.Tensor):
     """A pre-hook function zeroing the neurons where ``keep`` is False; ``keep`` has shape (neurons,)."""
     drop = ~keep
@@ -111,7 +99,7 @@ class deactivate:
             name = names[layer]
             keep = torch.ones(self.width, dtype=torch.bool)
             keep[idx] = False
-            keep = keep.to(module_device(hooks.get_module(model, name)))  # built once, on the module's device
+            keep = keep.to(hooks.module_device(hooks.get_module(model, name)))  # built once, on the module's device
             self.fns[name] = _zero_fn(keep)
         self._hooks: hooks.input_hooks | None = None
 

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .deactivate import NeuronSet, deactivate, module_device
+from .deactivate import NeuronSet, deactivate
+from .hooks import module_device
 from .fastattn import fused_attention
 from .models import neuron_sites, neuron_width
 

@@ -27,6 +27,18 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
     raise LookupError(f"{type(model).__name__} has no module named {name!r}.{hint}")
 
 
+def module_device(module: nn.Module) -> torch.device:
+    """Where the module computes: accelerate's execution device if it has one, else its weights' device."""
+    hf_hook = getattr(module, "_hf_hook", None)
+    device = getattr(hf_hook, "execution_device", None)
+    if device is not None:
+        return torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+    param = next(module.parameters(), None)
+    if param is None or param.device.type == "meta":
+        return torch.device("cpu")
+    return param.device
+
+
 class StopForward(Exception):
     """Raised inside a hook to end a forward pass early; swallowed by ``input_hooks(stop=...)``."""
 

@@ -182,7 +182,7 @@ NOTEBOOKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
              ("languages", "model", "corpus", "capture", "uncertainty", "diagnostics", "maps")),
     "obs2": ("obs2_regions", "Observation II: key linguistic regions and deactivation",
              ("languages", "model", "corpus", "capture", "regions", "perplexity", "generation", "uncertainty",
-              "robustness")),
+              "diagnostics", "robustness")),
     "obs3": ("obs3_training", "Observation III: linguistic regions over training",
              ("languages", "checkpoints", "corpus", "capture", "regions", "uncertainty")),
     "obs4": ("obs4_alignment", "Observation IV: semantic alignment over training",
