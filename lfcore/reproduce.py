@@ -145,8 +145,9 @@ class RobustnessSpec:
 
 @dataclass
 class MapSpec:
-    sentences: int = 100  # sentence ids per language in a similarity map
+    sentences: int = 100  # sentence ids per language in the similarity map (Figure 2)
     layer_sentences: int = 12  # ... in the per-layer slider (one map per layer goes into the HTML)
+    family_sentences: int = 40  # ... in each map of the side-by-side family figure (Figure 8)
 
 
 @dataclass
@@ -751,9 +752,21 @@ def series_table(points: list[SeriesPoint]) -> pd.DataFrame:
 
 
 def series_numbers(table: pd.DataFrame, columns: list[str]) -> dict:
-    """Headline numbers of a series table: {COLUMN: {model label: value}}."""
-    return {c.upper(): {lbl: round(float(v), 4) if isinstance(v, float) else v for lbl, v in zip(table.label, table[c])}
-            for c in columns}
+    """Headline numbers of a series table: {COLUMN: {model label: value}}, with the bootstrap interval where the
+    table has one (``*_ci_low``/``*_ci_high``) and a normal 95% interval (±1.96 se) for the accuracy."""
+    out = {}
+    for c in columns:
+        values = {}
+        for _, row in table.iterrows():
+            v = row[c].item() if hasattr(row[c], "item") else row[c]
+            if f"{c}_ci_low" in table:
+                v = {"estimate": v, "ci": [float(row[f"{c}_ci_low"]), float(row[f"{c}_ci_high"])]}
+            elif f"{c}_stderr" in table:
+                se = float(row[f"{c}_stderr"])
+                v = {"estimate": v, "ci": [v - 1.96 * se, v + 1.96 * se]}
+            values[row["label"]] = v
+        out[c.upper()] = values
+    return out
 
 
 def series_per_layer(points: list[SeriesPoint]) -> pd.DataFrame:
@@ -881,11 +894,12 @@ class Report:
             self._write(f"tables/{name}.json", json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str))
         self._add("tables", f"tables/{name}.csv")
         shown = df if shown is None else shown
-        if len(shown) <= fold:
-            return display(shown)
-        display(HTML(f"<details><summary>table <code>{html.escape(name)}</code>: {len(shown)} rows "
-                     f"(click to show; CSV: tables/{html.escape(name)}.csv)</summary>"
-                     f"{shown.to_html(index=index, float_format=lambda v: f'{v:.4g}')}</details>"))
+        with pd.option_context("display.max_colwidth", None):  # show generated text in full
+            if len(shown) <= fold:
+                return display(shown)
+            display(HTML(f"<details><summary>table <code>{html.escape(name)}</code>: {len(shown)} rows "
+                         f"(click to show; CSV: tables/{html.escape(name)}.csv)</summary>"
+                         f"{shown.to_html(index=index, float_format=lambda v: f'{v:.4g}')}</details>"))
 
     def numbers(self, **values) -> None:
         """Record headline numbers (shown on the index page and stored in summary.json)."""
@@ -1085,15 +1099,16 @@ def _record_runs(out: Path, runs: list[NotebookRun]) -> list[NotebookRun]:
 def _fmt(v) -> str:
     """A headline value for the index page (estimates with intervals, nested mappings, numbers)."""
     if isinstance(v, dict) and {"estimate", "ci"} <= set(v):
-        return f"{v['estimate']:.4g} [{v['ci'][0]:.4g}, {v['ci'][1]:.4g}]" + (f", p = {v['p']:.3g}" if "p" in v else "")
+        return (f"{_fmt(v['estimate'])} [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]"
+                + (f", p = {v['p']:.3g}" if "p" in v else ""))
     if isinstance(v, dict) and set(v) == {"estimate"}:
-        return f"{v['estimate']:.4g}"
+        return _fmt(v["estimate"])
     if isinstance(v, dict):
         return " &middot; ".join(f"{html.escape(str(k))} {_fmt(x)}" for k, x in v.items())
-    if isinstance(v, float):
-        return f"{v:.4g}"
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
     if isinstance(v, list) and all(isinstance(x, (int, float)) for x in v):
-        return "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return html.escape(str(v))
 
 

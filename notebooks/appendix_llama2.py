@@ -29,7 +29,7 @@ perplexity = {"source": "ntrex128-passages", "documents": 2, "max_tokens": 256, 
 accuracy = {"task": "xcopa_xl", "languages": ["en", "id", "vi", "zh"], "limit": 40, "batch_size": 16}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
-maps = {"sentences": 40, "layer_sentences": 12}
+maps = {"sentences": 100, "layer_sentences": 12, "family_sentences": 40}
 out_dir = "../reports/interactive/appendix_llama2"  # JupyterLab runs write here (git-ignored)
 cache_dir = "../reports/interactive/cache"
 
@@ -113,7 +113,7 @@ del lm, acts
 
 # %%
 points = reproduce.run_series(p.family.models, sentences, p.capture, p.regions.threshold, report.cache,
-                              accuracy_cfg=p.accuracy, report=report, map_sentences=p.maps.sentences,
+                              accuracy_cfg=p.accuracy, report=report, map_sentences=p.maps.family_sentences,
                               uncertainty=p.uncertainty)
 table = reproduce.series_table(points)
 report.table(table, "fig10_family", index=False)
@@ -129,7 +129,7 @@ report.show(lfcore.plots.series(table, x="params", left=["lrds", "sads"], right=
 # %% [markdown]
 # ### Figure 8: similarity maps
 #
-# The same sentences for every model (the first `maps.sentences` ids). The paper: blocks everywhere, bands
+# The same sentences for every model (the first `maps.family_sentences` ids). The paper: blocks everywhere, bands
 # fainter than BLOOM's and sharper with size.
 
 # %%

@@ -30,7 +30,7 @@ corpus = {"source": "ntrex128", "n": 100, "seed": 0}
 capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
-maps = {"sentences": 100, "layer_sentences": 12}
+maps = {"sentences": 100, "layer_sentences": 12, "family_sentences": 40}
 out_dir = "../reports/interactive/obs1_similarity"  # JupyterLab runs write here (git-ignored)
 cache_dir = "../reports/interactive/cache"
 

@@ -24,11 +24,13 @@ perplexity = {"source": "ntrex128-passages", "documents": 2, "max_tokens": 256, 
               "batch_size": 8, "random_percent": 10.0, "seed": 0}
 generation = {"languages": ["en", "zh", "fr"], "prompts": None, "prompts_per_language": 3, "max_new_tokens": 32}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
+diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
 robustness = {"seeds": [0, 1, 2], "lape": False}
 out_dir = "../reports/interactive/obs2_regions"  # JupyterLab runs write here (git-ignored)
 cache_dir = "../reports/interactive/cache"
 
 # %%
+import lfcore.diagnostics
 import lfcore.evaluate
 import lfcore.plots
 import lfcore.regions
@@ -38,7 +40,7 @@ from lfcore import reproduce
 
 p = reproduce.notebook_params(languages=languages, model=model, corpus=corpus, capture=capture, regions=regions,
                               perplexity=perplexity, generation=generation, uncertainty=uncertainty,
-                              robustness=robustness)
+                              diagnostics=diagnostics, robustness=robustness)
 report = reproduce.Report(out_dir, cache_dir, notebook="obs2")
 
 # %% [markdown]
@@ -103,6 +105,22 @@ stability, _ = lfcore.robustness.stability_halves(acts, p.regions.threshold, see
 report.numbers(**reproduce.stability_numbers(stability))
 report.table(stability, "stability_halves", index=False)
 report.show(lfcore.plots.stability(stability), "stability_halves")
+
+# %% [markdown]
+# ### Dominant neurons
+#
+# Every sentence vector is normalised before contribution scores are computed, so a few neurons with huge values
+# (see the diagnostics of Observation I) set the scale of all the others, language by language. The regions are
+# recomputed with the dominant neurons of the flagged layers zeroed; the overlap with the original regions says
+# how much of them that scale effect made.
+
+# %%
+dominance = lfcore.diagnostics.dominance(acts, ks=[p.diagnostics.k], threshold=p.diagnostics.share,
+                                         flag_k=p.diagnostics.k)
+clean = lfcore.regions.key_regions(reproduce.without_dominant(acts, dominance, p.diagnostics.k), p.regions.threshold)
+report.numbers(flagged_layers=reproduce.flagged_layers(dominance), SKLR_without_dominant_neurons=clean.sklr)
+report.table(clean.summary(), "key_region_sizes_without_dominant")
+report.table(lfcore.robustness.region_jaccard(key, clean), "key_regions_vs_without_dominant", index=False)
 
 # %% [markdown]
 # ### A second selection method: LAPE

@@ -50,7 +50,7 @@ points = reproduce.run_series(p.checkpoints.models, sentences, p.capture, p.regi
                               accuracy_cfg=p.accuracy, report=report, uncertainty=p.uncertainty)
 steps = reproduce.series_table(points)
 report.table(steps, "checkpoints", index=False)
-report.numbers(**reproduce.series_numbers(steps, ["sads", "acc", "acc_stderr"]))
+report.numbers(**reproduce.series_numbers(steps, ["sads", "acc"]))
 
 # %% [markdown]
 # ## Figure 4 (right): SADS and cross-lingual accuracy against the training step

@@ -47,7 +47,7 @@ points = reproduce.run_series(p.sizes.models, sentences, p.capture, p.regions.th
                               accuracy_cfg=p.accuracy, report=report, uncertainty=p.uncertainty)
 table = reproduce.series_table(points)
 report.table(table, "sizes", index=False)
-report.numbers(**reproduce.series_numbers(table, ["params", "lrds", "sads", "acc", "acc_stderr"]))
+report.numbers(**reproduce.series_numbers(table, ["params", "lrds", "sads", "acc"]))
 
 # %% [markdown]
 # ## Figure 7: LRDS, SADS and accuracy against model size

@@ -184,7 +184,7 @@ def test_identical_checkpoints_warn(tmp_path, tiny_tokenizer):
 def smoke(tmp_path_factory):
     """Every notebook under smoke.yaml, executed once through the runner."""
     out = tmp_path_factory.mktemp("smoke")
-    runs = reproduce.reproduce(SMOKE, out=out, log=lambda *a: None)
+    runs = reproduce.reproduce(SMOKE, out=out, threads=1, log=lambda *a: None)
     return out, runs
 
 
@@ -239,7 +239,7 @@ def test_second_run_reads_the_cache(smoke):
     out, _ = smoke
     cache = out / "cache"
     before = {p: p.stat().st_mtime_ns for p in cache.rglob("*.json")}
-    runs = reproduce.reproduce(SMOKE, only=["obs2", "obs4"], out=out, log=lambda *a: None)
+    runs = reproduce.reproduce(SMOKE, only=["obs2", "obs4"], out=out, threads=1, log=lambda *a: None)
     assert all(r.status == "ok" for r in runs), [r.error for r in runs]
     for r in runs:
         assert r.summary["cache"]["misses"] == {}, (r.stem, r.summary["cache"])
