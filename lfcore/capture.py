@@ -120,6 +120,38 @@ def _pool_weights(ids: list[int], special: set[int], pool_special_tokens: bool, 
     return w
 
 
+def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_first: bool):
+    """Token ids and pooling weights (1.0 = pooled) of every record, one batched tokenizer call.
+
+    Special tokens are fed but get weight 0 unless ``pool_special_tokens``; ``skip_first`` also zeroes the
+    first pooled token. Raises ``ValueError`` naming a record that has nothing left to pool.
+    """
+    special = set(tok.all_special_ids)
+    encoded = tok([r.text for r in records], truncation=True, max_length=max_length)["input_ids"]
+    weights = [_pool_weights(ids, special, pool_special_tokens, skip_first) for ids in encoded]
+    for r, w in zip(records, weights):
+        if not any(w):
+            raise ValueError(f"sentence {r.sentence_id!r} ({r.lang}) has no token to pool after removing "
+                             f"special tokens{' and the first token' if skip_first else ''}: {r.text!r}")
+    return encoded, weights
+
+
+def padded_batches(encoded: list[list[int]], weights: list[list[float]], batch_size: int, pad: int | None):
+    """Length-sorted (longest first: fail fast on memory), right-padded batches.
+
+    Yields (rows, ids (batch, tokens), attention mask (batch, tokens), pooling weights (batch, tokens)),
+    ``rows`` being the indices into ``encoded``. A real token never sees padding (causal attention).
+    """
+    pad = 0 if pad is None else pad
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+    for batch in _length_batches(order, [len(e) for e in encoded], batch_size):
+        t = len(encoded[batch[0]])  # the longest: sorted
+        ids = torch.tensor([encoded[i] + [pad] * (t - len(encoded[i])) for i in batch])  # (batch, tokens)
+        mask = torch.tensor([[1] * len(encoded[i]) + [0] * (t - len(encoded[i])) for i in batch])
+        w = torch.tensor([weights[i] + [0.0] * (t - len(weights[i])) for i in batch])  # right-padded
+        yield batch, ids, mask, w
+
+
 def _length_batches(order: list[int], lengths: list[int], batch_size: int, max_padding: float = 0.25) -> list[list[int]]:
     """Rows sorted longest first, cut into batches of at most ``batch_size`` that pad at most ``max_padding``
     of their tokens (a long tail of lengths gets smaller batches instead of mostly padding)."""
@@ -232,15 +264,7 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     if store is not None and (hit := store.get("activations", key)) is not None:
         return Activations._from(*hit)
 
-    special = set(tok.all_special_ids)
-    texts = [r.text for r in records]
-    encoded = tok(texts, truncation=True, max_length=max_length)["input_ids"]  # one batched (Rust) call
-    weights = [_pool_weights(ids, special, pool_special_tokens, skip_first) for ids in encoded]
-    for r, w in zip(records, weights):
-        if not any(w):
-            raise ValueError(f"sentence {r.sentence_id!r} ({r.lang}) has no token to pool after removing "
-                             f"special tokens{' and the first token' if skip_first else ''}: {r.text!r}")
-    order = sorted(range(len(records)), key=lambda i: -len(encoded[i]))  # longest first: fail fast on memory
+    encoded, weights = tokenize(tok, records, max_length, pool_special_tokens, skip_first)
 
     device = module_device(model.get_input_embeddings())
     site_modules = [names[l] for l in layers]
@@ -259,15 +283,10 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
             pooled[j] = _pool(x, weights_on[x.device])  # (batch, width) fp32
         return hook
 
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     hooks = input_hooks(model, {n: make_hook(j, n) for j, n in enumerate(site_modules)}, stop=site_modules[-1])
     bar = tqdm(total=len(records), desc=f"capture {lm.name}", disable=not progress, unit="sent")
     with torch.inference_mode():
-        for batch in _length_batches(order, [len(e) for e in encoded], batch_size):
-            t = len(encoded[batch[0]])  # the longest: sorted
-            ids = torch.tensor([encoded[i] + [pad] * (t - len(encoded[i])) for i in batch])  # (batch, tokens)
-            w = torch.tensor([weights[i] + [0.0] * (t - len(weights[i])) for i in batch])  # right-padded
-            mask = torch.tensor([[1] * len(encoded[i]) + [0] * (t - len(encoded[i])) for i in batch])
+        for batch, ids, mask, w in padded_batches(encoded, weights, batch_size, tok.pad_token_id):
             weights_on.clear()
             weights_on[device] = _to(w, device)
             pooled[:] = [None] * len(layers)

@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .capture import Activations, _pool_weights
-from .hooks import input_hooks
+from .capture import Activations, padded_batches, tokenize
+from .hooks import input_hooks, module_device
 from .models import LoadedModel, neuron_sites, neuron_width
 from .regions import KeyRegions, NeuronSet, key_regions
 
@@ -212,11 +212,8 @@ def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] |
         raise ValueError("the corpus is empty")
     langs = list(dict.fromkeys(r.lang for r in records))
     lang_of = torch.tensor([langs.index(r.lang) for r in records])  # (n_records,)
-    special = set(tok.all_special_ids)
-    encoded = [tok(r.text, truncation=True, max_length=max_length)["input_ids"] for r in records]
-    weights = [_pool_weights(ids, special, pool_special_tokens, False) for ids in encoded]
-    order = sorted(range(len(records)), key=lambda i: -len(encoded[i]))
-    device = model.get_input_embeddings().weight.device
+    encoded, weights = tokenize(tok, records, max_length, pool_special_tokens, skip_first=False)
+    device = module_device(model.get_input_embeddings())
     site_modules = [names[l] for l in layers]
     counts, state = {}, {}
 
@@ -229,25 +226,14 @@ def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] |
             counts[name].index_add_(0, state["lang"].to(x.device), positive.double())
         return hook
 
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    batches = padded_batches(encoded, weights, batch_size, tok.pad_token_id)
     with torch.inference_mode():
-        for start in tqdm(range(0, len(order), batch_size), desc=f"LAPE {lm.name}", disable=not progress):
-            batch = order[start:start + batch_size]
-            t = max(len(encoded[i]) for i in batch)
-            ids = torch.full((len(batch), t), pad, dtype=torch.long)  # (batch, tokens), right-padded
-            mask = torch.zeros(len(batch), t, dtype=torch.long)
-            w = torch.zeros(len(batch), t, dtype=torch.float32)
-            for b, i in enumerate(batch):
-                ids[b, :len(encoded[i])] = torch.tensor(encoded[i])
-                mask[b, :len(encoded[i])] = 1
-                w[b, :len(encoded[i])] = torch.tensor(weights[i])
+        for batch, ids, mask, w in tqdm(batches, desc=f"LAPE {lm.name}", disable=not progress):
             state.update(w=w, lang=lang_of[batch])
             with input_hooks(model, {n: make_hook(n) for n in site_modules}, stop=site_modules[-1]):
                 model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
     tokens = torch.zeros(len(langs), dtype=torch.float64).index_add_(
         0, lang_of, torch.tensor([sum(w) for w in weights], dtype=torch.float64))
-    if (tokens == 0).any():
-        raise ValueError(f"no token to count for {[l for l, n in zip(langs, tokens) if n == 0]}")
     probs = torch.stack([counts[n].cpu() for n in site_modules], dim=1) / tokens[:, None, None]  # (langs, L, width)
     return ActivationProbs(probs.float(), langs, layers, tokens, {**lm.meta(), "site": site or "down_proj:input"})
 
