@@ -30,27 +30,34 @@ def make_key(**parts) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` (text is UTF-8) to ``path`` through a temp file and ``os.replace``: a reader sees the
+    old file or the whole new one, never a part. The file gets the usual permissions (0666 less umask)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 def write_entry(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Write ``stem.safetensors`` and ``stem.json`` atomically; the JSON carries the tensor digest."""
     stem = Path(stem)
     blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-    _atomic_write(stem.with_suffix(".safetensors"), blob)
+    atomic_write(stem.with_suffix(".safetensors"), blob)
     record = {"format": FORMAT, "sha256": hashlib.sha256(blob).hexdigest(), "meta": meta}
-    _atomic_write(stem.with_suffix(".json"), json.dumps(record, indent=1, default=str).encode())
+    atomic_write(stem.with_suffix(".json"), json.dumps(record, indent=1, default=str).encode())
 
 
 def read_entry(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -17,7 +17,6 @@ import importlib.metadata
 import json
 import math
 import os
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -28,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .cache import atomic_write
 from .deactivate import NeuronSet, deactivate
-from .hooks import module_device
 from .fastattn import fused_attention
+from .hooks import module_device
 from .models import neuron_sites, neuron_width
 
 FULL = "Full model"
@@ -247,26 +247,14 @@ def format_table(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_table(df: pd.DataFrame, path: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``df`` as CSV at ``path`` and its ``attrs`` as JSON next to it (same name, ``.json``)."""
     path = Path(path)
     if path.suffix == ".json":
         raise ValueError(f"{path}: give the CSV path; the JSON sidecar gets the same name with .json")
     sidecar = path.with_suffix(".json")
-    _write_atomic(path, df.to_csv())
-    _write_atomic(sidecar, json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str))
+    atomic_write(path, df.to_csv())
+    atomic_write(sidecar, json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str))
     return path, sidecar
 
 

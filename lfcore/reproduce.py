@@ -38,6 +38,8 @@ from typing import Literal
 
 import pandas as pd
 
+from .cache import atomic_write
+
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 LANGS9 = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 BUNDLED_CORPORA = ("ntrex128", "ntrex128-passages")
@@ -385,25 +387,6 @@ def digest(obj) -> str:
             return [hashlib.sha256(a.tobytes()).hexdigest(), str(a.dtype), list(a.shape)]
         return o.tolist() if hasattr(o, "tolist") else str(o)
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=default).encode()).hexdigest()[:16]
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write a file atomically (temp file + ``os.replace``) with the usual permissions (0644 less umask)."""
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def cache_dir(out: str | Path) -> Path:
@@ -871,7 +854,7 @@ class Report:
         self.files: dict[str, list[str]] = {"tables": [], "figures": []}
 
     def _write(self, rel: str, text: str) -> Path:
-        return write_text(self.dir / rel, text)
+        return atomic_write(self.dir / rel, text)
 
     def show(self, fig, name: str):
         """Save ``fig`` as ``figures/<name>.json`` and display it (interactive and static)."""
@@ -963,7 +946,7 @@ def render_html(ipynb: str | Path, html_path: str | Path, title: str = "") -> Pa
                             template_file="lfcore_report.html.j2")
     body, _ = exporter.from_notebook_node(nb, resources={"plotly_js": get_plotlyjs(), "lf_title": html.escape(title),
                                                          "metadata": {"name": title or Path(ipynb).stem}})
-    return write_text(Path(html_path), body)
+    return atomic_write(Path(html_path), body)
 
 
 @dataclass
@@ -1036,7 +1019,7 @@ def _run_notebooks(params_file, only, out, cache, kernel, log) -> list[NotebookR
     out = Path(out or Path("reports") / params_file.stem).resolve()
     cache = Path(cache or cache_dir(out)).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "params.yaml", params_file.read_text(encoding="utf-8"))
+    atomic_write(out / "params.yaml", params_file.read_text(encoding="utf-8"))
     runs = []
     for key in keys:
         stem, title, _ = NOTEBOOKS[key]
@@ -1086,7 +1069,7 @@ def _record_runs(out: Path, runs: list[NotebookRun]) -> list[NotebookRun]:
     known = json.loads(path.read_text()) if path.exists() else {}
     for r in runs:
         known[r.key] = {**dataclasses.asdict(r), "ipynb": r.ipynb.name, "html": r.html.name if r.html else None}
-    write_text(path, json.dumps(known, indent=1, default=str))
+    atomic_write(path, json.dumps(known, indent=1, default=str))
     merged = []
     for key in NOTEBOOKS:
         if key in known:
@@ -1154,7 +1137,7 @@ def write_index(out: Path, p: Params, params_file: Path, runs: list[NotebookRun]
             f"{time.strftime('%Y-%m-%d %H:%M')} &middot; lfcore {__version__}, torch {torch.__version__} &middot; "
             f"cache: <code>{e(str(cache))}</code></p>{''.join(_card(r) for r in runs)}"
             f"<h2>Parameters</h2><pre>{e((out / 'params.yaml').read_text(encoding='utf-8'))}</pre></body></html>")
-    return write_text(out / "index.html", page)
+    return atomic_write(out / "index.html", page)
 
 
 # --------------------------------------------------------------------------------------------------- CLI
