@@ -59,18 +59,21 @@ class Timing:
         return f"{self.median:.3f} s"
 
 
+def _once(fn: Callable[[], object], device: str) -> float:
+    """Wall seconds of one call of ``fn``, after a garbage collection, synchronised on ``device``."""
+    gc.collect()
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def timed(fn: Callable[[], object], device: str, repeats: int = 3, warmup: Callable[[], object] | None = None) -> Timing:
     """Median wall time of ``fn`` over ``repeats`` runs, after one call of ``warmup`` (default: ``fn``)."""
     (warmup or fn)()
     sync(device)
-    runs = []
-    for _ in range(max(1, repeats)):
-        gc.collect()
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        runs.append(time.perf_counter() - t0)
+    runs = [_once(fn, device) for _ in range(max(1, repeats))]
     return Timing(statistics.median(runs), runs)
 
 
@@ -85,13 +88,8 @@ def paired(fn_a: Callable[[], object], fn_b: Callable[[], object], device: str, 
         warmup()
     a_runs, b_runs = [], []
     for _ in range(max(1, repeats)):
-        for fn, runs in ((fn_a, a_runs), (fn_b, b_runs)):
-            gc.collect()
-            sync(device)
-            t0 = time.perf_counter()
-            fn()
-            sync(device)
-            runs.append(time.perf_counter() - t0)
+        a_runs.append(_once(fn_a, device))
+        b_runs.append(_once(fn_b, device))
     ratio = statistics.median(a / b for a, b in zip(a_runs, b_runs))
     return Timing(statistics.median(a_runs), a_runs), Timing(statistics.median(b_runs), b_runs), ratio
 
