@@ -23,7 +23,6 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -97,6 +96,42 @@ def _logits(head: nn.Module, cap: float | None, h: torch.Tensor) -> torch.Tensor
     return logits
 
 
+# Logits per position are computed this many vocabulary entries at a time on a CPU, into one reused buffer: the
+# (positions, vocab) tensor is never allocated (Gemma: 262k entries, 1 MiB per position). Measured on 2 cores for
+# Gemma's head: 0.57 s per 252 positions against 0.95 s for whole-vocabulary logits + cross-entropy.
+CPU_VOCAB_BLOCK = 2048
+
+
+def _nll(head: nn.Module, cap: float | None, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Next-token NLL (fp32, (positions,)) of ``targets`` given final hidden states ``h`` (positions, width).
+
+    log-sum-exp over the vocabulary minus the target's logit. On a CPU, with a plain ``nn.Linear`` head, the
+    logits come ``CPU_VOCAB_BLOCK`` columns at a time from slices of its weight; otherwise from ``head`` whole.
+    """
+    weight = getattr(head, "weight", None)
+    blocked = (h.device.type == "cpu" and type(head) is nn.Linear and not hasattr(head, "_hf_hook")
+               and weight.device == h.device and weight.shape[0] > CPU_VOCAB_BLOCK)
+    if not blocked:
+        logits = _logits(head, cap, h)  # (positions, vocab) fp32
+        return torch.logsumexp(logits, 1) - logits.gather(1, targets[:, None].to(logits.device))[:, 0]
+    vocab = weight.shape[0]
+    buf = torch.empty(len(h), CPU_VOCAB_BLOCK, dtype=h.dtype)  # (positions, block), reused
+    lse = torch.full((len(h),), float("-inf"))
+    target_logit = torch.empty(len(h))
+    for s in range(0, vocab, CPU_VOCAB_BLOCK):
+        e = min(vocab, s + CPU_VOCAB_BLOCK)
+        logits = torch.mm(h, weight[s:e].t(), out=buf[:, :e - s])
+        if head.bias is not None:
+            logits += head.bias[s:e]
+        logits = logits.float()
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        lse = torch.logaddexp(lse, torch.logsumexp(logits, 1))
+        rows = ((targets >= s) & (targets < e)).nonzero()[:, 0]
+        target_logit[rows] = logits[rows, targets[rows] - s]
+    return lse - target_logit
+
+
 def _check_head(model: nn.Module, ids: torch.Tensor) -> None:
     """Check on a few tokens that base + head (+ soft-cap) reproduces the model's own logits."""
     base, head, cap = _head(model)
@@ -111,13 +146,16 @@ def _check_head(model: nn.Module, ids: torch.Tensor) -> None:
 
 
 @torch.inference_mode()
-def _score(model: nn.Module, windows, batch_size: int, chunk_tokens: int = 512, progress: bool = False):
-    """Summed fp32 NLL and scored-token count per window: two lists in window order."""
+def _score(model: nn.Module, windows, batch_size: int, chunk_tokens: int = 512, progress: bool = False,
+           check: bool = True):
+    """Summed fp32 NLL and scored-token count per window: two lists in window order. ``check``: first verify
+    that base model + head reproduce the model's logits (``_check_head``)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     base, head, cap = _head(model)
     device = module_device(model.get_input_embeddings())
-    _check_head(model, windows[0][0])
+    if check:
+        _check_head(model, windows[0][0])
     sums, counts = [0.0] * len(windows), [0] * len(windows)
     by_length: dict[int, list[int]] = {}
     for i, (x, _) in enumerate(windows):  # equal lengths batch without padding (only the last can be shorter)
@@ -133,9 +171,7 @@ def _score(model: nn.Module, windows, batch_size: int, chunk_tokens: int = 512, 
         targets, rows = labels[scored], scored.nonzero()[:, 0]  # (positions,), window row of each position
         nll = torch.empty(len(targets), dtype=torch.float32)
         for s in range(0, len(targets), chunk_tokens):
-            logits = _logits(head, cap, h[s:s + chunk_tokens])  # (chunk, vocab) fp32
-            nll[s:s + chunk_tokens] = F.cross_entropy(logits, targets[s:s + chunk_tokens].to(logits.device),
-                                                      reduction="none").cpu()
+            nll[s:s + chunk_tokens] = _nll(head, cap, h[s:s + chunk_tokens], targets[s:s + chunk_tokens]).cpu()
         per_window = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, rows, nll.double())
         for j, i in enumerate(batch):
             sums[i], counts[i] = float(per_window[j]), int(scored[j].sum())
@@ -203,7 +239,7 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
             with block:  # every language is evaluated while the hooks are live
                 for lang, wins in windows.items():
                     bar.set_postfix_str(f"{name} / {lang}")
-                    sums, counts = _score(lm.model, wins, batch_size)
+                    sums, counts = _score(lm.model, wins, batch_size, check=not any(results.values()))
                     results[lang][name] = _summary(sums, counts, seqlen, used_stride, add_bos)
                     bar.update()
     rows = {}
@@ -354,7 +390,8 @@ DEFAULT_PROMPTS: dict[str, list[str]] = {
 @torch.inference_mode()
 def generate(lm, prompts: Mapping[str, Sequence[str]] | None, neurons_by_condition: Mapping[str, NeuronSet | None],
              max_new_tokens: int = 32) -> pd.DataFrame:
-    """Greedy continuations of each prompt under each condition (Appendix A, Tables 2 and 3).
+    """Greedy continuations of each prompt under each condition (Appendix A, Tables 2 and 3), all prompts in
+    one left-padded batch per condition.
 
     ``prompts`` is ``{lang: [prompt, ...]}`` (``None``: ``DEFAULT_PROMPTS``); ``neurons_by_condition`` maps a
     condition name to a neuron set (``None`` or ``{}``: the full model). Returns one row per condition,
@@ -364,15 +401,21 @@ def generate(lm, prompts: Mapping[str, Sequence[str]] | None, neurons_by_conditi
     blocks = {name: deactivate(lm.model, neurons) for name, neurons in neurons_by_condition.items()}
     device = module_device(lm.model.get_input_embeddings())
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
+    eos = lm.model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    items = [(lang, i, prompt) for lang, texts in prompts.items() for i, prompt in enumerate(texts)]
+    encoded = [lm.tokenizer(prompt)["input_ids"] for _, _, prompt in items]
+    width = max(map(len, encoded))  # all prompts in one left-padded batch per condition
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
+    mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
     rows = []
     for name, block in blocks.items():
         with block:
-            for lang, texts in prompts.items():
-                for i, prompt in enumerate(texts):
-                    enc = lm.tokenizer(prompt, return_tensors="pt").to(device)
-                    out = lm.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                            pad_token_id=pad)
-                    new = out[0, enc["input_ids"].shape[1]:].tolist()
-                    rows.append({"condition": name, "lang": lang, "index": i, "prompt": prompt,
-                                 "output": lm.tokenizer.decode(new, skip_special_tokens=True), "output_ids": new})
+            out = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                    do_sample=False, pad_token_id=pad)
+        for (lang, i, prompt), new in zip(items, out[:, width:].tolist()):
+            stop = next((k for k, tok in enumerate(new) if tok in eos), None)
+            new = new if stop is None else new[:stop + 1]  # as if generated alone: nothing after its end
+            rows.append({"condition": name, "lang": lang, "index": i, "prompt": prompt,
+                         "output": lm.tokenizer.decode(new, skip_special_tokens=True), "output_ids": new})
     return pd.DataFrame(rows)

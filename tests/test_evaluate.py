@@ -33,8 +33,9 @@ def _no_hooks(model):
 # ------------------------------------------------------------------------------------------- perplexity
 
 
-@pytest.mark.parametrize("add_bos", [False, True])
-def test_chunked_loss_equals_plain_loss(tiny, add_bos):
+@pytest.mark.parametrize("add_bos, vocab_block", [(False, 100), (True, 100), (True, 4096)])
+def test_chunked_loss_equals_plain_loss(tiny, add_bos, vocab_block, monkeypatch):
+    monkeypatch.setattr(ev, "CPU_VOCAB_BLOCK", vocab_block)  # 100: the blocked path, a short last block; 4096: whole
     text = _passages("fr")[0][:300]
     ids = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
     full = [tiny.tokenizer.bos_token_id] + ids if add_bos else ids
@@ -44,8 +45,24 @@ def test_chunked_loss_equals_plain_loss(tiny, add_bos):
     assert math.isclose(got["ppl"], math.exp(got["nll"]))
 
 
-def test_softcapped_logits(tiny_tokenizer):
+def test_blocked_nll_with_bias_and_cap(monkeypatch):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 1000)
+    h, targets = torch.randn(9, 16), torch.randint(0, 1000, (9,))
+    for cap in (None, 2.0):
+        logits = head(h) if cap is None else torch.tanh(head(h) / cap) * cap
+        want = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        monkeypatch.setattr(ev, "CPU_VOCAB_BLOCK", 64)
+        with torch.inference_mode():
+            got = ev._nll(head, cap, h, targets)
+        assert torch.allclose(got, want, atol=1e-5), cap
+
+
+@pytest.mark.parametrize("vocab_block", [100, 4096])
+def test_softcapped_logits(tiny_tokenizer, vocab_block, monkeypatch):
     from conftest import make_tiny
+
+    monkeypatch.setattr(ev, "CPU_VOCAB_BLOCK", vocab_block)
 
     model = make_tiny("gemma3", seed=1)
     with torch.no_grad():
@@ -273,10 +290,13 @@ def test_generate_greedy_per_condition(tiny_llama):
     out = ev.generate(lm, prompts, conds, max_new_tokens=6)
     assert list(out.columns) == ["condition", "lang", "index", "prompt", "output", "output_ids"]
     assert len(out) == 4 and out["output_ids"].map(len).eq(6).all()
-    enc = lm.tokenizer("The city council", return_tensors="pt")
-    with torch.inference_mode():
-        want = lm.model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=0)[0, enc["input_ids"].shape[1]:]
-    assert out.loc[(out.condition == "full") & (out.lang == "en"), "output_ids"].iloc[0] == want.tolist()
+    for cond, neurons in conds.items():  # the left-padded batch gives what each prompt gives alone
+        for lang, (prompt,) in prompts.items():
+            enc = lm.tokenizer(prompt, return_tensors="pt")
+            with torch.inference_mode(), deactivate(lm.model, neurons):
+                want = lm.model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=0)
+            got = out.loc[(out.condition == cond) & (out.lang == lang), "output_ids"].iloc[0]
+            assert got == want[0, enc["input_ids"].shape[1]:].tolist(), (cond, lang)
     assert _no_hooks(lm.model)
 
 
