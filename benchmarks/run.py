@@ -148,12 +148,15 @@ def bench_capture(table: Table, spec: str, device: str, sz: Sizes, tiny: bool, b
 
     # the same capture with each tool, one fresh process each (peak memory of that process alone)
     results = {}
-    for tool in ("lfcore", "nnsight", "transformer_lens"):
+    tools = {"lfcore": "lfcore capture", "nnsight": "nnsight, the same pooled early-stopped capture",
+             "nnsight_saved": "nnsight as its tutorials write it (.save() per layer, full forward, pool after)",
+             "transformer_lens": "TransformerLens, the same pooled early-stopped capture"}
+    for tool in tools:
         results[tool] = run_tool(tool, spec, device, sz, tiny, bench_python, lf_values)
     lf = results["lfcore"]
-    for tool in ("lfcore", "nnsight", "transformer_lens"):
+    for tool, label in tools.items():
         r = results[tool]
-        what = f"{tool} capture (own process)"
+        what = f"{label} (own process)"
         if "error" in r:
             table.add("tools", name, what, "n/a", f"({r['error']})")
             continue

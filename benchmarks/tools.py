@@ -13,6 +13,7 @@ virtualenv (``.venv-bench``). A tool that cannot be imported or cannot handle th
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -41,7 +42,10 @@ def _lfcore_runner(lm, records, batches, args):
     return run
 
 
-def _nnsight_runner(lm, records, batches, args):
+def _nnsight_runner(lm, records, batches, args, tuned: bool = True):
+    """nnsight. ``tuned``: lfcore's design written in nnsight (pool inside the trace, ``tracer.stop()`` after the
+    last layer); else as its tutorials write it (``.save()`` each layer's whole activation, the full forward pass
+    with the LM head, pool afterwards)."""
     from nnsight import TransformersModel
 
     from lfcore.models import neuron_sites, neuron_width
@@ -53,13 +57,21 @@ def _nnsight_runner(lm, records, batches, args):
     def run(todo_records, todo_batches):
         sums = [torch.zeros(len(todo_records), width, device=device) for _ in sites]
         for b in todo_batches:
-            w = b.weights.to(device)
-            outs = []
-            with nn_model.trace({"input_ids": b.ids.to(device), "attention_mask": b.mask.to(device)}) as tracer:
-                for name in sites:
-                    x = _envoy(nn_model, name).input  # (batch, tokens, width)
-                    outs.append((x * w.to(x.dtype).unsqueeze(-1)).sum(1, dtype=torch.float32).save())
-                tracer.stop()
+            w = b.weights.to(device).unsqueeze(-1)  # (batch, tokens, 1)
+            inputs = {"input_ids": b.ids.to(device), "attention_mask": b.mask.to(device)}
+            if tuned:
+                outs = []
+                with nn_model.trace(inputs) as tracer:
+                    for name in sites:
+                        x = _envoy(nn_model, name).input  # (batch, tokens, width)
+                        outs.append((x * w.to(x.dtype)).sum(1, dtype=torch.float32).save())
+                    tracer.stop()
+            else:
+                saved = []
+                with nn_model.trace(inputs):
+                    for name in sites:
+                        saved.append(_envoy(nn_model, name).input.save())  # (batch, tokens, width)
+                outs = [(x.float() * w).sum(1) for x in saved]
             rows = torch.tensor(b.rows, device=device)
             for s, o in zip(sums, outs):
                 s.index_add_(0, rows, o)
@@ -99,7 +111,8 @@ def _tlens_runner(lm, records, batches, args):
     return run
 
 
-RUNNERS = {"lfcore": _lfcore_runner, "nnsight": _nnsight_runner, "transformer_lens": _tlens_runner}
+RUNNERS = {"lfcore": _lfcore_runner, "nnsight": _nnsight_runner,
+           "nnsight_saved": functools.partial(_nnsight_runner, tuned=False), "transformer_lens": _tlens_runner}
 
 
 def main(argv=None) -> int:

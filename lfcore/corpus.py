@@ -350,7 +350,15 @@ def from_hf_dataset(path, name: str | None = None, split: str = "train", langs: 
         kind = "csv" if Path(path).suffix == ".csv" else "json"
         ds, label = datasets.load_dataset(kind, data_files=str(path), split=split, **load_kwargs), str(path)
     else:
-        ds, label = datasets.load_dataset(str(path), name, split=split, **load_kwargs), str(path)
+        label = str(path) + (f" ({name})" if name else "")
+        try:
+            ds = datasets.load_dataset(str(path), name, split=split, **load_kwargs)
+        except RuntimeError as e:
+            if "scripts are no longer supported" not in str(e):
+                raise
+            raise ValueError(f"{label}: the dataset is a loading script, which datasets {datasets.__version__} no "
+                             "longer runs; load the hub's parquet export instead: revision: refs/convert/parquet "
+                             "(in a params file, beside the source)") from None
     columns = list(ds.column_names)
     for col in [id_column] + list((text_columns or {}).values()):
         if col is not None and col not in columns:

@@ -37,24 +37,27 @@ cache_dir = "../reports/interactive/cache"
 import lfcore.diagnostics
 import lfcore.evaluate
 import lfcore.metrics
+import lfcore.params
 import lfcore.plots
 import lfcore.regions
+import lfcore.report
+import lfcore.series
+import lfcore.steps
 import lfcore.uncertainty
-from lfcore import reproduce
 
-p = reproduce.notebook_params(languages=languages, family=family, corpus=corpus, capture=capture, regions=regions,
-                              perplexity=perplexity, accuracy=accuracy, uncertainty=uncertainty,
-                              diagnostics=diagnostics, maps=maps)
-report = reproduce.Report(out_dir, cache_dir, notebook="appendix")
+p = lfcore.params.notebook_params(languages=languages, family=family, corpus=corpus, capture=capture, regions=regions,
+                                  perplexity=perplexity, accuracy=accuracy, uncertainty=uncertainty,
+                                  diagnostics=diagnostics, maps=maps)
+report = lfcore.report.Report(out_dir, cache_dir, notebook="appendix")
 print(p.family.note)
 
 # %% [markdown]
 # ## The first model of the family in detail (LLaMA2-7b in the paper)
 
 # %%
-lm = reproduce.load(p.family.models[0])
+lm = lfcore.steps.load(p.family.models[0])
 report.model(lm.meta())
-sentences = reproduce.sentences(p.corpus, p.languages)
+sentences = lfcore.steps.sentences(p.corpus, p.languages)
 acts = report.cache.activations(lm, sentences, p.capture)
 print(lm.meta())
 
@@ -65,13 +68,13 @@ print(lm.meta())
 # figure gives the scores with those neurons zeroed.
 
 # %%
-intervals = reproduce.score_intervals(acts, p.uncertainty, report.cache)
-report.numbers(**reproduce.interval_numbers(intervals))
+intervals = lfcore.steps.score_intervals(acts, p.uncertainty, report.cache)
+report.numbers(**lfcore.steps.interval_numbers(intervals))
 report.table(intervals, "score_intervals", index=False)
 dominance = lfcore.diagnostics.exclusion_table(acts, p.diagnostics.k, p.diagnostics.share)
-report.numbers(flagged_layers=reproduce.flagged_layers(dominance))
+report.numbers(flagged_layers=lfcore.steps.flagged_layers(dominance))
 layers = lfcore.metrics.layerwise(acts)
-report.show(lfcore.plots.layer_scores(layers, intervals, flagged=reproduce.flagged_layers(dominance),
+report.show(lfcore.plots.layer_scores(layers, intervals, flagged=lfcore.steps.flagged_layers(dominance),
                                       title=f"Layer-wise LRDS and SADS: {lm.name}"), "fig9_layerwise")
 report.table(dominance, "fig9_layerwise_and_dominance", index=False)
 
@@ -93,14 +96,14 @@ report.show(lfcore.plots.key_regions_per_layer(key.per_layer(), title=f"Key neur
 # percent above the largest key region. Hover over a cell of the heatmap for its bootstrap interval.
 
 # %%
-texts = reproduce.perplexity_texts(p.perplexity, p.languages, lm.tokenizer)
-sets = reproduce.key_region_sets(key, p.perplexity)
-table = reproduce.deactivation_table(lm, texts, sets, p.perplexity, report.cache)
+texts = lfcore.steps.perplexity_texts(p.perplexity, p.languages, lm.tokenizer)
+sets = lfcore.steps.key_region_sets(key, p.perplexity)
+table = lfcore.steps.deactivation_table(lm, texts, sets, p.perplexity, report.cache)
 report.table(table, "table4_deactivation", shown=lfcore.evaluate.format_table(table))
 cells = lfcore.uncertainty.deactivation_intervals(table.attrs["window_nll"], table.attrs["window_tokens"],
                                                   n_boot=p.uncertainty.n_boot, level=p.uncertainty.level,
                                                   seed=p.uncertainty.seed)
-report.numbers(**reproduce.table_numbers(table, cells))
+report.numbers(**lfcore.steps.table_numbers(table, cells))
 report.table(cells, "table4_intervals", index=False)
 report.show(lfcore.plots.deactivation_heatmap(table, cells, title=f"Perplexity increase (%) after deactivation: "
                                                                  f"{lm.name}"), "table4_deactivation")
@@ -112,12 +115,12 @@ del lm, acts
 # ### Figure 10: metrics across the family
 
 # %%
-points = reproduce.run_series(p.family.models, sentences, p.capture, p.regions.threshold, report.cache,
-                              accuracy_cfg=p.accuracy, report=report, map_sentences=p.maps.family_sentences,
-                              uncertainty=p.uncertainty)
-table = reproduce.series_table(points)
+points = lfcore.series.run_series(p.family.models, sentences, p.capture, p.regions.threshold, report.cache,
+                                  accuracy_cfg=p.accuracy, report=report, map_sentences=p.maps.family_sentences,
+                                  uncertainty=p.uncertainty)
+table = lfcore.series.series_table(points)
 report.table(table, "fig10_family", index=False)
-report.numbers(**reproduce.series_numbers(table, ["lrds", "sads", "acc"]))
+report.numbers(**lfcore.series.series_numbers(table, ["lrds", "sads", "acc"]))
 report.show(lfcore.plots.series(table, x="params", left=["lrds", "sads"], right=["acc"],
                                 errors={"acc": "acc_stderr", "lrds": ("lrds_ci_low", "lrds_ci_high"),
                                         "sads": ("sads_ci_low", "sads_ci_high")},
@@ -133,7 +136,7 @@ report.show(lfcore.plots.series(table, x="params", left=["lrds", "sads"], right=
 # fainter than BLOOM's and sharper with size.
 
 # %%
-report.show(lfcore.plots.similarity_maps(*reproduce.series_maps(points), corpus=sentences, title="Similarity maps"),
+report.show(lfcore.plots.similarity_maps(*lfcore.series.series_maps(points), corpus=sentences, title="Similarity maps"),
             "fig8_similarity_maps")
 
 # %% [markdown]

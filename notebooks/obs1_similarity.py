@@ -37,12 +37,14 @@ cache_dir = "../reports/interactive/cache"
 # %%
 import lfcore.diagnostics
 import lfcore.metrics
+import lfcore.params
 import lfcore.plots
-from lfcore import reproduce
+import lfcore.report
+import lfcore.steps
 
-p = reproduce.notebook_params(languages=languages, model=model, corpus=corpus, capture=capture,
-                              uncertainty=uncertainty, diagnostics=diagnostics, maps=maps)
-report = reproduce.Report(out_dir, cache_dir, notebook="obs1")
+p = lfcore.params.notebook_params(languages=languages, model=model, corpus=corpus, capture=capture,
+                                  uncertainty=uncertainty, diagnostics=diagnostics, maps=maps)
+report = lfcore.report.Report(out_dir, cache_dir, notebook="obs1")
 
 # %% [markdown]
 # ## Model and sentences
@@ -51,9 +53,9 @@ report = reproduce.Report(out_dir, cache_dir, notebook="obs1")
 # seeded sample of sentence ids present in every language.
 
 # %%
-lm = reproduce.load(p.model)
+lm = lfcore.steps.load(p.model)
 report.model(lm.meta())
-sentences = reproduce.sentences(p.corpus, p.languages)
+sentences = lfcore.steps.sentences(p.corpus, p.languages)
 acts = report.cache.activations(lm, sentences, p.capture)
 print(lm.meta())
 print(sentences)
@@ -81,8 +83,8 @@ report.show(lfcore.plots.similarity_map(lfcore.metrics.similarity(shown), shown,
 # whose interval covers 0 is not evidence of the effect.
 
 # %%
-intervals = reproduce.score_intervals(acts, p.uncertainty, report.cache)
-report.numbers(**reproduce.interval_numbers(intervals))
+intervals = lfcore.steps.score_intervals(acts, p.uncertainty, report.cache)
+report.numbers(**lfcore.steps.interval_numbers(intervals))
 report.show(lfcore.plots.headline_scores(intervals, title=f"LRDS and SADS: {lm.name}"), "headline_scores")
 report.table(intervals, "score_intervals", index=False)
 
@@ -100,10 +102,10 @@ dominance = lfcore.diagnostics.exclusion_table(acts, p.diagnostics.k, p.diagnost
 report.table(dominance, "dominance", index=False)
 report.show(lfcore.plots.dominance(dominance, p.diagnostics.k, title=f"Dominant neurons per layer: {lm.name}"),
             "dominance")
-clean = reproduce.score_intervals(reproduce.without_dominant(acts, dominance, p.diagnostics.k), p.uncertainty,
-                                  report.cache, per_layer=False)
-report.numbers(flagged_layers=reproduce.flagged_layers(dominance),
-               **reproduce.interval_numbers(clean, suffix=" without dominant neurons"))
+clean = lfcore.steps.score_intervals(lfcore.steps.without_dominant(acts, dominance, p.diagnostics.k), p.uncertainty,
+                                     report.cache, per_layer=False)
+report.numbers(flagged_layers=lfcore.steps.flagged_layers(dominance),
+               **lfcore.steps.interval_numbers(clean, suffix=" without dominant neurons"))
 report.table(clean, "score_intervals_without_dominant", index=False)
 
 # %% [markdown]
@@ -114,8 +116,8 @@ report.table(clean, "score_intervals_without_dominant", index=False)
 # if the layer-wise scores move a lot, the first token, not the sentence, drives them.
 
 # %%
-pooling = reproduce.first_token_effect(lm, sentences, acts, p.capture, p.diagnostics.first_token_sentences,
-                                      report.cache)
+pooling = lfcore.steps.first_token_effect(lm, sentences, acts, p.capture, p.diagnostics.first_token_sentences,
+                                          report.cache)
 report.table(pooling, "first_token_effect", index=False)
 report.show(lfcore.plots.pooling(pooling, title=f"First-token effect: {lm.name}"), "first_token_effect")
 
@@ -129,7 +131,7 @@ report.show(lfcore.plots.pooling(pooling, title=f"First-token effect: {lm.name}"
 # %%
 layers = lfcore.metrics.layerwise(acts)
 report.table(layers, "layerwise", index=False)
-report.show(lfcore.plots.layer_scores(layers, intervals, flagged=reproduce.flagged_layers(dominance),
+report.show(lfcore.plots.layer_scores(layers, intervals, flagged=lfcore.steps.flagged_layers(dominance),
                                       title=f"Layer-wise LRDS and SADS: {lm.name}"), "layerwise_scores")
 
 # %% [markdown]
@@ -147,7 +149,7 @@ report.show(lfcore.plots.layer_similarity_slider(lfcore.metrics.layer_maps(few),
 # With a live kernel, this widget draws the full map of any single layer (static HTML cannot run it).
 
 # %%
-reproduce.explore_layers(shown, sentences)
+lfcore.report.explore_layers(shown, sentences)
 
 # %% [markdown]
 # ## Reading the result

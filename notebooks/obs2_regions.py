@@ -32,16 +32,18 @@ cache_dir = "../reports/interactive/cache"
 # %%
 import lfcore.diagnostics
 import lfcore.evaluate
+import lfcore.params
 import lfcore.plots
 import lfcore.regions
+import lfcore.report
 import lfcore.robustness
+import lfcore.steps
 import lfcore.uncertainty
-from lfcore import reproduce
 
-p = reproduce.notebook_params(languages=languages, model=model, corpus=corpus, capture=capture, regions=regions,
-                              perplexity=perplexity, generation=generation, uncertainty=uncertainty,
-                              diagnostics=diagnostics, robustness=robustness)
-report = reproduce.Report(out_dir, cache_dir, notebook="obs2")
+p = lfcore.params.notebook_params(languages=languages, model=model, corpus=corpus, capture=capture, regions=regions,
+                                  perplexity=perplexity, generation=generation, uncertainty=uncertainty,
+                                  diagnostics=diagnostics, robustness=robustness)
+report = lfcore.report.Report(out_dir, cache_dir, notebook="obs2")
 
 # %% [markdown]
 # ## Model, sentences, activations
@@ -49,9 +51,9 @@ report = reproduce.Report(out_dir, cache_dir, notebook="obs2")
 # The same sample as Observation I; with a shared cache the activations are read, not recomputed.
 
 # %%
-lm = reproduce.load(p.model)
+lm = lfcore.steps.load(p.model)
 report.model(lm.meta())
-sentences = reproduce.sentences(p.corpus, p.languages)
+sentences = lfcore.steps.sentences(p.corpus, p.languages)
 acts = report.cache.activations(lm, sentences, p.capture)
 print(lm.meta())
 print(sentences)
@@ -91,7 +93,7 @@ report.show(lfcore.plots.threshold_sweep(sweep, chosen=p.regions.threshold), "th
 
 # %%
 report.show(lfcore.plots.key_regions_threshold_slider(key, p.regions.sweep), "key_regions_by_threshold")
-reproduce.explore_threshold(key, p.regions.sweep)
+lfcore.report.explore_threshold(key, p.regions.sweep)
 
 # %% [markdown]
 # ### The sample
@@ -102,7 +104,7 @@ reproduce.explore_threshold(key, p.regions.sweep)
 
 # %%
 stability, _ = lfcore.robustness.stability_halves(acts, p.regions.threshold, seeds=p.robustness.seeds)
-report.numbers(**reproduce.stability_numbers(stability))
+report.numbers(**lfcore.steps.stability_numbers(stability))
 report.table(stability, "stability_halves", index=False)
 report.show(lfcore.plots.stability(stability), "stability_halves")
 
@@ -117,8 +119,8 @@ report.show(lfcore.plots.stability(stability), "stability_halves")
 # %%
 dominance = lfcore.diagnostics.dominance(acts, ks=[p.diagnostics.k], threshold=p.diagnostics.share,
                                          flag_k=p.diagnostics.k)
-clean = lfcore.regions.key_regions(reproduce.without_dominant(acts, dominance, p.diagnostics.k), p.regions.threshold)
-report.numbers(flagged_layers=reproduce.flagged_layers(dominance), SKLR_without_dominant_neurons=clean.sklr)
+clean = lfcore.regions.key_regions(lfcore.steps.without_dominant(acts, dominance, p.diagnostics.k), p.regions.threshold)
+report.numbers(flagged_layers=lfcore.steps.flagged_layers(dominance), SKLR_without_dominant_neurons=clean.sklr)
 report.table(clean.summary(), "key_region_sizes_without_dominant")
 report.table(lfcore.robustness.region_jaccard(key, clean), "key_regions_vs_without_dominant", index=False)
 
@@ -131,7 +133,7 @@ report.table(lfcore.robustness.region_jaccard(key, clean), "key_regions_vs_witho
 # offline default leaves it off (`robustness.lape: true` turns it on).
 
 # %%
-report.table(reproduce.lape_comparison(lm, sentences, key, p.robustness, p.capture, report.cache), "lape_overlap",
+report.table(lfcore.steps.lape_comparison(lm, sentences, key, p.robustness, p.capture, report.cache), "lape_overlap",
              index=False)
 
 # %% [markdown]
@@ -144,9 +146,9 @@ report.table(reproduce.lape_comparison(lm, sentences, key, p.robustness, p.captu
 # size of each set.
 
 # %%
-texts = reproduce.perplexity_texts(p.perplexity, p.languages, lm.tokenizer)
-sets = reproduce.key_region_sets(key, p.perplexity)
-table = reproduce.deactivation_table(lm, texts, sets, p.perplexity, report.cache)
+texts = lfcore.steps.perplexity_texts(p.perplexity, p.languages, lm.tokenizer)
+sets = lfcore.steps.key_region_sets(key, p.perplexity)
+table = lfcore.steps.deactivation_table(lm, texts, sets, p.perplexity, report.cache)
 report.table(table, "table1_deactivation", shown=lfcore.evaluate.format_table(table))
 
 # %% [markdown]
@@ -160,7 +162,7 @@ report.table(table, "table1_deactivation", shown=lfcore.evaluate.format_table(ta
 cells = lfcore.uncertainty.deactivation_intervals(table.attrs["window_nll"], table.attrs["window_tokens"],
                                                   n_boot=p.uncertainty.n_boot, level=p.uncertainty.level,
                                                   seed=p.uncertainty.seed)
-report.numbers(**reproduce.table_numbers(table, cells))
+report.numbers(**lfcore.steps.table_numbers(table, cells))
 report.table(cells, "table1_intervals", index=False)
 report.show(lfcore.plots.deactivation_heatmap(table, cells, title=f"Perplexity increase (%) after deactivation: "
                                                                  f"{lm.name}"), "table1_deactivation")
@@ -173,7 +175,7 @@ report.show(lfcore.plots.deactivation_heatmap(table, cells, title=f"Perplexity i
 # shows the effect less cleanly.
 
 # %%
-report.table(reproduce.generations(lm, p.generation, sets, report.cache), "generations")
+report.table(lfcore.steps.generations(lm, p.generation, sets, report.cache), "generations")
 
 # %% [markdown]
 # ## Reading the result

@@ -28,12 +28,15 @@ out_dir = "../reports/interactive/obs3_training"  # JupyterLab runs write here (
 cache_dir = "../reports/interactive/cache"
 
 # %%
+import lfcore.params
 import lfcore.plots
-from lfcore import reproduce
+import lfcore.report
+import lfcore.series
+import lfcore.steps
 
-p = reproduce.notebook_params(languages=languages, checkpoints=checkpoints, corpus=corpus, capture=capture,
-                              regions=regions, uncertainty=uncertainty)
-report = reproduce.Report(out_dir, cache_dir, notebook="obs3")
+p = lfcore.params.notebook_params(languages=languages, checkpoints=checkpoints, corpus=corpus, capture=capture,
+                                  regions=regions, uncertainty=uncertainty)
+report = lfcore.report.Report(out_dir, cache_dir, notebook="obs3")
 print(p.checkpoints.note)
 
 # %% [markdown]
@@ -43,12 +46,12 @@ print(p.checkpoints.note)
 # scored, and released. The table records each revision with a hash of its weights.
 
 # %%
-sentences = reproduce.sentences(p.corpus, p.languages)
-points = reproduce.run_series(p.checkpoints.models, sentences, p.capture, p.regions.threshold, report.cache,
-                              report=report, uncertainty=p.uncertainty)
-steps = reproduce.series_table(points)
+sentences = lfcore.steps.sentences(p.corpus, p.languages)
+points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, p.regions.threshold, report.cache,
+                                  report=report, uncertainty=p.uncertainty)
+steps = lfcore.series.series_table(points)
 report.table(steps, "checkpoints", index=False)
-report.numbers(**reproduce.series_numbers(steps, ["lrds", "sklr"]))
+report.numbers(**lfcore.series.series_numbers(steps, ["lrds", "sklr"]))
 
 # %% [markdown]
 # ## Figure 4 (left): LRDS and SKLR against the training step
@@ -69,7 +72,7 @@ report.show(lfcore.plots.series(steps, x="step", left=["lrds"], right=["sklr"], 
 # layers, moving towards the first layers with training.
 
 # %%
-per_layer = reproduce.series_per_layer(points)
+per_layer = lfcore.series.series_per_layer(points)
 report.table(per_layer, "fig5_key_neurons_per_layer")
 report.show(lfcore.plots.by_layer(per_layer, "key neurons (all languages)",
                                   title="Key neurons per layer over training"), "fig5_key_neurons_per_layer")
@@ -80,7 +83,7 @@ report.show(lfcore.plots.by_layer(per_layer, "key neurons (all languages)",
 # The curve of Observation I for every checkpoint (hover for values).
 
 # %%
-report.show(lfcore.plots.by_layer(reproduce.series_layerwise(points, "lrds"), "LRDS",
+report.show(lfcore.plots.by_layer(lfcore.series.series_layerwise(points, "lrds"), "LRDS",
                                   title="Layer-wise LRDS over training"), "layerwise_lrds_over_training")
 
 # %% [markdown]

@@ -30,12 +30,15 @@ out_dir = "../reports/interactive/obs4_alignment"  # JupyterLab runs write here 
 cache_dir = "../reports/interactive/cache"
 
 # %%
+import lfcore.params
 import lfcore.plots
-from lfcore import reproduce
+import lfcore.report
+import lfcore.series
+import lfcore.steps
 
-p = reproduce.notebook_params(languages=languages, checkpoints=checkpoints, corpus=corpus, capture=capture,
-                              regions=regions, accuracy=accuracy, uncertainty=uncertainty)
-report = reproduce.Report(out_dir, cache_dir, notebook="obs4")
+p = lfcore.params.notebook_params(languages=languages, checkpoints=checkpoints, corpus=corpus, capture=capture,
+                                  regions=regions, accuracy=accuracy, uncertainty=uncertainty)
+report = lfcore.report.Report(out_dir, cache_dir, notebook="obs4")
 print(p.checkpoints.note)
 
 # %% [markdown]
@@ -45,12 +48,12 @@ print(p.checkpoints.note)
 # mean over languages; its standard error combines the per-language ones.
 
 # %%
-sentences = reproduce.sentences(p.corpus, p.languages)
-points = reproduce.run_series(p.checkpoints.models, sentences, p.capture, p.regions.threshold, report.cache,
-                              accuracy_cfg=p.accuracy, report=report, uncertainty=p.uncertainty)
-steps = reproduce.series_table(points)
+sentences = lfcore.steps.sentences(p.corpus, p.languages)
+points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, p.regions.threshold, report.cache,
+                                  accuracy_cfg=p.accuracy, report=report, uncertainty=p.uncertainty)
+steps = lfcore.series.series_table(points)
 report.table(steps, "checkpoints", index=False)
-report.numbers(**reproduce.series_numbers(steps, ["sads", "acc"]))
+report.numbers(**lfcore.series.series_numbers(steps, ["sads", "acc"]))
 
 # %% [markdown]
 # ## Figure 4 (right): SADS and cross-lingual accuracy against the training step
@@ -68,7 +71,7 @@ report.show(lfcore.plots.series(steps, x="step", left=["sads"], right=["acc"],
 # ### Accuracy per language and checkpoint
 
 # %%
-acc = reproduce.series_accuracy(points)
+acc = lfcore.series.series_accuracy(points)
 report.table(acc, "accuracy_per_language", index=False)
 report.show(lfcore.plots.accuracy(acc, group="model", title=f"{p.accuracy.task}: accuracy per language"),
             "accuracy_per_language")
@@ -79,7 +82,7 @@ report.show(lfcore.plots.accuracy(acc, group="model", title=f"{p.accuracy.task}:
 # One bar per language and checkpoint. The paper: distant languages (vi, ar, zh) have the largest regions.
 
 # %%
-sizes = reproduce.series_sizes(points)
+sizes = lfcore.series.series_sizes(points)
 report.table(sizes, "fig6_key_region_sizes")
 report.show(lfcore.plots.key_region_sizes(sizes, title="Key neurons per language over training"),
             "fig6_key_region_sizes")
@@ -88,7 +91,7 @@ report.show(lfcore.plots.key_region_sizes(sizes, title="Key neurons per language
 # ## Layer-wise SADS at each checkpoint
 
 # %%
-report.show(lfcore.plots.by_layer(reproduce.series_layerwise(points, "sads"), "SADS",
+report.show(lfcore.plots.by_layer(lfcore.series.series_layerwise(points, "sads"), "SADS",
                                   title="Layer-wise SADS over training"), "layerwise_sads_over_training")
 
 # %% [markdown]

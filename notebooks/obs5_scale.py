@@ -27,12 +27,15 @@ out_dir = "../reports/interactive/obs5_scale"  # JupyterLab runs write here (git
 cache_dir = "../reports/interactive/cache"
 
 # %%
+import lfcore.params
 import lfcore.plots
-from lfcore import reproduce
+import lfcore.report
+import lfcore.series
+import lfcore.steps
 
-p = reproduce.notebook_params(languages=languages, sizes=sizes, corpus=corpus, capture=capture, regions=regions,
-                              accuracy=accuracy, uncertainty=uncertainty)
-report = reproduce.Report(out_dir, cache_dir, notebook="obs5")
+p = lfcore.params.notebook_params(languages=languages, sizes=sizes, corpus=corpus, capture=capture, regions=regions,
+                                  accuracy=accuracy, uncertainty=uncertainty)
+report = lfcore.report.Report(out_dir, cache_dir, notebook="obs5")
 print(p.sizes.note)
 
 # %% [markdown]
@@ -42,12 +45,12 @@ print(p.sizes.note)
 # included).
 
 # %%
-sentences = reproduce.sentences(p.corpus, p.languages)
-points = reproduce.run_series(p.sizes.models, sentences, p.capture, p.regions.threshold, report.cache,
-                              accuracy_cfg=p.accuracy, report=report, uncertainty=p.uncertainty)
-table = reproduce.series_table(points)
+sentences = lfcore.steps.sentences(p.corpus, p.languages)
+points = lfcore.series.run_series(p.sizes.models, sentences, p.capture, p.regions.threshold, report.cache,
+                                  accuracy_cfg=p.accuracy, report=report, uncertainty=p.uncertainty)
+table = lfcore.series.series_table(points)
 report.table(table, "sizes", index=False)
-report.numbers(**reproduce.series_numbers(table, ["params", "lrds", "sads", "acc"]))
+report.numbers(**lfcore.series.series_numbers(table, ["params", "lrds", "sads", "acc"]))
 
 # %% [markdown]
 # ## Figure 7: LRDS, SADS and accuracy against model size
@@ -69,7 +72,7 @@ report.show(lfcore.plots.series(table, x="params", left=["lrds", "sads"], right=
 # ### Accuracy per language and model
 
 # %%
-acc = reproduce.series_accuracy(points)
+acc = lfcore.series.series_accuracy(points)
 report.table(acc, "accuracy_per_language", index=False)
 report.show(lfcore.plots.accuracy(acc, group="model", title=f"{p.accuracy.task}: accuracy per language"),
             "accuracy_per_language")
@@ -80,13 +83,13 @@ report.show(lfcore.plots.accuracy(acc, group="model", title=f"{p.accuracy.task}:
 # Models of different depth share the layer axis from 0; compare shapes, not positions.
 
 # %%
-sizes_by_lang = reproduce.series_sizes(points)
+sizes_by_lang = lfcore.series.series_sizes(points)
 report.table(sizes_by_lang, "key_region_sizes")
 report.show(lfcore.plots.key_region_sizes(sizes_by_lang, title="Key neurons per language and model"),
             "key_region_sizes")
-report.show(lfcore.plots.by_layer(reproduce.series_layerwise(points, "lrds"), "LRDS",
+report.show(lfcore.plots.by_layer(lfcore.series.series_layerwise(points, "lrds"), "LRDS",
                                   title="Layer-wise LRDS per model"), "layerwise_lrds")
-report.show(lfcore.plots.by_layer(reproduce.series_layerwise(points, "sads"), "SADS",
+report.show(lfcore.plots.by_layer(lfcore.series.series_layerwise(points, "sads"), "SADS",
                                   title="Layer-wise SADS per model"), "layerwise_sads")
 
 # %% [markdown]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lfcore import reproduce
+import lfcore.runner
 
 CHROMIUM = Path("/usr/bin/chromium")
 SMOKE = Path(__file__).resolve().parent.parent / "params" / "smoke.yaml"
@@ -30,7 +30,7 @@ def _chromium(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("browser")
-    (run,) = reproduce.reproduce(SMOKE, only=["obs1"], out=out, threads=1, log=lambda *a: None)
+    (run,) = lfcore.runner.reproduce(SMOKE, only=["obs1"], out=out, threads=1, log=lambda *a: None)
     assert run.status == "ok", run.error
     return out, run
 

@@ -13,8 +13,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from lfcore import reproduce
-from lfcore.reproduce import NOTEBOOKS, ParamsError
+import lfcore.params
+import lfcore.report
+import lfcore.runner
+import lfcore.series
+import lfcore.steps
+from lfcore.params import NOTEBOOKS, ParamsError
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "params" / "smoke.yaml"
@@ -52,7 +56,7 @@ def _write(tmp_path: Path, data: dict, name: str = "p.yaml") -> Path:
 def test_params_errors_name_key_and_file(tmp_path, data, key, words):
     path = _write(tmp_path, data)
     with pytest.raises(ParamsError) as err:
-        reproduce.load_params(path)
+        lfcore.params.load_params(path)
     msg = str(err.value)
     assert str(path) in msg and key in msg, msg
     for w in words:
@@ -61,11 +65,11 @@ def test_params_errors_name_key_and_file(tmp_path, data, key, words):
 
 def test_params_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ParamsError, match="params file not found"):
-        reproduce.load_params(tmp_path / "absent.yaml")
+        lfcore.params.load_params(tmp_path / "absent.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("languages: [en, zh\n")
     with pytest.raises(ParamsError, match="bad.yaml: not valid YAML"):
-        reproduce.load_params(bad)
+        lfcore.params.load_params(bad)
 
 
 def test_paths_are_relative_to_the_params_file(tmp_path, monkeypatch):
@@ -74,9 +78,9 @@ def test_paths_are_relative_to_the_params_file(tmp_path, monkeypatch):
     (tmp_path / "sub" / "data" / "c.jsonl").write_text("\n".join(lines))
     path = _write(tmp_path / "sub", {"languages": ["en", "fr"], "corpus": {"source": "data/c.jsonl", "n": 2}})
     monkeypatch.chdir(tmp_path)  # the working directory does not matter
-    p = reproduce.load_params(path)
+    p = lfcore.params.load_params(path)
     assert p.corpus.source == str((tmp_path / "sub" / "data" / "c.jsonl").resolve())
-    assert len(reproduce.sentences(p.corpus, p.languages)) == 4
+    assert len(lfcore.steps.sentences(p.corpus, p.languages)) == 4
 
 
 def test_language_missing_from_a_corpus_file(tmp_path):
@@ -84,14 +88,14 @@ def test_language_missing_from_a_corpus_file(tmp_path):
     (tmp_path / "c.jsonl").write_text("\n".join(lines))
     path = _write(tmp_path, {"languages": ["en", "zh"], "corpus": {"source": "c.jsonl"}})
     with pytest.raises(ParamsError) as err:
-        reproduce.load_params(path)
+        lfcore.params.load_params(path)
     assert "p.yaml: languages[1]: language 'zh' is not available in corpus.source" in str(err.value)
     assert "c.jsonl" in str(err.value)
 
 
 def test_shipped_params_files_validate(tmp_path):
     for name in ("default", "smoke"):
-        p = reproduce.load_params(ROOT / "params" / f"{name}.yaml")
+        p = lfcore.params.load_params(ROOT / "params" / f"{name}.yaml")
         assert p.notebooks == list(NOTEBOOKS)
     # the paper's files need the Bible corpus beside the repository: validate them against placeholder files
     (tmp_path / "params").mkdir()
@@ -101,10 +105,36 @@ def test_shipped_params_files_validate(tmp_path):
         shutil.copy(f, tmp_path / "params" / f.name)
         for rel in (yaml.safe_load(f.read_text()).get("corpus", {}).get("files") or {}).values():
             (tmp_path / "params" / rel).resolve().write_text("<cesDoc/>")
-        p = reproduce.load_params(tmp_path / "params" / f.name)
+        p = lfcore.params.load_params(tmp_path / "params" / f.name)
         assert p.corpus.source == "bible" and all(Path(v).is_file() for v in p.corpus.files.values())
     assert {f.stem for f in (ROOT / "params").glob("paper_*.yaml")} == {
         "paper_bloom7b1", "paper_bloom_sizes", "paper_bloom_checkpoints", "paper_llama2"}
+
+
+def test_perplexity_text_from_a_multi_config_dataset(tmp_path, monkeypatch):
+    """XL-Sum's layout (one config per language, a test split, a text column), as a local dataset folder."""
+    configs = {"ar": "arabic", "en": "english"}
+    readme = ["---", "configs:"]
+    for lang, name in configs.items():
+        (tmp_path / name).mkdir()
+        rows = [{"id": f"{name}-{i}", "text": f"{name} document {i}.", "summary": "s"} for i in range(4)]
+        (tmp_path / name / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        readme += [f"- config_name: {name}", "  data_files:", "  - split: test", f"    path: {name}/test.jsonl"]
+    (tmp_path / "README.md").write_text("\n".join(readme + ["---", ""]))
+    p = lfcore.params.params_from_dict({"languages": ["ar", "en"], "perplexity": {
+        "source": f"hf:{tmp_path}", "hf_configs": configs, "documents": 2, "revision": None}})
+    texts = lfcore.steps.perplexity_texts(p.perplexity, p.languages)
+    assert texts == {"ar": ["arabic document 0.", "arabic document 1."],
+                     "en": ["english document 0.", "english document 1."]}
+
+    import datasets
+
+    def script(*a, **k):
+        raise RuntimeError("Dataset scripts are no longer supported, but found xlsum.py")
+
+    monkeypatch.setattr(datasets, "load_dataset", script)
+    with pytest.raises(ValueError, match=r"loading script.*revision: refs/convert/parquet"):
+        lfcore.steps.perplexity_texts(p.perplexity, p.languages)
 
 
 # ---------------------------------------------------------------------------------------- notebooks
@@ -124,7 +154,7 @@ def test_parameters_cell_holds_plain_literals(key):
     assert set(names) == set(sections) | {"title", "out_dir", "cache_dir"}
     # the defaults in the notebook are a valid params set
     values = {n: ast.literal_eval(s.value) for n, s in zip(names, ast.parse(tagged[0].source).body)}
-    reproduce.notebook_params(**{n: values[n] for n in sections})
+    lfcore.params.notebook_params(**{n: values[n] for n in sections})
     # jupytext keeps the tag through a round trip (pyproject's cell_metadata_filter keeps "tags")
     again = jupytext.reads(jupytext.writes(nb, fmt="py:percent"), fmt="py:percent")
     assert any("parameters" in c.metadata.get("tags", []) for c in again.cells)
@@ -141,7 +171,7 @@ def test_jupytext_config_keeps_tags():
 
 
 def test_result_cache_round_trips_frames_and_counts(tmp_path):
-    cache = reproduce.ResultCache(tmp_path)
+    cache = lfcore.steps.ResultCache(tmp_path)
     calls = []
 
     def compute():
@@ -164,17 +194,17 @@ def test_identical_checkpoints_warn(tmp_path, tiny_tokenizer):
     for name in ("ckpt-a", "ckpt-b"):  # the same weights saved under two names
         tiny.model("llama", seed=3).save_pretrained(tmp_path / name)
         tiny_tokenizer.save_pretrained(tmp_path / name)
-    p = reproduce.params_from_dict({"languages": ["en", "zh", "fr"], "corpus": {"n": 3},
-                                    "checkpoints": {"models": [{"spec": "ckpt-a", "step": 1},
-                                                               {"spec": "ckpt-b", "step": 2}]}}, tmp_path, "test")
-    report = reproduce.Report(tmp_path / "out", tmp_path / "cache", "obs3")
-    sentences = reproduce.sentences(p.corpus, p.languages)
-    with pytest.warns(reproduce.IdenticalCheckpointsWarning, match="ckpt-b.*identical weights"):
-        points = reproduce.run_series(p.checkpoints.models, sentences, p.capture, 1.0, report.cache, report=report)
+    p = lfcore.params.params_from_dict({"languages": ["en", "zh", "fr"], "corpus": {"n": 3},
+                                        "checkpoints": {"models": [{"spec": "ckpt-a", "step": 1},
+                                                                   {"spec": "ckpt-b", "step": 2}]}}, tmp_path, "test")
+    report = lfcore.report.Report(tmp_path / "out", tmp_path / "cache", "obs3")
+    sentences = lfcore.steps.sentences(p.corpus, p.languages)
+    with pytest.warns(lfcore.series.IdenticalCheckpointsWarning, match="ckpt-b.*identical weights"):
+        points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, 1.0, report.cache, report=report)
     assert points[0].meta["fingerprint"] == points[1].meta["fingerprint"]
     assert "identical weights" in json.loads((tmp_path / "out" / "summary.json").read_text())["warnings"][0]
-    assert reproduce.check_fingerprints([{"model": "m", "revision": "a", "fingerprint": "f1"},
-                                         {"model": "m", "revision": "b", "fingerprint": "f2"}]) == []
+    assert lfcore.series.check_fingerprints([{"model": "m", "revision": "a", "fingerprint": "f1"},
+                                             {"model": "m", "revision": "b", "fingerprint": "f2"}]) == []
 
 
 # --------------------------------------------------------------------------------- runner (smoke)
@@ -184,7 +214,7 @@ def test_identical_checkpoints_warn(tmp_path, tiny_tokenizer):
 def smoke(tmp_path_factory):
     """Every notebook under smoke.yaml, executed once through the runner."""
     out = tmp_path_factory.mktemp("smoke")
-    runs = reproduce.reproduce(SMOKE, out=out, threads=1, log=lambda *a: None)
+    runs = lfcore.runner.reproduce(SMOKE, out=out, threads=1, log=lambda *a: None)
     return out, runs
 
 
@@ -239,8 +269,8 @@ def test_second_run_reads_the_cache(smoke):
     out, _ = smoke
     cache = out / "cache"
     before = {p: p.stat().st_mtime_ns for p in cache.rglob("*.json")}
-    runs = reproduce.reproduce(SMOKE, only=["obs2", "obs4"], out=out, threads=1, log=lambda *a: None)
-    assert all(r.status == "ok" for r in runs), [r.error for r in runs]
+    runs = lfcore.runner.reproduce(SMOKE, only=["obs2", "obs4"], out=out, threads=1, force=True, log=lambda *a: None)
+    assert all(r.status == "ok" and not r.reused for r in runs), [r.error for r in runs]
     for r in runs:
         assert r.summary["cache"]["misses"] == {}, (r.stem, r.summary["cache"])
         assert r.summary["cache"]["hits"].get("activations"), r.stem
@@ -252,16 +282,48 @@ def test_second_run_reads_the_cache(smoke):
     assert all(f"href='{NOTEBOOKS[k][0]}.html'" in index for k in NOTEBOOKS)  # --only keeps the other reports
 
 
+def test_unchanged_inputs_keep_the_last_run(smoke, tmp_path):
+    out, first = smoke
+    html = {r.key: r.html.read_bytes() for r in first}
+    logged = []
+    runs = lfcore.runner.reproduce(SMOKE, out=out, threads=1, log=logged.append)
+    assert all(r.reused and r.status == "ok" for r in runs), logged
+    assert {r.key: r.html.read_bytes() for r in runs} == html  # nothing executed or re-rendered
+    assert sum("inputs unchanged" in line for line in logged) == len(NOTEBOOKS)
+    assert "inputs unchanged since" in (out / "index.html").read_text(encoding="utf-8")
+    # a changed parameter executes the notebooks that take it, and only those
+    params = yaml.safe_load(SMOKE.read_text())
+    params["regions"]["threshold"] = 1.5
+    changed = tmp_path / "smoke.yaml"
+    changed.write_text(yaml.safe_dump(params))
+    runs = lfcore.runner.reproduce(changed, only=["obs1", "obs3"], out=out, threads=1, log=lambda *a: None)
+    assert [(r.key, r.reused, r.status) for r in runs] == [("obs1", True, "ok"), ("obs3", False, "ok")]
+
+
+def test_inputs_digest_sees_local_files_and_unpinned_hub_models(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(b"1")
+    params = {"model": {"spec": str(folder), "revision": None}, "out_dir": str(tmp_path / "out")}
+    before = lfcore.runner.inputs_digest("# %%", params)
+    assert before and lfcore.runner.inputs_digest("# %%", params) == before
+    (folder / "weights.bin").write_bytes(b"22")
+    assert lfcore.runner.inputs_digest("# %%", params) not in (None, before)
+    assert lfcore.runner.inputs_digest("# %%", {"model": {"spec": "org/model", "revision": "main"}}) is None
+    assert lfcore.runner.inputs_digest("# %%", {"model": {"spec": "org/model", "revision": "a" * 40}})
+    assert lfcore.runner.inputs_digest("# %%", {"corpus": {"source": "hf:org/data"}}) is None
+
+
 def test_failing_notebook_names_notebook_cell_and_file(tmp_path):
     params = yaml.safe_load(SMOKE.read_text())
     params["model"] = {"spec": "tiny:llama-30"}  # valid YAML and types; the hidden size fails at load time
     path = _write(tmp_path, params, "broken.yaml")
     logged = []
-    runs = reproduce.reproduce(path, only=["obs1"], out=tmp_path / "out", log=logged.append)
+    runs = lfcore.runner.reproduce(path, only=["obs1"], out=tmp_path / "out", log=logged.append)
     (run,) = runs
     assert run.status == "failed"
     assert "notebook obs1_similarity failed in cell" in run.error
-    assert "reproduce.load(p.model)" in run.error and "multiple of 16" in run.error
+    assert "lfcore.steps.load(p.model)" in run.error and "multiple of 16" in run.error
     assert str(tmp_path / "out" / "obs1_similarity.ipynb") in run.error
     assert run.html.is_file() and "multiple of 16" in run.html.read_text(encoding="utf-8")
     assert any("FAILED" in line for line in logged)
@@ -273,16 +335,16 @@ def test_failing_notebook_names_notebook_cell_and_file(tmp_path):
 
 def test_cli_reports_params_errors(tmp_path, capsys):
     path = _write(tmp_path, {"capture": {"batch_size": "x"}})
-    assert reproduce.main(["reproduce", str(path)]) == 2
+    assert lfcore.runner.main(["reproduce", str(path)]) == 2
     err = capsys.readouterr().err
     assert "capture.batch_size" in err and str(path) in err and "Traceback" not in err
-    assert reproduce.main(["reproduce", str(SMOKE), "--only", "obs7"]) == 2
+    assert lfcore.runner.main(["reproduce", str(SMOKE), "--only", "obs7"]) == 2
     assert "unknown notebook" in capsys.readouterr().err
 
 
 def test_cli_scores(tmp_path, capsys):
-    code = reproduce.main(["scores", "tiny:llama-32", "--langs", "en", "zh", "fr", "ar", "--n", "4", "--threshold",
-                           "1", "--cache-dir", str(tmp_path)])
+    code = lfcore.runner.main(["scores", "tiny:llama-32", "--langs", "en", "zh", "fr", "ar", "--n", "4", "--threshold",
+                               "1", "--cache-dir", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
     assert "LRDS" in out and "SADS" in out and "SKLR" in out and "key_neurons" in out

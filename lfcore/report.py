@@ -1,0 +1,184 @@
+"""What a notebook shows and saves (``Report``: figures as plotly JSON, tables as CSV, headline numbers),
+its ipywidgets explorers, and the self-contained offline HTML rendering of an executed notebook."""
+from __future__ import annotations
+
+import html
+import json
+import os
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from .cache import atomic_write
+from .steps import ResultCache
+
+RUNNER_ENV = "LFCORE_NOTEBOOK_RUNNER"  # set by ``reproduce`` for its kernels: no live frontend, no widgets
+
+
+def _batch_note():
+    """What a widget helper returns under the runner: a note (a widget there can hang nbclient, issue #312)."""
+    from IPython.display import HTML
+
+    return HTML(WIDGET_NOTE)
+
+
+def explore_layers(acts, corpus=None):
+    """An ipywidgets slider over layers; "draw" shows that layer's similarity map (needs a live kernel)."""
+    if os.environ.get(RUNNER_ENV):
+        return _batch_note()
+    import ipywidgets
+    from IPython.display import display
+
+    from .metrics import similarity
+    from .plots import mimebundle, similarity_map
+
+    def show(layer: int):
+        display(mimebundle(similarity_map(similarity(acts, [layer]), acts, corpus, f"Layer {layer}")), raw=True)
+
+    return ipywidgets.interactive(show, {"manual": True, "manual_name": "draw"},
+                                  layer=ipywidgets.SelectionSlider(options=acts.layers, description="layer"))
+
+
+def explore_threshold(regions, thresholds: list[float]):
+    """An ipywidgets slider over z thresholds showing key neurons per layer (needs a live kernel)."""
+    if os.environ.get(RUNNER_ENV):
+        return _batch_note()
+    import ipywidgets
+    from IPython.display import display
+
+    from .plots import key_regions_per_layer, mimebundle
+
+    def show(threshold: float):
+        r = regions.with_threshold(threshold)
+        display(mimebundle(key_regions_per_layer(r.per_layer(), f"z > {threshold:g}: SKLR {r.sklr}")), raw=True)
+
+    return ipywidgets.interactive(show, threshold=ipywidgets.FloatSlider(
+        value=regions.threshold, min=min(thresholds), max=max(thresholds), step=0.1, description="z threshold"))
+
+
+
+
+
+def _plain(obj):
+    """numpy/torch scalars and arrays inside mappings and lists as plain Python numbers and lists."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj.tolist() if hasattr(obj, "tolist") else obj
+
+
+class Report:
+    """What a notebook shows and saves: figures (plotly JSON), tables (CSV), headline numbers, warnings.
+
+    Files land under ``out_dir``: ``figures/<name>.json``, ``tables/<name>.csv`` (+ ``.json`` with the
+    frame's ``attrs``) and ``summary.json``, rewritten after every change so a failed run still records
+    what it reached. ``cache`` is the notebook's ``ResultCache``.
+    """
+
+    def __init__(self, out_dir: str | Path = ".", cache_dir: str | Path | None = None, notebook: str = ""):
+        self.dir = Path(out_dir)
+        self.cache = ResultCache(cache_dir)
+        self.notebook = notebook
+        self.headline: dict = {}
+        self.warnings: list[str] = []
+        self.models: list[dict] = []
+        self.files: dict[str, list[str]] = {"tables": [], "figures": []}
+
+    def _write(self, rel: str, text: str) -> Path:
+        return atomic_write(self.dir / rel, text)
+
+    def show(self, fig, name: str):
+        """Save ``fig`` as ``figures/<name>.json`` and display it (interactive and static)."""
+        from IPython.display import display
+
+        from .plots import mimebundle
+
+        self._write(f"figures/{name}.json", fig.to_json())
+        self._add("figures", f"figures/{name}.json")
+        display(mimebundle(fig), raw=True)
+
+    def table(self, df: pd.DataFrame, name: str, shown: pd.DataFrame | None = None, index: bool = True,
+              fold: int = 20):
+        """Save ``df`` as ``tables/<name>.csv`` (its ``attrs`` as JSON beside it) and display ``shown`` or it;
+        a table longer than ``fold`` rows is shown folded (click to open)."""
+        from IPython.display import HTML, display
+
+        self._write(f"tables/{name}.csv", df.to_csv(index=index))
+        if df.attrs:
+            self._write(f"tables/{name}.json", json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str))
+        self._add("tables", f"tables/{name}.csv")
+        shown = df if shown is None else shown
+        with pd.option_context("display.max_colwidth", None):  # show generated text in full
+            if len(shown) <= fold:
+                return display(shown)
+            display(HTML(f"<details><summary>table <code>{html.escape(name)}</code>: {len(shown)} rows "
+                         f"(click to show; CSV: tables/{html.escape(name)}.csv)</summary>"
+                         f"{shown.to_html(index=index, float_format=lambda v: f'{v:.4g}')}</details>"))
+
+    def numbers(self, **values) -> None:
+        """Record headline numbers (shown on the index page and stored in summary.json)."""
+        self.headline.update(_plain(values))
+        self._save()
+
+    def model(self, meta: dict) -> None:
+        self.models.append(meta)
+        self._save()
+
+    def warn(self, message: str, category: type[Warning] = UserWarning) -> None:
+        """Issue a warning and record it (summary.json, index page)."""
+        warnings.warn(message, category, stacklevel=2)
+        self.warnings.append(message)
+        self._save()
+
+    def _add(self, kind: str, rel: str) -> None:
+        if rel not in self.files[kind]:
+            self.files[kind].append(rel)
+        self._save()
+
+    def _save(self) -> None:
+        summary = {"notebook": self.notebook, "headline": self.headline, "warnings": self.warnings,
+                   "models": self.models, "cache": self.cache.summary(), **self.files}
+        self._write("summary.json", json.dumps(summary, indent=1, ensure_ascii=False, default=str))
+
+
+# ------------------------------------------------------------------------------------------------ runner
+
+_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}<script type="text/javascript">{{ resources.plotly_js }}</script>{%- endblock html_head_js -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{% block extra_css %}<style>
+.lf-nav { font-family: sans-serif; padding: 8px 16px; background: #f4f6f8; border-bottom: 1px solid #dde; }
+.lf-widget-note { color: #667; font-style: italic; }
+</style>{% endblock extra_css %}
+{%- block body_header -%}{{ super() }}<nav class="lf-nav"><a href="index.html">&larr; all reports</a>
+&middot; {{ resources.lf_title }}</nav>{%- endblock body_header -%}
+"""
+WIDGET_NOTE = ("<p class='lf-widget-note'>[interactive control: open the .ipynb in JupyterLab to use it; "
+               "the static figure next to it covers the same ground]</p>")
+
+
+def render_html(ipynb: str | Path, html_path: str | Path, title: str = "") -> Path:
+    """A self-contained, offline HTML report of an executed notebook: plotly.js embedded once, no CDN.
+
+    Widget outputs are dropped: under the runner the ``explore_*`` helpers print ``WIDGET_NOTE`` instead of a
+    widget, so any widget left is a library's progress bar, which means nothing without a live kernel."""
+    import jinja2
+    import nbformat
+    from nbconvert import HTMLExporter
+    from plotly.offline import get_plotlyjs
+
+    nb = nbformat.read(str(ipynb), as_version=4)
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        if "outputs" in cell:
+            cell.outputs = [o for o in cell.outputs
+                            if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
+    exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"lfcore_report.html.j2": _TEMPLATE})],
+                            template_file="lfcore_report.html.j2")
+    body, _ = exporter.from_notebook_node(nb, resources={"plotly_js": get_plotlyjs(), "lf_title": html.escape(title),
+                                                         "metadata": {"name": title or Path(ipynb).stem}})
+    return atomic_write(Path(html_path), body)

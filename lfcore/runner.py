@@ -1,0 +1,386 @@
+"""The papermill runner and the ``lfcore`` CLI.
+
+``reproduce(params_file)`` executes each notebook's jupytext source with papermill, injecting its sections of
+the params file, and writes the executed ``.ipynb``, a self-contained offline HTML report and ``index.html``
+linking every report, table and figure. CLI: ``lfcore reproduce PARAMS [--only obs1,obs2] [--out DIR]`` and
+``lfcore scores MODEL``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import html
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import atomic_write
+from .params import LANGS9, NOTEBOOKS, CaptureSpec, ModelSpec, Params, ParamsError, load_params, sections_for
+from .report import RUNNER_ENV, render_html
+from .steps import ResultCache, cache_dir, digest, load
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@dataclass
+class NotebookRun:
+    key: str
+    stem: str
+    title: str
+    status: str  # "ok" | "failed"
+    seconds: float  # wall time
+    ipynb: Path
+    html: Path | None
+    error: str | None = None
+    summary: dict = field(default_factory=dict)
+    cpu_seconds: float | None = None  # CPU time of the kernel (user + system), independent of machine load
+    inputs: str | None = None  # ``inputs_digest`` of the execution (None: an input can change unseen)
+    finished: str = ""  # when the notebook was executed (local time)
+    reused: bool = False  # this call found the same inputs already executed and kept that run
+
+
+@functools.lru_cache(maxsize=1)
+def _package_digest() -> str:
+    """A hash of lfcore's own files (code, tasks, bundled data): a new lfcore version invalidates reports."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and "__pycache__" not in f.parts:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _file_state(path: Path) -> list:
+    """Name, size and modification time of a file, or of every file under a folder."""
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
+    """A digest of everything an executed notebook depends on: its source, its parameters, lfcore's files, the
+    versions of the libraries that compute, and the size and time of every local file the parameters name.
+
+    None when an input can change without the digest seeing it: a hub model without a pinned commit (a
+    40-hex ``revision``) or a hub dataset; such notebooks always execute (their steps still use the cache).
+    """
+    from importlib.metadata import version
+
+    from .models import BUNDLED
+
+    files, hub = [], []
+
+    def walk(v):
+        if isinstance(v, dict):
+            if "spec" in v and "revision" in v:  # a ModelSpec
+                spec, rev = v["spec"], v["revision"] or ""
+                if not (spec in BUNDLED or spec.startswith("tiny:") or Path(spec).is_absolute()
+                        or re.fullmatch(r"[0-9a-f]{40}", rev)):
+                    hub.append(spec)
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+        elif isinstance(v, str):
+            if v.startswith("hf:"):
+                hub.append(v)
+            elif Path(v).is_absolute() and Path(v).exists():
+                files.extend(_file_state(Path(v)))
+
+    sections = {k: v for k, v in parameters.items() if k not in ("out_dir", "cache_dir")}  # where, not what
+    walk(sections)
+    if hub:
+        return None
+    libs = {lib: version(lib) for lib in ("torch", "transformers", "lm_eval", "numpy", "pandas", "plotly")}
+    return digest({"source": notebook_source, "parameters": sections, "out_dir": parameters.get("out_dir"),
+                   "lfcore": _package_digest(), "libs": libs, "files": files})
+
+
+def _ipc_kernel_manager():
+    """A kernel manager whose kernels listen on local IPC sockets (files private to this user) instead of TCP
+    ports, which any local user could reach (ipykernel warns about that)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            super().__init__(transport="ipc", **kw)
+
+    return IPCKernelManager
+
+
+def _failure(stem: str, err: Exception, ipynb: Path, html_path: Path) -> str:
+    """Which notebook and cell failed, what it raised, and where the traceback is."""
+    where = ""
+    if hasattr(err, "cell_index"):
+        first = next((line for line in (err.source or "").splitlines() if line.strip()), "")
+        where = f" in cell {err.cell_index} (In [{err.exec_count}], starting {first.strip()!r})"
+    what = f"{err.ename}: {err.evalue}" if hasattr(err, "ename") else f"{type(err).__name__}: {err}"
+    what = what if len(what) < 600 else what[:600] + " [...]"
+    return (f"notebook {stem} failed{where}: {what}\n  executed notebook with the traceback: {ipynb}"
+            f"\n  rendered: {html_path}")
+
+
+@contextlib.contextmanager
+def _environ(**values):
+    """Set environment variables (inherited by the kernels papermill starts) for the length of a block."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update({k: str(v) for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def reproduce(params_file: str | Path, only: list[str] | None = None, out: str | Path | None = None,
+              cache: str | Path | None = None, kernel: str = "python3", threads: int | None = None,
+              force: bool = False, log=print) -> list[NotebookRun]:
+    """Execute the notebooks of a params file with papermill and render their HTML reports and the index.
+
+    ``only`` restricts to notebook keys (default: the file's ``notebooks``); ``out`` defaults to
+    ``reports/<params stem>``; ``cache`` to ``cache_dir(out)``; ``threads`` caps the CPU threads of each
+    kernel (``OMP_NUM_THREADS``; 1 avoids stalls on a CPU shared with other busy processes). A failing
+    notebook does not stop the others; its ``NotebookRun.error`` says which cell failed and where the
+    executed notebook is.
+
+    A notebook whose inputs (``inputs_digest``) match its last successful run in ``out`` is not executed again:
+    that run is kept and the index rewritten (``force`` re-executes). Other notebooks still reuse every cached
+    step whose own inputs are unchanged.
+    """
+    threads_env = {} if threads is None else {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    quiet = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # progress bars mean nothing in a report
+    with _environ(**{RUNNER_ENV: "1"}, **quiet, **threads_env):
+        return _run_notebooks(params_file, only, out, cache, kernel, force, log)
+
+
+def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[NotebookRun]:
+    import jupytext
+    import papermill
+
+    params_file = Path(params_file)
+    p = load_params(params_file)
+    keys = list(only or p.notebooks)
+    unknown = [k for k in keys if k not in NOTEBOOKS]
+    if unknown:
+        raise ParamsError(f"unknown notebook(s) {unknown}; known: {', '.join(NOTEBOOKS)}")
+    out = Path(out or Path("reports") / params_file.stem).resolve()
+    cache = Path(cache or cache_dir(out)).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "params.yaml", params_file.read_text(encoding="utf-8"))
+    runs, previous = [], _previous_runs(out)
+    for key in keys:
+        stem, title, _ = NOTEBOOKS[key]
+        work, ipynb, html_path = out / stem, out / f"{stem}.ipynb", out / f"{stem}.html"
+        source = (NOTEBOOK_DIR / f"{stem}.py").read_text(encoding="utf-8")
+        parameters = {**sections_for(p, key), "title": p.title, "out_dir": str(work), "cache_dir": str(cache)}
+        inputs = inputs_digest(source, parameters)
+        last = previous.get(key)
+        if (not force and inputs and last and last.status == "ok" and last.inputs == inputs and ipynb.exists()
+                and last.html and last.html.exists() and (work / "summary.json").exists()):
+            runs.append(dataclasses.replace(last, reused=True))
+            log(f"[lfcore] {stem}: inputs unchanged since {last.finished}: kept that run ({last.seconds:.0f} s); "
+                f"--force executes it again")
+            continue
+        work.mkdir(exist_ok=True)
+        (work / "summary.json").unlink(missing_ok=True)
+        nb = jupytext.reads(source, fmt="py:percent")
+        log(f"[lfcore] {stem}: running ...")
+        start, cpu_start, error = time.time(), _children_cpu(), None
+        try:
+            papermill.execute_notebook(nb, str(ipynb), parameters=parameters, kernel_name=kernel, language="python",
+                                       progress_bar=False, cwd=str(work), kernel_manager_class=_ipc_kernel_manager())
+        except Exception as e:  # papermill saved the notebook with the traceback; report and go on
+            error = _failure(stem, e, ipynb, html_path)
+        seconds, cpu = time.time() - start, _children_cpu() - cpu_start
+        try:
+            render_html(ipynb, html_path, f"{title} ({params_file.name})")
+        except Exception as e:
+            html_path = None
+            error = (error or "") + f"\n  HTML rendering failed: {type(e).__name__}: {e}"
+        summary = json.loads((work / "summary.json").read_text()) if (work / "summary.json").exists() else {}
+        runs.append(NotebookRun(key, stem, title, "failed" if error else "ok", seconds, ipynb, html_path, error,
+                                summary, cpu, inputs, time.strftime("%Y-%m-%d %H:%M")))
+        log(f"[lfcore] {stem}: {'FAILED' if error else 'ok'} in {seconds:.0f} s ({cpu:.0f} s CPU) -> {html_path}")
+        for w in summary.get("warnings", []):
+            log(f"[lfcore] warning ({stem}): {w}")
+        if error:
+            log(f"[lfcore] {error}")
+    write_index(out, p, params_file, _record_runs(out, runs), cache)
+    log(f"[lfcore] index: {out / 'index.html'}")
+    return runs
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) used so far by finished child processes, e.g. notebook kernels."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _previous_runs(out: Path) -> dict[str, NotebookRun]:
+    """The last recorded run of each notebook in ``<out>/runs.json`` (empty if none or unreadable)."""
+    path = out / "runs.json"
+    try:
+        known = json.loads(path.read_text()) if path.exists() else {}
+        names = {f.name for f in dataclasses.fields(NotebookRun)}
+        return {key: NotebookRun(**{**{k: v for k, v in r.items() if k in names}, "ipynb": out / r["ipynb"],
+                                    "html": out / r["html"] if r["html"] else None}) for key, r in known.items()}
+    except (ValueError, TypeError, KeyError):  # a runs.json from another lfcore version: execute again
+        return {}
+
+
+def _record_runs(out: Path, runs: list[NotebookRun]) -> list[NotebookRun]:
+    """Merge this run into ``<out>/runs.json`` and return every notebook run so far, in notebook order,
+    so that ``--only`` keeps the other notebooks' reports on the index page."""
+    known = _previous_runs(out)
+    known.update({r.key: r for r in runs})
+    atomic_write(out / "runs.json", json.dumps(
+        {k: {**dataclasses.asdict(r), "ipynb": r.ipynb.name, "html": r.html.name if r.html else None, "reused": False}
+         for k, r in known.items()}, indent=1, default=str))
+    return [known[key] for key in NOTEBOOKS if key in known]
+
+
+def _fmt(v) -> str:
+    """A headline value for the index page (estimates with intervals, nested mappings, numbers)."""
+    if isinstance(v, dict) and {"estimate", "ci"} <= set(v):
+        return (f"{_fmt(v['estimate'])} [{_fmt(v['ci'][0])}, {_fmt(v['ci'][1])}]"
+                + (f", p = {v['p']:.3g}" if "p" in v else ""))
+    if isinstance(v, dict) and set(v) == {"estimate"}:
+        return _fmt(v["estimate"])
+    if isinstance(v, dict):
+        return " &middot; ".join(f"{html.escape(str(k))} {_fmt(x)}" for k, x in v.items())
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+    if isinstance(v, list) and all(isinstance(x, (int, float)) for x in v):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    return html.escape(str(v))
+
+
+_INDEX_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1000px; margin: 2em auto; color: #222; }
+.card { border: 1px solid #ccd; border-radius: 6px; padding: 0 1em 1em; margin: 1em 0; }
+.card.failed { border-color: #c33; background: #fff6f6; } .status { text-transform: uppercase; }
+.card.ok .status { color: #282; } .card.failed .status { color: #c33; }
+.warn { background: #fff4d6; padding: .4em; } .err { white-space: pre-wrap; color: #900; }
+.nums th { text-align: left; padding-right: 1em; font-weight: normal; color: #555; }
+pre { background: #f6f6f8; padding: 1em; }
+"""
+
+
+def _card(r: NotebookRun) -> str:
+    """One notebook on the index page: status, timing, links, headline numbers, warnings, files."""
+    e, s = html.escape, r.summary
+    links = ([f"<a href='{e(r.html.name)}'>report (HTML)</a>"] if r.html else []) + \
+        [f"<a href='{e(r.ipynb.name)}'>executed notebook</a>"]
+    cpu = f" ({r.cpu_seconds:.0f} s CPU)" if r.cpu_seconds else ""
+    cpu += f", executed {r.finished}" + (" (inputs unchanged since)" if r.reused else "") if r.finished else ""
+    hits = _fmt(s.get("cache", {}).get("hits", {})) or "none"
+    head = "".join(f"<tr><th>{e(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in s.get("headline", {}).items())
+    files = "".join(f"<li><a href='{e(r.stem)}/{e(f)}'>{e(f)}</a></li>"
+                    for f in s.get("tables", []) + s.get("figures", []))
+    warn = "".join(f"<p class='warn'>warning: {e(w)}</p>" for w in s.get("warnings", []))
+    err = f"<pre class='err'>{e(r.error)}</pre>" if r.error else ""
+    return (f"<section class='card {r.status}'><h2>{e(r.title)}</h2>"
+            f"<p><b class='status'>{r.status}</b> &middot; {r.seconds:.0f} s{cpu} &middot; {' &middot; '.join(links)}"
+            f" &middot; <small>cache hits: {hits}</small></p>{err}{warn}<table class='nums'>{head}</table>"
+            f"<details><summary>tables (CSV) and figures (JSON)</summary><ul>{files}</ul></details></section>")
+
+
+def write_index(out: Path, p: Params, params_file: Path, runs: list[NotebookRun], cache: Path) -> Path:
+    """``index.html``: every report, executed notebook, table (CSV) and figure (JSON), with headline numbers."""
+    import torch
+
+    from . import __version__
+
+    e = html.escape
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(p.title)}</title>"
+            f"<style>{_INDEX_CSS}</style></head><body><h1>{e(p.title)}</h1>"
+            f"<p>params: <a href='params.yaml'>{e(params_file.name)}</a> &middot; generated "
+            f"{time.strftime('%Y-%m-%d %H:%M')} &middot; lfcore {__version__}, torch {torch.__version__} &middot; "
+            f"cache: <code>{e(str(cache))}</code></p>{''.join(_card(r) for r in runs)}"
+            f"<h2>Parameters</h2><pre>{e((out / 'params.yaml').read_text(encoding='utf-8'))}</pre></body></html>")
+    return atomic_write(out / "index.html", page)
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def _scores(args) -> int:
+    from .corpus import load_corpus
+    from .metrics import layerwise, scores
+    from .models import cache_root
+    from .regions import key_regions
+
+    m = ModelSpec(spec=args.model, revision=args.revision, dtype=args.dtype)
+    lm = load(m)
+    corpus = load_corpus(args.corpus).select(args.langs, args.n, args.seed)
+    cache = ResultCache((args.cache_dir or cache_root() / "results") if args.cache else None)
+    acts = cache.activations(lm, corpus, CaptureSpec(batch_size=args.batch_size))
+    s = scores(acts)
+    regions = key_regions(acts, args.threshold)
+    print(f"{lm.name} (revision {lm.revision or 'main'}, fingerprint {lm.fingerprint}); {args.corpus}: "
+          f"{len(acts.ids)} sentences x {len(acts.languages)} languages")
+    print(f"LRDS {s['lrds']:.4f}   SADS {s['sads']:.4f}\n")
+    print(layerwise(acts).to_string(index=False, float_format=lambda v: f"{v:.4f}"), "\n")
+    print(f"key regions (z > {args.threshold:g}):")
+    print(regions.summary().to_string(float_format=lambda v: f"{v:.2f}"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``lfcore`` console script."""
+    parser = argparse.ArgumentParser(prog="lfcore", description="Linguistic regions and semantic alignment "
+                                     "in multilingual LLMs (Zeng et al., COLING 2025): reports and scores.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("reproduce", help="execute the notebooks of a params file and render HTML reports")
+    r.add_argument("params", help="params YAML file, e.g. params/default.yaml")
+    r.add_argument("--only", help=f"comma-separated notebooks to run ({','.join(NOTEBOOKS)})")
+    r.add_argument("--out", help="output folder (default: reports/<params file stem>)")
+    r.add_argument("--cache-dir", help="result cache (default: $LFCORE_CACHE/results, else <out>/cache)")
+    r.add_argument("--force", action="store_true", help="execute notebooks whose inputs are unchanged since their "
+                   "last successful run (default: keep that run)")
+    r.add_argument("--threads", type=int, help="CPU threads per notebook kernel (default: torch's choice; "
+                   "1 on a CPU shared with other busy processes)")
+    s = sub.add_parser("scores", help="print LRDS/SADS (overall and per layer) and key-region sizes of a model")
+    s.add_argument("model", help="bundled key (gemma-3-270m, smollm2-135m), tiny:<family>-<hidden>, folder or hub id")
+    s.add_argument("--revision")
+    s.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "auto"], default="float32")
+    s.add_argument("--langs", nargs="+", default=LANGS9, help="language codes (default: the paper's nine)")
+    s.add_argument("--n", type=int, default=100, help="sentences per language (default 100)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--corpus", default="ntrex128", help="corpus spec (default: bundled NTREX-128)")
+    s.add_argument("--threshold", type=float, default=2.0, help="z threshold for key regions (default 2)")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True, help="reuse cached activations")
+    s.add_argument("--cache-dir", help="cache folder (default: $LFCORE_CACHE/results or ~/.cache/lfcore/results)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "scores":
+            return _scores(args)
+        stems = {v[0]: k for k, v in NOTEBOOKS.items()}
+        only = [stems.get(k.strip(), k.strip()) for k in args.only.split(",")] if args.only else None
+        runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
+                         force=args.force)
+    except ParamsError as e:
+        print(f"lfcore: {e}", file=sys.stderr)
+        return 2
+    failed = [r for r in runs if r.status != "ok"]
+    for r in failed:
+        print(f"lfcore: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

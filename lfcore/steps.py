@@ -1,0 +1,292 @@
+"""The cached steps the notebooks call: load a ``ModelSpec``, draw the sentences, run the deactivation table,
+accuracy, generations, score intervals, diagnostics, and turn results into headline numbers.
+
+Every expensive step goes through ``ResultCache``: content-keyed (model weights, texts, options), so a
+second run of the same params re-renders without recomputing.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from .params import (AccuracySpec, CaptureSpec, CorpusSpec, GenerationSpec, ModelSpec, PerplexitySpec, RobustnessSpec,
+                     UncertaintySpec)
+
+
+def digest(obj) -> str:
+    """A short content hash of a JSON-able object (tensors as lists)."""
+    def default(o):
+        if hasattr(o, "detach"):  # a tensor: its bytes, dtype and shape
+            a = o.detach().cpu().contiguous().numpy()
+            return [hashlib.sha256(a.tobytes()).hexdigest(), str(a.dtype), list(a.shape)]
+        return o.tolist() if hasattr(o, "tolist") else str(o)
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=default).encode()).hexdigest()[:16]
+
+
+def cache_dir(out: str | Path) -> Path:
+    """Where results are cached: ``$LFCORE_CACHE/results`` if set, else ``<out>/cache``."""
+    env = os.environ.get("LFCORE_CACHE")
+    return Path(env) / "results" if env else Path(out) / "cache"
+
+
+class ResultCache:
+    """Content-keyed cache of expensive results (``lfcore.cache.Store``) that counts hits and misses."""
+
+    def __init__(self, root: str | Path | None):
+        from .cache import Store
+
+        self.store = Store(root) if root else None
+        self.hits, self.misses = Counter(), Counter()
+
+    def frame(self, kind: str, parts: dict, compute) -> pd.DataFrame:
+        """``compute()`` (a DataFrame) unless a frame with the same ``parts`` is cached."""
+        import torch
+
+        from .cache import make_key
+
+        key = make_key(kind=kind, **parts)
+        if self.store is not None and (hit := self.store.get(kind, key)) is not None:
+            self.hits[kind] += 1
+            meta = hit[1]
+            df = pd.read_json(io.StringIO(meta["frame"]), orient="table")
+            df.attrs.update(meta["attrs"])
+            return df
+        self.misses[kind] += 1
+        df = compute()
+        if self.store is not None:
+            self.store.put(kind, key, {"none": torch.zeros(0)},
+                           {"frame": df.to_json(orient="table", force_ascii=False), "attrs": df.attrs})
+        return df
+
+    def activations(self, lm, corpus, cfg: CaptureSpec):
+        """``capture.capture`` with this cache; a new cache entry counts as a miss."""
+        from .capture import capture
+
+        folder = None if self.store is None else self.store.root / "activations"
+        before = set(folder.glob("*.json")) if folder and folder.exists() else set()
+        acts = capture(lm, corpus, batch_size=cfg.batch_size, max_length=cfg.max_length, progress=False,
+                       pool_special_tokens=cfg.pool_special_tokens, skip_first=cfg.skip_first, cache=self.store)
+        after = set(folder.glob("*.json")) if folder and folder.exists() else set()
+        (self.misses if after - before or self.store is None else self.hits)["activations"] += 1
+        return acts
+
+    def summary(self) -> dict:
+        return {"hits": dict(self.hits), "misses": dict(self.misses)}
+
+
+def load(m: ModelSpec):
+    """``models.load_model`` for a ``ModelSpec``."""
+    from .models import load_model
+
+    return load_model(m.spec, revision=m.revision, dtype=m.dtype, device_map=m.device_map)
+
+
+def label(m: ModelSpec) -> str:
+    return m.label or (f"{m.spec}@{m.revision}" if m.revision else Path(m.spec).name)
+
+
+def sentences(c: CorpusSpec, langs: list[str]):
+    """The parallel sample: ``c.n`` sentence ids present in every language of ``langs``, drawn with ``c.seed``."""
+    from .corpus import load_corpus
+
+    if c.source == "bible":
+        full = load_corpus({lang: c.files[lang] for lang in langs}, books=c.books)
+    elif c.source.startswith("hf:"):
+        full = load_corpus(c.source, name=c.hf_config, split=c.split, langs=langs, id_column=c.id_column,
+                           text_columns=c.text_columns, revision=c.revision)
+    else:
+        full = load_corpus(c.source)
+    return full.select(langs, c.n, c.seed)
+
+
+def perplexity_texts(cfg: PerplexitySpec, langs: list[str], tokenizer=None) -> dict[str, list[str]]:
+    """``cfg.documents`` documents per language (bundled NTREX passages, a local corpus file, or XL-Sum),
+    joined by a blank line and, with ``cfg.max_tokens``, cut after that many tokens of ``tokenizer``."""
+    from .corpus import from_hf_dataset, load_corpus
+
+    if cfg.source.startswith("hf:"):
+        docs = {lang: [r.text for r in from_hf_dataset(cfg.source[3:], name=cfg.hf_configs[lang], split=cfg.split,
+                                                       text_columns={lang: cfg.text_column}, revision=cfg.revision)
+                       ][:cfg.documents] for lang in langs}
+    else:
+        full = load_corpus(cfg.source)
+        docs = {lang: [r.text for r in full.records_for(lang)][:cfg.documents] for lang in langs}
+    if cfg.max_tokens is None:
+        return docs
+    if tokenizer is None:
+        raise ValueError("perplexity.max_tokens needs the model's tokenizer: "
+                         "perplexity_texts(cfg, langs, lm.tokenizer)")
+    cut = {}
+    for lang, texts in docs.items():
+        text = "\n\n".join(texts)  # as evaluate.perplexity joins documents
+        ends = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        cut[lang] = [text[:ends[min(cfg.max_tokens, len(ends)) - 1][1]]]
+    return cut
+
+
+def key_region_sets(regions, cfg: PerplexitySpec) -> dict:
+    """Neuron sets for Table 1: each language's key region, then a random set of ``random_percent``
+    of all neurons (None: the next whole percent above the largest key region, as in Table 4)."""
+    from .regions import random_neurons
+
+    sets = {lang: regions.neurons(lang) for lang in regions.langs}
+    largest = 100 * max(regions.sizes()) / regions.total_neurons
+    percent = cfg.random_percent if cfg.random_percent is not None else float(max(1, math.ceil(largest + 1e-9)))
+    size = round(percent / 100 * regions.total_neurons)
+    sets[f"Random {percent:g}%"] = random_neurons(regions.layers, regions.width, size, seed=cfg.seed)
+    return sets
+
+
+def deactivation_table(lm, texts: dict, sets: dict, cfg: PerplexitySpec, cache: ResultCache) -> pd.DataFrame:
+    """``evaluate.deactivation_table`` through the cache (key: weights, texts, sets, window options)."""
+    from .evaluate import deactivation_table as compute
+
+    parts = dict(model=lm.meta(), texts=digest(texts), sets=digest(sets), seqlen=cfg.seqlen, stride=cfg.stride,
+                 batch_size=cfg.batch_size)
+    return cache.frame("deactivation", parts, lambda: compute(lm, texts, sets, seqlen=cfg.seqlen, stride=cfg.stride,
+                                                              batch_size=cfg.batch_size, progress=False))
+
+
+def accuracy(lm, cfg: AccuracySpec, cache: ResultCache, neurons=None) -> pd.DataFrame:
+    """``evaluate.crosslingual_accuracy`` through the cache (key: weights, task files, languages, limit)."""
+    from importlib.metadata import version
+
+    from .evaluate import crosslingual_accuracy, tasks_dir
+
+    task_files = digest({f.name: f.read_text() for f in sorted(tasks_dir().iterdir()) if f.is_file()})
+    parts = dict(model=lm.meta(), task=cfg.task, task_files=task_files, langs=cfg.languages, limit=cfg.limit,
+                 neurons=digest(neurons or {}), lm_eval=version("lm_eval"))
+    def compute():
+        with _quiet("lm_eval"):  # progress bars and per-task notices would fill the report
+            return crosslingual_accuracy(lm, cfg.languages, task=cfg.task, limit=cfg.limit, neurons=neurons,
+                                         batch_size=cfg.batch_size)
+
+    return cache.frame("accuracy", parts, compute)
+
+
+@contextlib.contextmanager
+def _quiet(logger: str):
+    """Silence stderr (progress bars; also that of child processes, such as the ``git describe`` lm-eval runs to
+    record its version) and a library's logger below ERROR for the length of a block."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+        log.setLevel(level)
+
+
+def generations(lm, cfg: GenerationSpec, sets: dict, cache: ResultCache) -> pd.DataFrame:
+    """Greedy continuations (Appendix A) under the full model and each language's deactivated key region,
+    as a wide table: one row per prompt, one column per condition."""
+    from .evaluate import DEFAULT_PROMPTS, FULL, generate
+
+    prompts = {lang: list((cfg.prompts or DEFAULT_PROMPTS)[lang])[:cfg.prompts_per_language] for lang in cfg.languages}
+    conditions = {FULL: None, **{f"×{lang}": sets[lang] for lang in cfg.languages}}
+    parts = dict(model=lm.meta(), prompts=prompts, sets=digest(conditions), max_new_tokens=cfg.max_new_tokens,
+                 batching="left-padded batch per condition")
+    long = cache.frame("generations", parts, lambda: generate(lm, prompts, conditions, cfg.max_new_tokens)
+                       .drop(columns=["output_ids"]).rename(columns={"index": "number"}))
+    wide = long.pivot(index=["lang", "number", "prompt"], columns="condition", values="output")
+    return wide[list(conditions)].reset_index(level="number", drop=True)
+
+
+def score_intervals(acts, cfg: UncertaintySpec, cache: ResultCache, per_layer: bool = True) -> pd.DataFrame:
+    """``uncertainty.score_intervals`` (overall, and per layer unless ``per_layer`` is off) through the cache."""
+    from .uncertainty import score_intervals as compute
+
+    parts = dict(acts=acts.meta, rows=digest([acts.sentence_ids, acts.langs]), per_layer=per_layer,
+                 **dataclasses.asdict(cfg))
+    return cache.frame("intervals", parts, lambda: compute(acts, per_layer=per_layer, n_boot=cfg.n_boot,
+                                                           n_perm=cfg.n_perm, level=cfg.level, seed=cfg.seed))
+
+
+def interval_numbers(intervals: pd.DataFrame, suffix: str = "") -> dict:
+    """Headline LRDS and SADS (whole model) with interval and p-value, from ``score_intervals``."""
+    overall = intervals[intervals.layer.astype(str) == "all"].set_index("metric")
+    return {m.upper() + suffix: {"estimate": float(r.estimate), "ci": [float(r.ci_low), float(r.ci_high)],
+                        "p": float(r.p_value)} for m, r in overall.iterrows()}
+
+
+def table_numbers(table: pd.DataFrame, intervals: pd.DataFrame | None = None) -> dict:
+    """Headline numbers of a deactivation table: each language's % increase when its own region is off (the
+    diagonal, with its interval), the random set's increase, and the full-model perplexity."""
+    from .evaluate import FULL_COLUMN
+
+    langs = [c for c in table.columns if c in table.index]
+    ci = None if intervals is None else intervals.set_index(["lang", "condition"])
+    diagonal = {}
+    for lang in langs:
+        diagonal[lang] = {"estimate": round(float(table.loc[lang, lang]), 1)}
+        if ci is not None:
+            diagonal[lang]["ci"] = [round(float(ci.loc[(lang, lang), k]), 1) for k in ("ci_low", "ci_high")]
+    numbers = {"own-region % increase (diagonal)": diagonal}
+    for c in [c for c in table.columns if str(c).startswith("Random")]:
+        numbers[f"{c} % increase"] = {lang: round(float(table.loc[lang, c]), 1) for lang in langs}
+    numbers["full-model perplexity"] = {lang: round(float(table.loc[lang, FULL_COLUMN]), 2) for lang in langs}
+    return numbers
+
+
+def first_token_effect(lm, corpus, acts, cfg: CaptureSpec, n: int, cache: ResultCache) -> pd.DataFrame:
+    """``diagnostics.compare_pooling`` on ``n`` sentence ids of ``acts``: as captured, and recaptured without
+    each sentence's first token."""
+    from .diagnostics import compare_pooling
+
+    subset = corpus.select(corpus.languages, min(n, len(corpus.ids)), seed=0)
+    skip = cache.activations(lm, subset, dataclasses.replace(cfg, skip_first=True))
+    return compare_pooling(acts.select(ids=subset.ids), skip, names=("all_tokens", "skip_first"))
+
+
+def flagged_layers(dominance: pd.DataFrame) -> list[int]:
+    """Layers flagged as dominated in a ``diagnostics.dominance`` / ``exclusion_table`` frame."""
+    return [int(l) for l in dominance.layer[dominance.dominant]]
+
+
+def without_dominant(acts, dominance: pd.DataFrame, k: int):
+    """``acts`` with the dominant neurons of the flagged layers zeroed (unchanged if none is flagged)."""
+    from .diagnostics import exclude_dominant
+
+    return exclude_dominant(acts, k, layers=flagged_layers(dominance))
+
+
+def stability_numbers(table: pd.DataFrame) -> dict:
+    """Mean (min, max) Jaccard overlap per language from ``robustness.stability_halves``."""
+    g = table.groupby("lang", sort=False).jaccard
+    return {"key-region Jaccard between disjoint halves, mean [min, max]":
+            {lang: {"estimate": round(float(m), 3), "ci": [round(float(lo), 3), round(float(hi), 3)]}
+             for lang, m, lo, hi in zip(g.mean().index, g.mean(), g.min(), g.max())}}
+
+
+def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSpec,
+                    cache: ResultCache) -> pd.DataFrame:
+    """``robustness.lape_overlap`` of LAPE neurons (Tang et al. 2024) with the key regions, through the cache;
+    an empty frame when ``cfg.lape`` is off."""
+    from .robustness import activation_probabilities, lape, lape_overlap
+
+    if not cfg.lape:
+        print("LAPE comparison off (robustness.lape: false)")
+        return pd.DataFrame(columns=["lang", "lape_neurons", "key_neurons", "shared", "jaccard"])
+    parts = dict(model=lm.meta(), corpus=corpus.fingerprint(), capture=dataclasses.asdict(capture),
+                 regions=digest(regions.mask))
+    return cache.frame("lape", parts, lambda: lape_overlap(lape(activation_probabilities(
+        lm, corpus, batch_size=capture.batch_size, max_length=capture.max_length,
+        pool_special_tokens=capture.pool_special_tokens, progress=False)), regions))
