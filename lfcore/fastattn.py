@@ -101,7 +101,9 @@ class fused_attention:
     """Context manager running BLOOM's attention through SDPA inside the block; a no-op for other models.
 
     ``enabled=None`` follows the environment (``LFCORE_FUSED_ATTENTION=0`` turns it off), ``False`` keeps the
-    eager path. Only the ``forward`` of each ``BloomAttention`` instance is replaced (no class-level patch);
+    eager path. Blocks nest: the outermost decides, so ``perplexity`` (which opens a default block itself) runs
+    eager inside ``fused_attention(model, enabled=False)``. Only the ``forward`` of each ``BloomAttention``
+    instance is replaced (no class-level patch);
     under accelerate's ``device_map`` the wrapped ``_old_forward`` is replaced, so device moves still happen.
     Leaving the block restores every module exactly. ``n_swapped`` tells how many modules were swapped.
     """
@@ -109,33 +111,36 @@ class fused_attention:
     def __init__(self, model: nn.Module, enabled: bool | None = None):
         self.model = model
         self.enabled = fused_enabled_by_default() if enabled is None else bool(enabled)
-        self.modules = _bloom_attention_modules(model) if self.enabled else []
-        self._saved: list[tuple[nn.Module, str, object]] = []
+        self.modules = _bloom_attention_modules(model)
+        self._saved: list[tuple[nn.Module, str | None, object]] = []  # (module, swapped attribute, its old value)
         self._shared = _SharedBias()
 
     @property
     def n_swapped(self) -> int:
-        return len(self._saved)
+        return sum(attr is not None for _, attr, _ in self._saved)
 
     def __enter__(self) -> "fused_attention":
         if self._saved:
             raise RuntimeError("this fused_attention block is already active")
         for module in self.modules:
-            if getattr(module, "_lfcore_fused", False):  # an outer block already swapped it
+            if hasattr(module, "_lfcore_fused"):  # an outer block already decided (swapped or kept eager)
                 continue
-            attr = "_old_forward" if "_old_forward" in module.__dict__ else "forward"  # accelerate wraps forward
-            saved = module.__dict__.get(attr, _MISSING)
-            original = getattr(module, attr)
-            setattr(module, attr, _fused_forward(module, original, self._shared))
-            module._lfcore_fused = True
-            self._saved.append((module, attr, saved))
+            if self.enabled:
+                attr = "_old_forward" if "_old_forward" in module.__dict__ else "forward"  # accelerate wraps forward
+                saved = module.__dict__.get(attr, _MISSING)
+                original = getattr(module, attr)
+                setattr(module, attr, _fused_forward(module, original, self._shared))
+                self._saved.append((module, attr, saved))
+            else:
+                self._saved.append((module, None, _MISSING))
+            module._lfcore_fused = self.enabled
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         for module, attr, saved in reversed(self._saved):
-            if saved is _MISSING:
+            if attr is not None and saved is _MISSING:
                 delattr(module, attr)
-            else:
+            elif attr is not None:
                 setattr(module, attr, saved)
             del module._lfcore_fused
         self._saved.clear()

@@ -109,6 +109,14 @@ def test_nested_blocks_and_output_attentions_fallback(bloom):
     torch.testing.assert_close(out.logits, eager.logits, rtol=0, atol=0)
 
 
+def test_outer_disabled_block_keeps_inner_default_blocks_eager(bloom):
+    with fused_attention(bloom, enabled=False) as outer:
+        with fused_attention(bloom) as inner:  # as perplexity opens one itself
+            assert outer.n_swapped == inner.n_swapped == 0
+            assert all(m.forward.__func__ is type(m).forward for m in bloom.modules() if hasattr(m, "_lfcore_fused"))
+    assert not any(hasattr(m, "_lfcore_fused") for m in bloom.modules())
+
+
 def test_other_models_are_untouched():
     llama = make_tiny("llama")
     with fused_attention(llama) as fa:
