@@ -314,6 +314,22 @@ def test_inputs_digest_sees_local_files_and_unpinned_hub_models(tmp_path):
     assert lfcore.runner.inputs_digest("# %%", {"corpus": {"source": "hf:org/data"}}) is None
 
 
+def test_rendered_html_drops_progress_bar_widgets(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("lm = load()")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={
+        "application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2, "version_minor": 0},
+        "text/plain": "Loading weights: 100%"}), nbformat.v4.new_output("stream", name="stdout", text="loaded\n")]
+    nb.cells = [cell, nbformat.v4.new_code_cell("explore()", outputs=[nbformat.v4.new_output(
+        "display_data", data={"text/html": lfcore.report.WIDGET_NOTE})])]
+    nbformat.write(nb, tmp_path / "n.ipynb")
+    html = lfcore.report.render_html(tmp_path / "n.ipynb", tmp_path / "n.html").read_text(encoding="utf-8")
+    assert "Loading weights" not in html and "loaded" in html
+    assert html.count("interactive control") == 1  # the explorer's note, not one for the progress bar
+
+
 def test_failing_notebook_names_notebook_cell_and_file(tmp_path):
     params = yaml.safe_load(SMOKE.read_text())
     params["model"] = {"spec": "tiny:llama-30"}  # valid YAML and types; the hidden size fails at load time
