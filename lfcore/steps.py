@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .params import (AccuracySpec, CaptureSpec, CorpusSpec, GenerationSpec, ModelSpec, PerplexitySpec, RobustnessSpec,
-                     UncertaintySpec)
+from .params import (AccuracySpec, CaptureSpec, CorpusSpec, GenerationSpec, ModelSpec, PerplexitySpec,
+                     RobustnessSpec, UncertaintySpec)
 
 
 def digest(obj) -> str:
