@@ -53,6 +53,29 @@ def throughput_pair(model, tokenizer, text: str, seqlen: int, batch_size: int, d
     return eager_tps, eager_tps * slowdown, results[False], results[True]
 
 
+def vocab_block_pair(model, tokenizer, text: str, seqlen: int, batch_size: int, device: str, repeats: int):
+    """Seconds of lfcore's perplexity with the loss over the vocabulary in CPU blocks (the default) and with
+    the whole vocabulary's logits at once (what other devices do), runs alternated.
+
+    Returns (blocked Timing, whole Timing, median whole/blocked ratio, relative difference of the perplexities).
+    """
+    import lfcore.evaluate as ev
+
+    results = {}
+
+    def run(blocked: bool):
+        default = ev.CPU_VOCAB_BLOCK
+        ev.CPU_VOCAB_BLOCK = default if blocked else 1 << 62  # a block larger than any vocabulary: whole logits
+        try:
+            results[blocked] = perplexity(model, tokenizer, text, seqlen=seqlen, batch_size=batch_size)["ppl"]
+        finally:
+            ev.CPU_VOCAB_BLOCK = default
+
+    t_whole, t_blocked, ratio = paired(lambda: run(False), lambda: run(True), device, repeats,
+                                       warmup=lambda: (run(False), run(True)))
+    return t_blocked, t_whole, ratio, abs(results[True] / results[False] - 1)
+
+
 def full_logits_loss(model, tokenizer, text: str, seqlen: int, batch_size: int) -> float:
     """Perplexity the textbook way: whole-batch logits (batch, tokens, vocab), then fp32 cross-entropy."""
     bos = tokenizer.bos_token_id

@@ -253,6 +253,13 @@ def bench_ppl(table: Table, device: str, sz: Sizes, tiny: bool) -> None:
                   (f"{full / chunked:.1f}x less" if chunked >= 2**20 else "lfcore's peak under 1 MiB")
                   + f"; {sz.ppl_batch} x {seqlen} tokens, vocab "
                   f"{model.config.vocab_size:,}; ppl rel diff {same:.1e}")
+        if device == "cpu" and spec in CPU_MODELS:  # the CPU loss path: vocabulary in blocks vs whole logits
+            blocked, whole, ratio, rel = ppl_bench.vocab_block_pair(model, tok, one_batch, seqlen, sz.ppl_batch,
+                                                                    device, min(sz.repeats, 3))
+            table.add("perplexity", name, "loss over the vocabulary in blocks (lfcore on CPU) vs whole logits",
+                      f"{blocked.median:.2f} s vs {whole.median:.2f} s",
+                      f"{ratio:.2f}x faster; {sz.ppl_batch} x {seqlen} tokens, {len(blocked.runs)} alternated "
+                      f"pair(s); ppl rel diff {rel:.1e}")
         model = tok = None  # noqa: F841
         free()
 

@@ -169,6 +169,9 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
     import papermill
 
     params_file = Path(params_file)
+    if not NOTEBOOK_DIR.is_dir():
+        raise ParamsError(f"the notebooks folder is not at {NOTEBOOK_DIR}: lfcore reproduce runs the notebooks of a "
+                          "checkout of the repository, with lfcore installed from it (pip install -e .)")
     p = load_params(params_file)
     keys = list(only or p.notebooks)
     unknown = [k for k in keys if k not in NOTEBOOKS]
