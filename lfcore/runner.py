@@ -220,7 +220,10 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
         if error:
             log(f"[lfcore] {error}")
     write_index(out, p, params_file, _record_runs(out, runs), cache)
-    log(f"[lfcore] index: {out / 'index.html'}")
+    ran = [r for r in runs if not r.reused]
+    failed = sum(r.status != "ok" for r in ran)
+    log(f"[lfcore] {len(ran)} executed in {sum(r.seconds for r in ran):.0f} s"
+        + (f" ({failed} failed)" if failed else "") + f", {len(runs) - len(ran)} kept; index: {out / 'index.html'}")
     return runs
 
 
