@@ -232,6 +232,16 @@ class _HostWriter:
             self.pending = None
 
 
+def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None) -> tuple[list[int], list[str], int]:
+    """The layers to hook (default: all, sorted, checked in range), their site module paths and the neuron width."""
+    names = neuron_sites(lm.model, site)
+    layers = list(range(len(names))) if layers is None else sorted(set(layers))
+    bad = [l for l in layers if not 0 <= l < len(names)]
+    if bad:
+        raise ValueError(f"layers {bad} out of range: {lm.name} has {len(names)} layers (0..{len(names) - 1})")
+    return layers, [names[l] for l in layers], neuron_width(lm.model, site)
+
+
 def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,
             pool_special_tokens: bool = False, skip_first: bool = False, max_length: int = 512,
             site: str | None = None, progress: bool = True,
@@ -246,12 +256,7 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     Returns ``Activations`` with values (n_records, n_layers, n_neurons) in fp32.
     """
     model, tok = lm.model, lm.tokenizer
-    names = neuron_sites(model, site)
-    layers = list(range(len(names))) if layers is None else sorted(set(layers))
-    bad = [l for l in layers if not 0 <= l < len(names)]
-    if bad:
-        raise ValueError(f"layers {bad} out of range: {lm.name} has {len(names)} layers (0..{len(names) - 1})")
-    width = neuron_width(model, site)
+    layers, site_modules, width = select_sites(lm, layers, site)
     records = list(corpus)
     if not records:
         raise ValueError("the corpus is empty")
@@ -267,7 +272,6 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     encoded, weights = tokenize(tok, records, max_length, pool_special_tokens, skip_first)
 
     device = module_device(model.get_input_embeddings())
-    site_modules = [names[l] for l in layers]
     values = torch.empty(len(records), len(layers), width)  # (n, L, width) fp32 means, filled batch by batch
     writer = _HostWriter(values, batch_size)
     pooled: list[torch.Tensor | None] = [None] * len(layers)  # this batch's (batch, width) fp32 sums per layer

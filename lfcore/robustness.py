@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .capture import Activations, padded_batches, tokenize
+from .capture import Activations, padded_batches, select_sites, tokenize
 from .hooks import input_hooks, module_device
-from .models import LoadedModel, neuron_sites, neuron_width
+from .models import LoadedModel
 from .regions import KeyRegions, NeuronSet, key_regions
 
 # ------------------------------------------------------------------------------------------- threshold
@@ -202,19 +202,14 @@ def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] |
     LLaMA; lfcore's site is act_fn(gate) * up (for BLOOM the GeLU output, which is the same thing).
     """
     model, tok = lm.model, lm.tokenizer
-    names = neuron_sites(model, site)
-    layers = list(range(len(names))) if layers is None else sorted(set(layers))
-    bad = [l for l in layers if not 0 <= l < len(names)]
-    if bad:
-        raise ValueError(f"layers {bad} out of range: {lm.name} has {len(names)} layers (0..{len(names) - 1})")
-    width, records = neuron_width(model, site), list(corpus)
+    layers, site_modules, width = select_sites(lm, layers, site)
+    records = list(corpus)
     if not records:
         raise ValueError("the corpus is empty")
     langs = list(dict.fromkeys(r.lang for r in records))
     lang_of = torch.tensor([langs.index(r.lang) for r in records])  # (n_records,)
     encoded, weights = tokenize(tok, records, max_length, pool_special_tokens, skip_first=False)
     device = module_device(model.get_input_embeddings())
-    site_modules = [names[l] for l in layers]
     counts, state = {}, {}
 
     def make_hook(name):
