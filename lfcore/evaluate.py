@@ -89,11 +89,13 @@ def _head(model: nn.Module):
     return base, head, getattr(model.config, "final_logit_softcapping", None)
 
 
+def _softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    """Gemma 2's final logit soft-cap, cap * tanh(logits / cap); unchanged when ``cap`` is None."""
+    return logits if cap is None else torch.tanh(logits / cap) * cap
+
+
 def _logits(head: nn.Module, cap: float | None, h: torch.Tensor) -> torch.Tensor:
-    logits = head(h).float()  # (positions, vocab) fp32
-    if cap is not None:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+    return _softcap(head(h).float(), cap)  # (positions, vocab) fp32
 
 
 # Logits per position are computed this many vocabulary entries at a time on a CPU, into one reused buffer: the
@@ -123,9 +125,7 @@ def _nll(head: nn.Module, cap: float | None, h: torch.Tensor, targets: torch.Ten
         logits = torch.mm(h, weight[s:e].t(), out=buf[:, :e - s])
         if head.bias is not None:
             logits += head.bias[s:e]
-        logits = logits.float()
-        if cap is not None:
-            logits = torch.tanh(logits / cap) * cap
+        logits = _softcap(logits.float(), cap)
         lse = torch.logaddexp(lse, torch.logsumexp(logits, 1))
         rows = ((targets >= s) & (targets < e)).nonzero()[:, 0]
         target_logit[rows] = logits[rows, targets[rows] - s]

@@ -219,7 +219,7 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
             log(f"[lfcore] warning ({stem}): {w}")
         if error:
             log(f"[lfcore] {error}")
-    write_index(out, p, params_file, _record_runs(out, runs), cache)
+    write_index(out, p, params_file, _record_runs(out, previous, runs), cache)
     ran = [r for r in runs if not r.reused]
     failed = sum(r.status != "ok" for r in ran)
     log(f"[lfcore] {len(ran)} executed in {sum(r.seconds for r in ran):.0f} s"
@@ -247,11 +247,10 @@ def _previous_runs(out: Path) -> dict[str, NotebookRun]:
         return {}
 
 
-def _record_runs(out: Path, runs: list[NotebookRun]) -> list[NotebookRun]:
-    """Merge this run into ``<out>/runs.json`` and return every notebook run so far, in notebook order,
-    so that ``--only`` keeps the other notebooks' reports on the index page."""
-    known = _previous_runs(out)
-    known.update({r.key: r for r in runs})
+def _record_runs(out: Path, previous: dict[str, NotebookRun], runs: list[NotebookRun]) -> list[NotebookRun]:
+    """Merge this call's runs into the ``previous`` ones, write ``<out>/runs.json`` and return every notebook run
+    so far, in notebook order, so that ``--only`` keeps the other notebooks' reports on the index page."""
+    known = {**previous, **{r.key: r for r in runs}}
     atomic_write(out / "runs.json", json.dumps(
         {k: {**dataclasses.asdict(r), "ipynb": r.ipynb.name, "html": r.html.name if r.html else None, "reused": False}
          for k, r in known.items()}, indent=1, default=str))
