@@ -6,6 +6,7 @@ the whole batch, then cross-entropy in fp32) on the same windows, for its peak m
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -29,51 +30,48 @@ def text_for(tokenizer, n_tokens: int) -> str:
     return "\n\n".join(parts)
 
 
+def paired_perplexity(model, tokenizer, text: str, seqlen: int, batch_size: int, device: str, repeats: int,
+                      setting):
+    """lfcore's perplexity of ``text`` under ``setting(False)`` and ``setting(True)`` (context managers), runs
+    alternated after a short warm-up of each.
+
+    Returns (Timing off, Timing on, median off/on ratio, result off, result on).
+    """
+    results = {}
+
+    def run(on: bool, text: str = text, batch_size: int = batch_size):
+        with setting(on):
+            results[on] = perplexity(model, tokenizer, text, seqlen=seqlen, batch_size=batch_size)
+
+    short = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:seqlen - 1])
+    t_off, t_on, ratio = paired(lambda: run(False), lambda: run(True), device, repeats,
+                                warmup=lambda: (run(False, short, 1), run(True, short, 1)))
+    return t_off, t_on, ratio, results[False], results[True]
+
+
 def throughput_pair(model, tokenizer, text: str, seqlen: int, batch_size: int, device: str, repeats: int):
     """Tokens per second of lfcore's perplexity without and with the fused swap, runs alternated.
 
     Returns (eager tok/s, fused tok/s, eager result, fused result); the fused rate is eager's times the
     median per-pair speedup, so a busy machine affects both alike.
     """
-    results = {}
-
-    def run(fused: bool):
-        with fused_attention(model, enabled=fused):
-            results[fused] = perplexity(model, tokenizer, text, seqlen=seqlen, batch_size=batch_size)
-
-    short = tokenizer.decode(tokenizer(text, add_special_tokens=False)["input_ids"][:seqlen - 1])
-
-    def warm():
-        for fused in (False, True):
-            with fused_attention(model, enabled=fused):
-                perplexity(model, tokenizer, short, seqlen=seqlen, batch_size=1)
-
-    t_eager, _, slowdown = paired(lambda: run(False), lambda: run(True), device, repeats, warmup=warm)
-    eager_tps = results[False]["n_tokens"] / t_eager.median
-    return eager_tps, eager_tps * slowdown, results[False], results[True]
+    t_eager, _, slowdown, eager, fused = paired_perplexity(
+        model, tokenizer, text, seqlen, batch_size, device, repeats, lambda on: fused_attention(model, enabled=on))
+    eager_tps = eager["n_tokens"] / t_eager.median
+    return eager_tps, eager_tps * slowdown, eager, fused
 
 
-def vocab_block_pair(model, tokenizer, text: str, seqlen: int, batch_size: int, device: str, repeats: int):
-    """Seconds of lfcore's perplexity with the loss over the vocabulary in CPU blocks (the default) and with
-    the whole vocabulary's logits at once (what other devices do), runs alternated.
-
-    Returns (blocked Timing, whole Timing, median whole/blocked ratio, relative difference of the perplexities).
-    """
+@contextlib.contextmanager
+def vocabulary_blocks(on: bool):
+    """lfcore's loss over the vocabulary in CPU blocks (``on``, the default) or whole logits at once."""
     import lfcore.evaluate as ev
 
-    results = {}
-
-    def run(blocked: bool):
-        default = ev.CPU_VOCAB_BLOCK
-        ev.CPU_VOCAB_BLOCK = default if blocked else 1 << 62  # a block larger than any vocabulary: whole logits
-        try:
-            results[blocked] = perplexity(model, tokenizer, text, seqlen=seqlen, batch_size=batch_size)["ppl"]
-        finally:
-            ev.CPU_VOCAB_BLOCK = default
-
-    t_whole, t_blocked, ratio = paired(lambda: run(False), lambda: run(True), device, repeats,
-                                       warmup=lambda: (run(False), run(True)))
-    return t_blocked, t_whole, ratio, abs(results[True] / results[False] - 1)
+    default = ev.CPU_VOCAB_BLOCK
+    ev.CPU_VOCAB_BLOCK = default if on else 1 << 62  # a block larger than any vocabulary: whole logits
+    try:
+        yield
+    finally:
+        ev.CPU_VOCAB_BLOCK = default
 
 
 def full_logits_loss(model, tokenizer, text: str, seqlen: int, batch_size: int) -> float:

@@ -254,8 +254,9 @@ def bench_ppl(table: Table, device: str, sz: Sizes, tiny: bool) -> None:
                   + f"; {sz.ppl_batch} x {seqlen} tokens, vocab "
                   f"{model.config.vocab_size:,}; ppl rel diff {same:.1e}")
         if device == "cpu" and spec in CPU_MODELS:  # the CPU loss path: vocabulary in blocks vs whole logits
-            blocked, whole, ratio, rel = ppl_bench.vocab_block_pair(model, tok, one_batch, seqlen, sz.ppl_batch,
-                                                                    device, min(sz.repeats, 3))
+            whole, blocked, ratio, r_whole, r_blocked = ppl_bench.paired_perplexity(
+                model, tok, one_batch, seqlen, sz.ppl_batch, device, min(sz.repeats, 3), ppl_bench.vocabulary_blocks)
+            rel = abs(r_blocked["ppl"] / r_whole["ppl"] - 1)
             table.add("perplexity", name, "loss over the vocabulary in blocks (lfcore on CPU) vs whole logits",
                       f"{blocked.median:.2f} s vs {whole.median:.2f} s",
                       f"{ratio:.2f}x faster; {sz.ppl_batch} x {seqlen} tokens, {len(blocked.runs)} alternated "
