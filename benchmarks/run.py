@@ -85,6 +85,11 @@ class Table:
         return "\n".join(out)
 
 
+def faster(ratio: float, digits: int = 1) -> str:
+    """``ratio`` (time of the other / time of this) as "N.Nx faster", or "N.Nx slower" below 1."""
+    return f"{ratio:.{digits}f}x faster" if ratio >= 1 else f"{1 / ratio:.{digits}f}x slower"
+
+
 def free() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -134,7 +139,7 @@ def bench_capture(table: Table, spec: str, device: str, sz: Sizes, tiny: bool, b
     table.add("capture", name, "one-at-a-time generate+hooks (paper code)",
               f"{len(records) / base_rate:.2f} s", f"{base_rate:.1f} sent/s{est}")
     table.add("capture", name, "lfcore capture (batched)", f"{t_cap.median:.2f} s",
-              f"{cap_rate / base_rate:.1f}x faster than one-at-a-time")
+              f"{faster(cap_rate / base_rate)} than one-at-a-time")
     table.add("capture", name, "bare forward, same batches, no hook", f"{t_bare.median:.2f} s",
               f"{n_tok / t_bare.median:,.0f} tok/s")
     table.add("capture", name, "capture overhead over bare forward",
@@ -165,7 +170,7 @@ def bench_capture(table: Table, spec: str, device: str, sz: Sizes, tiny: bool, b
             table.add("tools", name, what, f"{r['seconds']:.2f} s", mem)
         else:
             table.add("tools", name, what, f"{r['seconds']:.2f} s",
-                      f"lfcore {r['seconds'] / lf['seconds']:.1f}x faster; {mem} "
+                      f"lfcore {faster(r['seconds'] / lf['seconds'])}; {mem} "
                       f"({r['peak_bytes'] / max(lf['peak_bytes'], 1):.1f}x lfcore's); "
                       f"max |diff| {r.get('max_diff', float('nan')):.1e}")
 
@@ -259,7 +264,7 @@ def bench_ppl(table: Table, device: str, sz: Sizes, tiny: bool) -> None:
             rel = abs(r_blocked["ppl"] / r_whole["ppl"] - 1)
             table.add("perplexity", name, "loss over the vocabulary in blocks (lfcore on CPU) vs whole logits",
                       f"{blocked.median:.2f} s vs {whole.median:.2f} s",
-                      f"{ratio:.2f}x faster; {sz.ppl_batch} x {seqlen} tokens, {len(blocked.runs)} alternated "
+                      f"{faster(ratio, 2)}; {sz.ppl_batch} x {seqlen} tokens, {len(blocked.runs)} alternated "
                       f"pair(s); ppl rel diff {rel:.1e}")
         model = tok = None  # noqa: F841
         free()
