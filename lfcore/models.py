@@ -33,21 +33,27 @@ class Site:
 
     template: str  # dotted module path with "{layer}"; the neuron vector is this module's input
     width: Callable[[object], int]  # config -> neurons per layer
+    # gated MLPs (act(gate) * up): the activation module, whose input is the gate pre-activation g. Every
+    # activation here (SiLU, GeLU, GeLU-tanh) has act(g) > 0 exactly when g > 0, so the sign of g is whether
+    # the neuron fires (what LAPE counts). None: the site input is itself the activation output (BLOOM's GeLU).
+    gate: str | None = None
 
 
 def _intermediate(c) -> int:
     return c.intermediate_size
 
 
+_GATED = Site("model.layers.{layer}.mlp.down_proj", _intermediate, gate="model.layers.{layer}.mlp.act_fn")
+
 SITES: dict[str, Site] = {
     "bloom": Site("transformer.h.{layer}.mlp.dense_4h_to_h", lambda c: 4 * c.hidden_size),
-    "llama": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
-    "mistral": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
-    "qwen2": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
-    "qwen3": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
-    "gemma": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
-    "gemma2": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
-    "gemma3_text": Site("model.layers.{layer}.mlp.down_proj", _intermediate),
+    "llama": _GATED,
+    "mistral": _GATED,
+    "qwen2": _GATED,
+    "qwen3": _GATED,
+    "gemma": _GATED,
+    "gemma2": _GATED,
+    "gemma3_text": _GATED,
     "gpt_neox": Site("gpt_neox.layers.{layer}.mlp.dense_4h_to_h", _intermediate),
     "gpt2": Site("transformer.h.{layer}.mlp.c_proj", lambda c: c.n_inner or 4 * c.n_embd),
     "opt": Site("model.decoder.layers.{layer}.fc2", lambda c: c.ffn_dim),
@@ -74,6 +80,21 @@ def neuron_sites(model: nn.Module, site: str | None = None) -> list[str]:
     if "{layer}" not in site:
         raise ValueError(f"site template {site!r} must contain '{{layer}}'")
     names = [site.format(layer=i) for i in range(config.num_hidden_layers)]
+    for name in names:
+        hooks.get_module(model, name)
+    return names
+
+
+def firing_sites(model: nn.Module, site: str | None = None) -> list[str]:
+    """Dotted module paths, in layer order, whose input is > 0 exactly where a neuron fires (act(g) > 0).
+
+    Gated MLPs: the activation module (its input is the gate pre-activation g). Otherwise, and for a
+    ``site`` override: the neuron site itself, whose input is the activation output.
+    """
+    gate = SITES[model.config.model_type].gate if site is None and model.config.model_type in SITES else None
+    if gate is None:
+        return neuron_sites(model, site)
+    names = [gate.format(layer=i) for i in range(len(neuron_sites(model)))]
     for name in names:
         hooks.get_module(model, name)
     return names
