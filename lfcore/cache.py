@@ -1,9 +1,9 @@
 """Content-keyed result store: safetensors + JSON, atomic writes, verified reads.
 
 Only named, expensive results are cached (pooled activations, perplexity tables). A key is the hash of
-everything that determines the result (model id, revision, weight fingerprint, corpus fingerprint,
-options, ``FORMAT``). Each entry is ``<key>.safetensors`` plus ``<key>.json``; the JSON is written last
-(it is the commit marker) and records the SHA-256 of the tensor file, which is checked on every read.
+everything that determines the result (model id, revision, weight fingerprint and dtype, corpus and
+token digests, options, ``FORMAT``). Each entry is ``<key>.safetensors`` plus ``<key>.json``; the JSON is
+written last (it is the commit marker) and records the SHA-256 of the tensor file, checked on every read.
 A corrupt entry raises ``CacheError`` naming the file: it is never silently reused.
 """
 from __future__ import annotations
@@ -51,19 +51,25 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
     return path
 
 
+def _paths(stem: str | Path) -> tuple[Path, Path]:
+    """``stem.json`` and ``stem.safetensors``: suffixes appended, so a dot in the name ("qwen2.5-0.5b") stays."""
+    stem = Path(stem)
+    return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
+
+
 def write_entry(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Write ``stem.safetensors`` and ``stem.json`` atomically; the JSON carries the tensor digest."""
-    stem = Path(stem)
+    meta_path, data_path = _paths(stem)
     blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-    atomic_write(stem.with_suffix(".safetensors"), blob)
+    atomic_write(data_path, blob)
     record = {"format": FORMAT, "sha256": hashlib.sha256(blob).hexdigest(), "meta": meta}
-    atomic_write(stem.with_suffix(".json"), json.dumps(record, indent=1, default=str).encode())
+    atomic_write(meta_path, json.dumps(record, indent=1, default=str).encode())
 
 
 def read_entry(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read and verify an entry written by ``write_entry``; raise ``CacheError`` if it is damaged."""
     stem = Path(stem)
-    meta_path, data_path = stem.with_suffix(".json"), stem.with_suffix(".safetensors")
+    meta_path, data_path = _paths(stem)
     try:
         record = json.loads(meta_path.read_text())
         blob = data_path.read_bytes()
@@ -89,7 +95,7 @@ class Store:
     def get(self, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
         """The entry, or None if absent. A damaged entry raises ``CacheError``."""
         stem = self._stem(kind, key)
-        if not stem.with_suffix(".json").exists():
+        if not _paths(stem)[0].exists():
             return None
         return read_entry(stem)
 

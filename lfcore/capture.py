@@ -6,10 +6,14 @@ padding (causal attention) and the batch size does not change the result. A forw
 layer's neuron site takes the masked token sum of its input in fp32 on that layer's device; the full
 (tokens x neurons) tensor never leaves the hook. The forward pass stops after the last requested layer's
 site: no later layer and no LM head (vocabularies of 250k+) is ever computed. Each batch's means go to
-the host as one block; on CUDA that copy overlaps the next batch's forward pass.
+the host as one block; on CUDA that copy overlaps the next batch's forward pass. Every block is checked
+for inf/nan there (a model overflowing its dtype, e.g. Gemma 3 in float16, fails fast).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -19,7 +23,7 @@ from tqdm.auto import tqdm
 
 from . import cache as cache_mod
 from .hooks import input_hooks, module_device
-from .models import SITE_NAME, LoadedModel, neuron_sites, neuron_width
+from .models import SITE_NAME, LoadedModel, max_tokens, neuron_sites, neuron_width
 
 
 @dataclass
@@ -29,6 +33,7 @@ class Activations:
     values: (n_sentences, n_layers, n_neurons) float32, row r is sentence ``sentence_ids[r]`` in
     language ``langs[r]``; block b is model layer ``layers[b]``. token_counts: (n_sentences,) tokens
     pooled per row. meta: model identity, corpus, options. Select rows by label, never by position.
+    Values must be finite: inf or nan raises ``ValueError`` naming the sentence, language and layer.
     """
 
     values: torch.Tensor
@@ -51,6 +56,7 @@ class Activations:
                     break
                 seen.add(p)
             raise ValueError(f"sentence {dup[0]!r} appears twice in language {dup[1]!r}")
+        _check_finite(self.values, self.sentence_ids, self.langs, self.layers, self.meta)
 
     @property
     def languages(self) -> list[str]:
@@ -68,11 +74,19 @@ class Activations:
 
     def select(self, langs: Sequence[str] | None = None, ids: Iterable[str] | None = None,
                layers: Sequence[int] | None = None) -> "Activations":
-        """A subset by labels: rows whose language is in ``langs`` and id in ``ids``; blocks in ``layers``."""
-        for name, wanted, have in (("language", langs, self.languages), ("layer", layers, self.layers)):
-            missing = [w for w in (wanted or []) if w not in have]
+        """A subset by labels: rows whose language is in ``langs`` and id in ``ids``; blocks in ``layers``.
+
+        A lone string for ``langs`` or ``ids`` is one label. An unknown label raises ``ValueError``.
+        """
+        langs = [langs] if isinstance(langs, str) else langs
+        ids = [ids] if isinstance(ids, str) else None if ids is None else list(ids)
+        for name, wanted, have in (("language", langs, self.languages), ("sentence id", ids, self.ids),
+                                   ("layer", layers, self.layers)):
+            known = set(have)
+            missing = [w for w in (wanted or []) if w not in known]
             if missing:
-                raise ValueError(f"{name}(s) {missing} not in these activations (have {have})")
+                shown = have if len(have) <= 20 else [*have[:20], f"... {len(have)} in all"]
+                raise ValueError(f"{name}(s) {missing[:20]} not in these activations (have {shown})")
         keep_ids = None if ids is None else set(ids)
         rows = [r for r, (i, l) in enumerate(zip(self.sentence_ids, self.langs))
                 if (langs is None or l in langs) and (keep_ids is None or i in keep_ids)]
@@ -109,6 +123,26 @@ class Activations:
     def _from(cls, tensors: dict, meta: dict) -> "Activations":
         return cls(tensors["values"], meta["sentence_ids"], meta["langs"], meta["layers"],
                    tensors["token_counts"], meta["meta"])
+
+
+def _check_finite(values: torch.Tensor, sentence_ids: list[str], langs: list[str], layers: list[int],
+                 meta: dict) -> None:
+    """Raise ``ValueError`` naming the first sentence, language and layer whose values are inf or nan.
+
+    values: (n, n_layers, width), row r labelled ``sentence_ids[r]``/``langs[r]``, block b ``layers[b]``;
+    meta: the model's identity (``LoadedModel.meta()``), named in the message when present. The total is
+    checked first; the offender is located only when it is not finite (an overflowed total passes).
+    """
+    if torch.isfinite(values.sum()):
+        return
+    bad = (~torch.isfinite(values)).any(dim=2).nonzero()  # (k, 2): row, block
+    if len(bad) == 0:
+        return
+    r, b = bad[0].tolist()
+    model = f"{meta['model']} ({meta.get('model_type')}, {meta.get('dtype')}): " if "model" in meta else ""
+    raise ValueError(f"{model}sentence {sentence_ids[r]!r} ({langs[r]}) has inf or nan activations at layer "
+                     f"{layers[b]}: the model overflowed its dtype (float16 does in e.g. Gemma 3). "
+                     f"Load it with dtype='bfloat16' or 'float32'.")
 
 
 def _pool_weights(ids: list[int], special: set[int], pool_special_tokens: bool, skip_first: bool) -> list[float]:
@@ -169,11 +203,20 @@ def _length_batches(order: list[int], lengths: list[int], batch_size: int, max_p
     return batches
 
 
+def per_token(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """A site input as (batch, tokens, width): OPT's layers flatten it to (batch*tokens, width) first.
+    w: the batch's (batch, tokens) pooling weights, whose shape it takes."""
+    return x.view(*w.shape, x.shape[-1]) if x.dim() == 2 else x
+
+
 def _pool(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Weighted token sum in fp32: x (batch, tokens, width), w (batch, tokens) of 0/1 -> (batch, width).
 
     fp32 input: one batched matrix product. Half precision: the 0/1 weights make ``x * w`` exact, and the
     sum accumulates in fp32 (on CUDA it reads bf16 directly, never materialising an fp32 copy of x).
+    No copy of x is masked first (that would cost a pass over every layer's input): an inf or nan at an
+    unpooled position still reaches the sum, and the finite check of the batch names the sentence. A model
+    whose unpooled positions overflow (float16 at a BOS attention sink) has overflowed for the rest too.
     """
     if x.dtype == torch.float32:
         return torch.bmm(w.unsqueeze(1), x).squeeze(1)  # (batch, 1, tokens) @ (batch, tokens, width)
@@ -209,10 +252,11 @@ class _HostWriter:
         self.pending: tuple | None = None
         self.count = 0
 
-    def put(self, rows: list[int], block: torch.Tensor) -> None:
+    def put(self, rows: list[int], block: torch.Tensor) -> list[int]:
+        """Queue ``block`` for ``rows``; return the rows now written to ``out`` (on CUDA: the previous batch's)."""
         if block.device.type != "cuda":
             self.out.index_copy_(0, torch.tensor(rows), block)
-            return
+            return rows
         if not self.staging:
             shape = (self.batch_size, *block.shape[1:])
             self.staging = [torch.empty(shape, pin_memory=True) for _ in range(2)]
@@ -221,25 +265,48 @@ class _HostWriter:
         buf.copy_(block, non_blocking=True)
         done = torch.cuda.Event()
         done.record(torch.cuda.current_stream(block.device))  # after the block was computed and copied
-        self.flush()
+        written = self.flush()
         self.pending = (rows, buf, done)
+        return written
 
-    def flush(self) -> None:
-        if self.pending is not None:
-            rows, buf, done = self.pending
-            done.synchronize()
-            self.out.index_copy_(0, torch.tensor(rows), buf)
-            self.pending = None
+    def flush(self) -> list[int]:
+        """Write the pending block, if any, to ``out``; return its rows."""
+        if self.pending is None:
+            return []
+        rows, buf, done = self.pending
+        done.synchronize()
+        self.out.index_copy_(0, torch.tensor(rows), buf)
+        self.pending = None
+        return rows
 
 
 def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None) -> tuple[list[int], list[str], int]:
-    """The layers to hook (default: all, sorted, checked in range), their site module paths and the neuron width."""
+    """The layers to hook (default: all; else sorted Python ints, checked in range), their site module paths
+    and the neuron width. Numpy and torch integers are accepted; bools, floats and an empty list raise."""
     names = neuron_sites(lm.model, site)
-    layers = list(range(len(names))) if layers is None else sorted(set(layers))
+    if layers is None:
+        layers = range(len(names))
+    elif len(layers) == 0:
+        raise ValueError("layers=[] selects no layer: pass None for all layers or a list of layer indices")
+    layers = sorted({_layer_index(l) for l in layers})
     bad = [l for l in layers if not 0 <= l < len(names)]
     if bad:
         raise ValueError(f"layers {bad} out of range: {lm.name} has {len(names)} layers (0..{len(names) - 1})")
     return layers, [names[l] for l in layers], neuron_width(lm.model, site)
+
+
+def _layer_index(layer) -> int:
+    if isinstance(layer, bool) or getattr(layer, "dtype", None) == torch.bool:
+        raise ValueError(f"layer {layer!r} is a bool, not a layer index (for a mask pass mask.nonzero().flatten())")
+    try:
+        return operator.index(layer)
+    except TypeError:
+        raise ValueError(f"layer {layer!r} ({type(layer).__name__}) is not an integer layer index") from None
+
+
+def _model_hooks(model) -> list[str]:
+    """Dotted paths of the modules of ``model`` that have forward hooks or forward pre-hooks."""
+    return [name or "<model>" for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
 
 
 def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,
@@ -250,26 +317,37 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
 
     Special tokens the tokenizer adds (e.g. BOS) are fed to the model but, unless
     ``pool_special_tokens``, are not pooled; ``skip_first`` also drops the first pooled token (the
-    attention-sink position that often carries "massive activations"). Sentences longer than
-    ``max_length`` tokens are truncated. ``cache`` (a ``Store`` or folder) reuses an identical earlier run.
+    attention-sink position that often carries "massive activations"). Sentences are truncated to
+    ``max_length`` tokens, or to the model's position limit (``models.max_tokens``) if that is smaller;
+    ``meta["options"]["max_length"]`` records the value used. ``cache`` (a ``Store`` or folder) reuses an
+    identical earlier run: the key covers the model (with dtype), the token ids and pooling weights, and the
+    options. A cached capture refuses a model that already carries hooks (e.g. inside ``deactivate``).
 
-    Returns ``Activations`` with values (n_records, n_layers, n_neurons) in fp32.
+    Returns ``Activations`` with values (n_records, n_layers, n_neurons) in fp32. Raises ``ValueError`` if
+    any pooled value is inf or nan (the model overflowed its dtype).
     """
     model, tok = lm.model, lm.tokenizer
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     layers, site_modules, width = select_sites(lm, layers, site)
     records = list(corpus)
     if not records:
         raise ValueError("the corpus is empty")
-    options = dict(layers=layers, pool_special_tokens=pool_special_tokens, skip_first=skip_first,
-                   max_length=max_length, site=site or SITE_NAME, dtype=str(next(model.parameters()).dtype))
-    meta = {**lm.meta(), "corpus": getattr(corpus, "name", "corpus"), "corpus_fingerprint": corpus.fingerprint(),
-            "options": options}
     store = cache_mod.Store(cache) if isinstance(cache, (str, Path)) else cache
+    if store is not None and (hooked := _model_hooks(model)):
+        raise ValueError(f"capture(cache=...) of {lm.name}: module {hooked[0]!r} already has forward hooks (e.g. "
+                         f"inside deactivate(...)), and a cached capture cannot describe hooks already on the "
+                         f"model. Pass cache=None here.")
+    max_length = max_tokens(model, max_length)
+    encoded, weights = tokenize(tok, records, max_length, pool_special_tokens, skip_first)
+    options = dict(layers=layers, pool_special_tokens=pool_special_tokens, skip_first=skip_first,
+                   max_length=max_length, site=site or SITE_NAME)
+    tokens = hashlib.sha256(json.dumps([encoded, weights]).encode()).hexdigest()[:24]  # exactly what is fed
+    meta = {**lm.meta(), "corpus": getattr(corpus, "name", "corpus"), "corpus_fingerprint": corpus.fingerprint(),
+            "tokens": tokens, "options": options}
     key = cache_mod.make_key(kind="activations", **meta)
     if store is not None and (hit := store.get("activations", key)) is not None:
         return Activations._from(*hit)
-
-    encoded, weights = tokenize(tok, records, max_length, pool_special_tokens, skip_first)
 
     device = module_device(model.get_input_embeddings())
     values = torch.empty(len(records), len(layers), width)  # (n, L, width) fp32 means, filled batch by batch
@@ -278,17 +356,24 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     weights_on: dict[torch.device, torch.Tensor] = {}  # this batch's pooling weights (batch, tokens) per device
 
     def make_hook(j, name):
-        def hook(x):  # x: (batch, tokens, width)
+        def hook(x):  # x: (batch, tokens, width), or (batch*tokens, width) where the layer flattens it (OPT)
             if x.shape[-1] != width:
                 raise ValueError(f"{name} input has {x.shape[-1]} features, config says {width}: "
                                  f"check the site for model_type {model.config.model_type!r}")
             if x.device not in weights_on:  # device_map: a layer on another device
                 weights_on[x.device] = next(iter(weights_on.values())).to(x.device)
-            pooled[j] = _pool(x, weights_on[x.device])  # (batch, width) fp32
+            w = weights_on[x.device]  # (batch, tokens)
+            pooled[j] = _pool(per_token(x, w), w)  # (batch, width) fp32
         return hook
 
     hooks = input_hooks(model, {n: make_hook(j, n) for j, n in enumerate(site_modules)}, stop=site_modules[-1])
     bar = tqdm(total=len(records), desc=f"capture {lm.name}", disable=not progress, unit="sent")
+    sentence_ids, langs = [r.sentence_id for r in records], [r.lang for r in records]
+
+    def check(rows: list[int]) -> None:  # rows just written to the host
+        _check_finite(values[torch.tensor(rows, dtype=torch.long)], [sentence_ids[r] for r in rows],
+                     [langs[r] for r in rows], layers, meta)
+
     with torch.inference_mode():
         for batch, ids, mask, w in padded_batches(encoded, weights, batch_size, tok.pad_token_id):
             weights_on.clear()
@@ -296,19 +381,22 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
             pooled[:] = [None] * len(layers)
             with hooks:
                 model(input_ids=_to(ids, device), attention_mask=_to(mask, device), use_cache=False)
-            assert all(p is not None for p in pooled)
+            missed = [n for n, p in zip(site_modules, pooled) if p is None]
+            if missed:
+                raise RuntimeError(f"the hook on {missed[0]!r} never ran: this "
+                                   f"{model.config.model_type!r} model computes that layer without calling the "
+                                   f"module, so its input cannot be read there; pass site= naming a module it calls")
             block = _stack(pooled)  # (batch, L, width) fp32 sums
             block.div_(weights_on[device].sum(1).to(block.device)[:, None, None])  # means
-            writer.put(batch, block)  # on CUDA: copied to the host while the next batch runs
+            check(writer.put(batch, block))  # on CUDA: copied to the host while the next batch runs
             bar.update(len(batch))
-        writer.flush()
+        check(writer.flush())
     bar.close()
     pooled.clear()
     weights_on.clear()
 
     counts = torch.tensor([sum(w) for w in weights], dtype=torch.float32)
-    acts = Activations(values, [r.sentence_id for r in records], [r.lang for r in records], layers,
-                       counts.to(torch.int64), meta)
+    acts = Activations(values, sentence_ids, langs, layers, counts.to(torch.int64), meta)
     if store is not None:
         store.put("activations", key, {"values": acts.values, "token_counts": acts.token_counts},
                   {**acts._labels(), "meta": meta})

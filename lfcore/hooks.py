@@ -12,8 +12,9 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-# A pre-hook function receives the module's first positional input, shape (batch, tokens, width),
-# and returns either None (read only) or a replacement tensor of the same shape.
+# A pre-hook function receives the module's first positional input, shape (batch, tokens, width) or, where
+# the layer flattens it first (OPT), (batch*tokens, width), and returns None (read only) or a replacement
+# tensor of the same shape.
 InputFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
 
@@ -47,7 +48,8 @@ class input_hooks:
     """Attach forward pre-hooks that read or replace the first positional input of named modules.
 
     ``fns`` maps a dotted module path to a function ``fn(x) -> None | Tensor`` where ``x`` is the
-    module's first positional input (batch, tokens, width). Returning a tensor replaces the input.
+    module's first positional input (batch, tokens, width), or (batch*tokens, width) in layers that flatten
+    it (OPT). Returning a tensor replaces the input.
     Several functions on one module run in the given order. If ``stop`` names a module, the forward
     pass is abandoned right after that module's hook ran (no later layer, no LM head is computed),
     and the ``StopForward`` raised for this is swallowed on exit.

@@ -39,7 +39,7 @@ class Site:
     gate: str | None = None
 
 
-def _intermediate(c) -> int:
+def _intermediate(c) -> int:  # c: the text config (``config.get_text_config()``)
     return c.intermediate_size
 
 
@@ -65,10 +65,12 @@ SITE_NAME = "down_proj:input"  # what we record: the input of each layer's MLP d
 def neuron_sites(model: nn.Module, site: str | None = None) -> list[str]:
     """Dotted module paths of the neuron site of every layer, in layer order.
 
-    ``site`` overrides the table with a template such as ``"model.layers.{layer}.mlp.down_proj"``.
-    Raises ``ValueError`` for an unknown model type and ``LookupError`` for a path that does not exist.
+    ``site`` overrides the table with a template such as ``"model.layers.{layer}.mlp.down_proj"`` (needed for
+    types outside the table, e.g. multimodal ``gemma3``: ``"model.language_model.layers.{layer}.mlp.down_proj"``).
+    The layer count comes from the text config. Raises ``ValueError`` for an unknown model type or a model
+    whose site module is never called (BLOOM with ``slow_but_exact``), ``LookupError`` for a missing path.
     """
-    config = model.config
+    config, text = model.config, model.config.get_text_config()
     if site is None:
         if config.model_type not in SITES:
             raise ValueError(
@@ -79,7 +81,13 @@ def neuron_sites(model: nn.Module, site: str | None = None) -> list[str]:
         site = SITES[config.model_type].template
     if "{layer}" not in site:
         raise ValueError(f"site template {site!r} must contain '{{layer}}'")
-    names = [site.format(layer=i) for i in range(config.num_hidden_layers)]
+    if getattr(text, "slow_but_exact", False) and getattr(text, "pretraining_tp", 1) > 1:
+        raise ValueError(
+            f"model_type {config.model_type!r} with pretraining_tp={text.pretraining_tp} and slow_but_exact=True "
+            f"multiplies slices of the down projection's weight without calling the module, so no hook on "
+            f"{site.format(layer=0)!r} would ever run. Load it with slow_but_exact=False "
+            f"(from_pretrained(..., slow_but_exact=False)); that changes only float rounding.")
+    names = [site.format(layer=i) for i in range(text.num_hidden_layers)]
     for name in names:
         hooks.get_module(model, name)
     return names
@@ -101,13 +109,26 @@ def firing_sites(model: nn.Module, site: str | None = None) -> list[str]:
 
 
 def neuron_width(model: nn.Module, site: str | None = None) -> int:
-    """Neurons per layer at the site: from the config for known types, else the module's in_features."""
+    """Neurons per layer at the site: from the text config for known types, else the module's in_features."""
     config = model.config
     if site is None and config.model_type in SITES:
-        return SITES[config.model_type].width(config)
+        return SITES[config.model_type].width(config.get_text_config())
     module = hooks.get_module(model, neuron_sites(model, site)[0])
     weight = module.weight  # Linear: (out, in); GPT-2 Conv1D: (in, out)
     return weight.shape[0] if type(module).__name__ == "Conv1D" else weight.shape[1]
+
+
+def position_limit(model: nn.Module) -> int | None:
+    """The most tokens one input may have: ``max_position_embeddings`` of the text config (GPT-2 calls it
+    ``n_positions``), a hard limit for learned absolute positions (GPT-2, OPT) and the trained context for
+    rotary ones; None where the config has none (BLOOM's ALiBi)."""
+    return getattr(model.config.get_text_config(), "max_position_embeddings", None)
+
+
+def max_tokens(model: nn.Module, max_length: int) -> int:
+    """``max_length``, or the model's ``position_limit`` where that is smaller: what an input may hold."""
+    limit = position_limit(model)
+    return max_length if limit is None else min(max_length, limit)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -122,7 +143,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass
 class LoadedModel:
-    """A model with its tokenizer and the facts that identify it (name, revision, weight fingerprint)."""
+    """A model with its tokenizer and the facts that identify it (name, revision, weight fingerprint, dtype)."""
 
     model: nn.Module
     tokenizer: object
@@ -137,9 +158,11 @@ class LoadedModel:
         return self.model.config.model_type
 
     def meta(self) -> dict:
-        """JSON-ready identity of the model, stored with every result."""
+        """JSON-ready identity of the model, stored with every result and part of every cache key. ``dtype`` is
+        the compute dtype of the weights (the first parameter's), so bf16 and fp32 runs never share a key."""
         return {"model": self.name, "revision": self.revision, "model_type": self.model_type,
-                "fingerprint": self.fingerprint, "source": self.source}
+                "fingerprint": self.fingerprint, "source": self.source,
+                "dtype": str(next(self.model.parameters()).dtype)}
 
 
 def cache_root() -> Path:
@@ -194,7 +217,8 @@ def _file_digest(path: Path, chunk: int = 1 << 22) -> str:
 
 
 def _converted_ok(folder: Path) -> bool:
-    """True if ``folder`` holds a complete conversion whose weight files match their recorded digests."""
+    """True if ``folder`` holds a complete conversion whose files (weights, config, tokenizer) match their
+    recorded digests."""
     manifest = folder / "lfcore-manifest.json"
     if not manifest.exists():
         return False
@@ -234,7 +258,7 @@ def convert_gguf(gguf: Path, out: Path | None = None) -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        files = {p.name: _file_digest(p) for p in tmp.glob("*.safetensors")}
+        files = {p.name: _file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}  # weights, config, tokenizer
         (tmp / "lfcore-manifest.json").write_text(json.dumps({"source": str(gguf), "files": files}, indent=1))
         if out.exists():
             shutil.rmtree(out)

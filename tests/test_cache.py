@@ -25,3 +25,15 @@ def test_corrupt_entry_is_reported(tmp_path):
     path.write_bytes(b"")
     with pytest.raises(CacheError):
         store.get("acts", "k")
+
+
+def test_dots_in_a_name_are_kept(tmp_path):
+    """Suffixes are appended: "qwen2.5-0.5b" and "qwen2.5-0.6b" are two entries, not one "qwen2.5-0" entry."""
+    write_entry(tmp_path / "qwen2.5-0.5b", {"a": torch.zeros(1)}, {"n": 5})
+    write_entry(tmp_path / "qwen2.5-0.6b", {"a": torch.ones(1)}, {"n": 6})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["qwen2.5-0.5b.json", "qwen2.5-0.5b.safetensors",
+                                                          "qwen2.5-0.6b.json", "qwen2.5-0.6b.safetensors"]
+    assert read_entry(tmp_path / "qwen2.5-0.5b")[1] == {"n": 5}
+    store = Store(tmp_path)
+    store.put("acts", make_key(a=1), {"a": torch.ones(2)}, {})
+    assert (tmp_path / "acts" / f"{make_key(a=1)}.json").exists() and store.get("acts", make_key(a=1)) is not None

@@ -24,6 +24,8 @@ def test_load_local_folder(tiny_folder):
     assert next(again.model.parameters()).dtype == torch.bfloat16
     assert lm.fingerprint == load_model(tiny_folder).fingerprint
     assert lm.meta()["fingerprint"] == lm.fingerprint
+    # same checkpoint in another compute dtype: never the same identity (other modules key caches on meta())
+    assert (lm.meta()["dtype"], again.meta()["dtype"]) == ("torch.float32", "torch.bfloat16")
 
 
 def test_tiny_specs_give_fake_checkpoints_and_sizes():
@@ -65,3 +67,38 @@ def test_bundled_conversion_is_cached_and_verified(smollm):
     manifest = json.loads((folder / "lfcore-manifest.json").read_text())
     assert manifest["files"] and all((folder / name).exists() for name in manifest["files"])
     assert smollm.source == "bundled" and smollm.model_type == "llama"
+
+
+def test_site_override_on_a_nested_text_config(tiny_tokenizer):
+    """Multimodal Gemma 3 (model_type "gemma3") keeps layer count and widths in config.text_config."""
+    from transformers import AutoModelForCausalLM, Gemma3Config
+
+    from lfcore.capture import capture
+    from lfcore.corpus import ParallelCorpus, Record
+
+    text = dict(hidden_size=32, intermediate_size=40, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=8, vocab_size=512, max_position_embeddings=64)
+    vision = dict(hidden_size=32, intermediate_size=40, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    model = AutoModelForCausalLM.from_config(Gemma3Config(text_config=text, vision_config=vision,
+                                                          mm_tokens_per_image=4))
+    with pytest.raises(ValueError, match="'gemma3' is not in lfcore's neuron-site table"):
+        models.neuron_sites(model)
+    site = "model.language_model.layers.{layer}.mlp.down_proj"
+    assert models.neuron_sites(model, site) == [site.format(layer=i) for i in range(2)]
+    assert models.neuron_width(model, site) == 40 and models.position_limit(model) == 64
+    lm = models.from_objects(model, tiny_tokenizer, "tiny-gemma3-mm")
+    corpus = ParallelCorpus([Record("1", "en", "Hello world."), Record("1", "fr", "Bonjour le monde.")])
+    assert capture(lm, corpus, site=site, progress=False).values.shape == (2, 2, 40)
+
+
+def test_bloom_slow_but_exact_is_refused():
+    """BLOOM with pretraining_tp > 1 and slow_but_exact multiplies weight slices: the site module never runs."""
+    from transformers import AutoModelForCausalLM, BloomConfig
+
+    config = BloomConfig(vocab_size=64, hidden_size=32, n_layer=2, n_head=4, pretraining_tp=2, slow_but_exact=True)
+    with pytest.raises(ValueError, match="pretraining_tp=2 and slow_but_exact=True.*slow_but_exact=False"):
+        models.neuron_sites(AutoModelForCausalLM.from_config(config))
+    config.slow_but_exact = False
+    assert len(models.neuron_sites(AutoModelForCausalLM.from_config(config))) == 2
+    assert models.position_limit(AutoModelForCausalLM.from_config(config)) is None  # ALiBi: no table
