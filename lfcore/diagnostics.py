@@ -5,13 +5,16 @@ every cosine of that layer's map is close to 1, and its LRDS and SADS (differenc
 close to 0 whatever the language or meaning structure of the other neurons. This module measures that
 per layer, names the neurons, and recomputes the scores with them zeroed.
 
-- ``dominance``: per layer, the share of the squared norm held by the top-k neurons (averaged over
-  sentences) and the mean off-diagonal cosine; a layer is flagged when its top-``flag_k`` share exceeds
-  ``threshold``. Default: top-5 share > 0.5. When the same few neurons hold a share s of every vector,
-  each cosine is about s + (1 - s) * (cosine of the rest), so the layer's LRDS and SADS shrink by about
-  (1 - s): past s = 0.5 they are less than half what the other neurons say.
-- ``dominant_neurons`` / ``exclude_dominant``: the k neurons with the largest mean share per layer, and a
-  copy of the activations with them zeroed (shapes and labels unchanged).
+- ``dominant_neurons``: per layer, the k neurons with the largest mean share of a sentence's squared norm.
+- ``dominance``: per layer, the share of the squared norm those k neurons hold (averaged over sentences)
+  and the mean off-diagonal cosine; a layer is flagged when the share of its ``flag_k`` dominant neurons
+  exceeds ``threshold``. Default: top-5 share > 0.5. When the same few neurons hold a share s of every
+  vector, each cosine is about s + (1 - s) * (cosine of the rest), so the layer's LRDS and SADS shrink by
+  about (1 - s): past s = 0.5 they are less than half what the other neurons say. The flag measures the
+  set that ``exclude_dominant`` zeroes, so a flagged layer is one that exclusion changes; a layer where
+  each sentence has its own large neuron is not flagged (no one set dominates every vector).
+- ``exclude_dominant``: a copy of the activations with the dominant neurons zeroed (shapes and labels
+  unchanged).
 - ``exclusion_table``: layer-wise LRDS/SADS before and after exclusion, next to the dominance columns.
 - ``compare_pooling``: layer-wise tables of two poolings (e.g. with and without the first token) side by side.
 """
@@ -29,33 +32,38 @@ DEFAULT_K = 5
 DEFAULT_SHARE = 0.5  # a layer is dominated when its top-5 neurons hold > 50% of the squared norm
 
 
-def _shares(acts: Activations, block: int) -> torch.Tensor:
-    """Each neuron's share of its sentence's squared norm in one layer block: (n, width) fp64."""
+def _mean_shares(acts: Activations, block: int) -> torch.Tensor:
+    """Each neuron's share of its sentence's squared norm in one layer block, averaged over sentences: (width,) fp64."""
     sq = acts.values[:, block].double() ** 2  # (n, width); one layer at a time keeps big models in memory
-    return sq / sq.sum(1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)
+    return (sq / sq.sum(1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)).mean(0)
+
+
+def _check_k(acts: Activations, k: int) -> None:
+    if not 1 <= k <= acts.width:
+        raise ValueError(f"k must be in 1..{acts.width}, got {k}")
 
 
 def topk_share(acts: Activations, k: int) -> torch.Tensor:
-    """Mean over sentences of the squared-norm share of each layer's k largest neurons: (n_layers,)."""
-    if not 1 <= k <= acts.width:
-        raise ValueError(f"k must be in 1..{acts.width}, got {k}")
-    # each sentence its own top k, then the mean over sentences
-    return torch.stack([_shares(acts, b).topk(k, dim=1).values.sum(1).mean() for b in range(len(acts.layers))])
+    """Share of the squared norm held by each layer's k dominant neurons (``dominant_neurons``), averaged over
+    sentences: (n_layers,) fp64. This is the share that ``exclude_dominant(acts, k)`` removes."""
+    _check_k(acts, k)
+    return torch.stack([_mean_shares(acts, b).topk(k).values.sum() for b in range(len(acts.layers))])
 
 
 def mean_cosine(acts: Activations) -> torch.Tensor:
     """Mean off-diagonal cosine of each layer's own map: (n_layers,)."""
-    maps = layer_maps(acts).double()  # (L, n, n)
+    maps = layer_maps(acts)  # (L, n, n) float64
     n = maps.shape[1]
     return (maps.sum((1, 2)) - torch.diagonal(maps, dim1=1, dim2=2).sum(1)) / (n * (n - 1))
 
 
 def dominance(acts: Activations, ks: Sequence[int] = (1, DEFAULT_K), threshold: float = DEFAULT_SHARE,
               flag_k: int = DEFAULT_K) -> pd.DataFrame:
-    """Per layer: top-k squared-norm shares, mean off-diagonal cosine, and a dominance flag.
+    """Per layer: squared-norm shares of the dominant neurons, mean off-diagonal cosine, and a dominance flag.
 
-    Columns: layer, ``top{k}_share`` for each k in ``ks`` (and ``flag_k``), mean_cosine, dominant
-    (top-``flag_k`` share > ``threshold``). ``attrs["neurons"]`` holds ``dominant_neurons(acts, flag_k)``.
+    Columns: layer, ``top{k}_share`` (``topk_share``: the share of the k neurons ``dominant_neurons``
+    returns) for each k in ``ks`` and ``flag_k``, mean_cosine, dominant (top-``flag_k`` share >
+    ``threshold``). ``attrs["neurons"]`` holds ``dominant_neurons(acts, flag_k)``: the set the flag measures.
     """
     ks = sorted(set(ks) | {flag_k})
     df = pd.DataFrame({"layer": acts.layers})
@@ -74,13 +82,12 @@ def dominant_neurons(acts: Activations, k: int = DEFAULT_K, layers: Sequence[int
 
     A neuron set in the format of ``deactivate`` and ``regions``; ``layers`` limits it (default: all).
     """
-    if not 1 <= k <= acts.width:
-        raise ValueError(f"k must be in 1..{acts.width}, got {k}")
+    _check_k(acts, k)
     layers = list(acts.layers if layers is None else layers)
     missing = [l for l in layers if l not in acts.layers]
     if missing:
         raise ValueError(f"layer(s) {missing} not in these activations (have {acts.layers})")
-    return {l: _shares(acts, acts.layers.index(l)).mean(0).topk(k).indices.sort().values for l in layers}
+    return {l: _mean_shares(acts, acts.layers.index(l)).topk(k).indices.sort().values for l in layers}
 
 
 def exclude_dominant(acts: Activations, k: int = DEFAULT_K, layers: Sequence[int] | None = None) -> Activations:

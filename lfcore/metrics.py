@@ -50,10 +50,63 @@ class PairMasks:
         return cls(same_lang & ~same_sem, ~same_lang & ~same_sem, same_sem & ~same_lang)
 
 
+def gram(x: torch.Tensor, chunk_elements: int = 1 << 20) -> torch.Tensor:
+    """Cosine similarity of every pair of rows, accurate where the rows are nearly parallel.
+
+    x: (..., n, K) rows, none all zero (any float dtype). Returns (..., n, n) float64, one map per
+    leading index.
+
+    An fp32 product of fp32 unit vectors rounds each cosine by about 1e-7 times a factor that grows with
+    K; when a few dominant neurons put every cosine near 1, LRDS and SADS (differences of mean cosines)
+    are of that size. So the unit rows a_i (normalised in float64) are centred on their mean row m,
+    d_i = a_i - m, and S_ij = a_i.m + a_j.m - m.m + d_i.d_j: the first three terms in float64, d d^T as
+    an fp32 matrix product whose rounding scales with |d_i| |d_j| instead of 1. The columns go through
+    reused float64 and fp32 buffers of about ``chunk_elements`` values, so the extra memory is small and
+    the cost is close to that of the fp32 product.
+    """
+    *batch, n, K = x.shape
+    x = x.reshape(-1, n, K)  # (B, n, K)
+    step = max(1, min(K, chunk_elements // n))
+    cols = [(c, min(step, K - c)) for c in range(0, K, step)]
+    a_buf, d_buf = torch.empty(n, step, dtype=torch.float64), torch.empty(n, step)
+    out = torch.empty(x.shape[0], n, n, dtype=torch.float64)
+    for rows, s in zip(x, out):  # rows (n, K) -> s (n, n)
+        sq = torch.zeros(n, dtype=torch.float64)
+        for c, w in cols:
+            sq += a_buf[:, :w].copy_(rows[:, c:c + w]).square_().sum(1)
+        norms = sq.sqrt_()[:, None]  # (n, 1)
+        am = torch.zeros(n, 1, dtype=torch.float64)  # a_i . m
+        mm = torch.zeros((), dtype=torch.float64)  # m . m
+        dd = torch.zeros(n, n)  # fp32 d d^T
+        for c, w in cols:
+            a = a_buf[:, :w].copy_(rows[:, c:c + w]).div_(norms)  # (n, w) unit-row entries
+            m = a.mean(0, keepdim=True)  # (1, w): this block of the mean row
+            am += a @ m.T
+            mm += (m * m).sum()
+            d = d_buf[:, :w].copy_(a.sub_(m))  # (n, w) fp32
+            dd.addmm_(d, d.T)
+        torch.add(am, am.T, out=s).sub_(mm).add_(dd)
+    return out.reshape(*batch, n, n)
+
+
+def _check_nonzero(acts: Activations, norms: torch.Tensor) -> None:
+    """Raise ``ValueError`` naming the first sentence (and layer, for norms (n, n_layers)) whose norm is 0."""
+    if (norms == 0).any():
+        r, *b = (norms == 0).nonzero()[0].tolist()
+        where = f" in layer {acts.layers[b[0]]}" if b else ""
+        raise ValueError(f"sentence {acts.sentence_ids[r]!r} ({acts.langs[r]}) has an all-zero activation vector"
+                         f"{where}")
+
+
 def similarity(acts: Activations, layers: Sequence[int] | None = None) -> torch.Tensor:
-    """Cosine similarity map S (n, n) of the normalised layer concatenation (eq. 7), rows as in ``acts``."""
-    a = acts.vectors(layers)  # (n, L*width), unit rows
-    return a @ a.T
+    """Cosine similarity map S (n, n) float64 of the normalised layer concatenation (eq. 7), rows as in ``acts``.
+
+    Raises ``ValueError`` naming a sentence whose activation vector over ``layers`` is all zero.
+    """
+    sub = acts if layers is None else acts.select(layers=layers)
+    x = sub.values.flatten(1)  # (n, L*width)
+    _check_nonzero(sub, x.norm(dim=1))
+    return gram(x)
 
 
 def scores_from_map(s: torch.Tensor, masks: PairMasks) -> dict[str, float]:
@@ -71,11 +124,12 @@ def scores(acts: Activations, layers: Sequence[int] | None = None) -> dict[str, 
 
 
 def layer_maps(acts: Activations) -> torch.Tensor:
-    """Per-layer similarity maps (n_layers, n, n): each layer's block normalised on its own."""
-    x = acts.values.transpose(0, 1)  # (L, n, width)
-    norms = x.norm(dim=2, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-    x = x / norms
-    return x @ x.transpose(1, 2)  # (L, n, n)
+    """Per-layer similarity maps (n_layers, n, n) float64: each layer's block normalised on its own.
+
+    Raises ``ValueError`` naming a sentence and layer where the sentence's block is all zero.
+    """
+    _check_nonzero(acts, acts.values.norm(dim=2))  # norms (n, n_layers)
+    return gram(acts.values.transpose(0, 1))  # (L, n, width) -> (L, n, n)
 
 
 def layerwise(acts: Activations) -> pd.DataFrame:

@@ -17,16 +17,19 @@ from .capture import Activations
 NeuronSet = dict[int, torch.Tensor]  # model layer -> neuron indices (long) in that layer
 
 
-def contribution_scores(acts: Activations, chunk_elements: int = 1 << 20) -> tuple[torch.Tensor, list[str]]:
+def contribution_scores(acts: Activations, chunk_elements: int = 1 << 19) -> tuple[torch.Tensor, list[str]]:
     """Eq. 11 for every language and neuron of the normalised concatenation.
 
     Returns (scores (n_langs, n_layers*width) float64, languages in row order).
 
     One pass over the values for the row norms, then one pass over column blocks of about
-    ``chunk_elements`` values: a block is normalised into a reused buffer and each language's sum and sum
-    of squares are taken over its rows (fp32 cascade sums, combined in float64). The error is that of the
-    fp32 unit vectors themselves, as with float64 sums; nothing of size (n, n_layers*width) is
-    allocated, so BLOOM-7b1 shapes (900 x 491,520) take a fraction of a second.
+    ``chunk_elements`` values: a block is normalised in fp32 (the unit-vector entries a_i[k] of
+    ``vectors()``) into a reused float64 buffer, and each language's s1 = sum_i a_i[k] and
+    s2 = sum_i a_i[k]^2 are taken in float64, where an fp32 value squared is exact. The only error left
+    is float64 rounding (about 1e-16 of s1^2), far below the zero-variance guard of ``zscores``: languages
+    holding the same values get the same scores, and a neuron that fires in one sentence per language
+    scores exactly 0. Nothing of size (n, n_layers*width) is allocated, so BLOOM-7b1 shapes
+    (900 x 491,520) take well under a second.
     """
     x = acts.values.flatten(1)  # (n, K) view, fp32
     norms = x.norm(dim=1)  # (n,)
@@ -47,31 +50,33 @@ def contribution_scores(acts: Activations, chunk_elements: int = 1 << 20) -> tup
             layout = ((per, n_langs), 0)  # (sentence, lang), sum over dim 0
     order = torch.argsort(lang_of, stable=True)  # otherwise: gather rows into language blocks
     bounds = torch.cumsum(counts, 0).tolist()
+    spans = list(zip([0] + bounds[:-1], bounds))  # each language's rows in the gathered block
     norm_col = (norms if layout else norms[order])[:, None]  # (n, 1), rows in the order the block is read
+
+    def language_sums(t: torch.Tensor, out: torch.Tensor) -> None:  # (n, w) -> out (n_langs, w)
+        if layout:
+            torch.sum(t.unflatten(0, layout[0]), layout[1], out=out)
+        else:
+            for k, (r0, r1) in enumerate(spans):
+                torch.sum(t[r0:r1], 0, out=out[k])
+
     step = min(K, max(64, chunk_elements // max(n, 1)))
-    a_buf, sq_buf = torch.empty(n, step, dtype=x.dtype), torch.empty(n, step, dtype=x.dtype)
-    s1_buf, s2_buf = torch.empty(n_langs, step, dtype=x.dtype), torch.empty(n_langs, step, dtype=x.dtype)
+    a_buf = torch.empty(n, step, dtype=torch.float64)
+    rows_buf = None if layout else torch.empty(n, step, dtype=x.dtype)
+    s1_buf, s2_buf = torch.empty(n_langs, step, dtype=torch.float64), torch.empty(n_langs, step, dtype=torch.float64)
     out = torch.empty(n_langs, K, dtype=torch.float64)
     for start in range(0, K, step):
         w = min(step, K - start)
-        a, sq, s1, s2 = a_buf[:, :w], sq_buf[:, :w], s1_buf[:, :w], s2_buf[:, :w]  # (n, w), (n_langs, w)
-        if layout:
-            torch.div(x[:, start:start + w], norm_col, out=a)  # unit-vector entries a_i[k], as in vectors()
-        else:
-            torch.index_select(x[:, start:start + w], 0, order, out=a)
-            a.div_(norm_col)
-        torch.mul(a, a, out=sq)
-        if layout:
-            shape, dim = layout
-            torch.sum(a.unflatten(0, shape), dim, out=s1)  # (n_langs, w): sum_i a_i[k]
-            torch.sum(sq.unflatten(0, shape), dim, out=s2)  # (n_langs, w): sum_i a_i[k]^2
-        else:
-            for k, (r0, r1) in enumerate(zip([0] + bounds[:-1], bounds)):
-                torch.sum(a[r0:r1], 0, out=s1[k])
-                torch.sum(sq[r0:r1], 0, out=s2[k])
-        block = out[:, start:start + w]  # (n_langs, w) float64
-        block.copy_(s1)
-        block.mul_(block).sub_(s2).mul_(0.5)
+        a, s1, s2 = a_buf[:, :w], s1_buf[:, :w], s2_buf[:, :w]  # (n, w), (n_langs, w), (n_langs, w)
+        block = x[:, start:start + w]  # (n, w) fp32
+        if not layout:
+            block = torch.index_select(block, 0, order, out=rows_buf[:, :w])
+        torch.div(block, norm_col, out=a)  # a_i[k]: divided in fp32 as in vectors(), held exactly in float64
+        language_sums(a, s1)  # sum_i a_i[k]
+        language_sums(a.mul_(a), s2)  # sum_i a_i[k]^2: an fp32 value squared is exact in float64
+        scores = out[:, start:start + w]  # (n_langs, w)
+        torch.mul(s1, s1, out=scores)
+        scores.sub_(s2).mul_(0.5)
     return out, langs
 
 
@@ -80,7 +85,8 @@ def zscores(scores: torch.Tensor, rel_tol: float = 1e-9) -> tuple[torch.Tensor, 
 
     scores: (n_langs, K). Returns (z (n_langs, K), valid (K,) bool). A neuron whose scores do not vary
     across languages (std <= rel_tol * max |score|, e.g. a dead neuron) gets z = 0 and valid = False:
-    it can never be a key neuron.
+    it can never be a key neuron. ``contribution_scores`` sums in float64, so equal scores differ by
+    about 1e-16 at most, well below the default ``rel_tol``.
     """
     mu = scores.mean(0)  # (K,)
     sigma = scores.std(0, unbiased=False)

@@ -7,9 +7,9 @@
   ``intersection`` keeps the neurons found every time, ``intersection_effect`` measures the perplexity
   increase when those are deactivated.
 - LAPE (Tang et al. 2024, "Language-Specific Neurons: The Key to Multilingual Capabilities in LLMs"):
-  ``activation_probabilities`` streams, per language, the fraction of tokens on which each neuron's value
-  at lfcore's site is > 0; ``lape`` keeps the lowest-entropy neurons; ``lape_overlap`` compares them with
-  the z-score key regions.
+  ``activation_probabilities`` streams, per language, the fraction of tokens on which each neuron fires
+  (act(gate) > 0 in gated MLPs, as Tang et al. count); ``lape`` keeps the lowest-entropy neurons;
+  ``lape_overlap`` compares them with the z-score key regions.
 """
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .capture import Activations, padded_batches, select_sites, tokenize
+from .capture import Activations, padded_batches, per_token, select_sites, tokenize
 from .hooks import input_hooks, module_device
-from .models import LoadedModel
+from .models import SITE_NAME, LoadedModel, firing_sites, max_tokens
 from .regions import KeyRegions, NeuronSet, key_regions
 
 # ------------------------------------------------------------------------------------------- threshold
@@ -41,10 +41,11 @@ def threshold_sweep(kr: KeyRegions, thresholds: Sequence[float] | None = None, n
     if thresholds is None:
         top = math.sqrt(len(kr.langs) - 1)
         thresholds = np.linspace(1.0, top, n) if top > 1 else np.array([1.0])
-    t = torch.as_tensor(np.sort(np.asarray(thresholds, dtype=np.float64)), dtype=torch.float32)
+    thresholds = np.sort(np.asarray(thresholds, dtype=np.float64))  # reported as given
+    t = torch.as_tensor(thresholds, dtype=kr.z.dtype)  # compared as KeyRegions.mask compares (z > threshold)
     z = torch.where(kr.valid, kr.z, -torch.inf).flatten(1)  # (n_langs, K); invalid neurons are never key
     counts = (z[None] > t[:, None, None]).sum(2)  # (T, n_langs)
-    rows = [{"threshold": float(t[i]), "lang": lang, "key_neurons": int(counts[i, k]),
+    rows = [{"threshold": float(thresholds[i]), "lang": lang, "key_neurons": int(counts[i, k]),
              "percent": 100.0 * int(counts[i, k]) / kr.total_neurons, "sklr": int(counts[i].sum())}
             for i in range(len(t)) for k, lang in enumerate(kr.langs)]
     return pd.DataFrame(rows)
@@ -182,7 +183,7 @@ def intersection_effect(lm: LoadedModel, texts: Mapping[str, str | Sequence[str]
 
 @dataclass
 class ActivationProbs:
-    """P(value > 0) per language and neuron. probs: (n_langs, n_layers, width) fp32; tokens: (n_langs,)."""
+    """P(neuron fires) per language and neuron. probs: (n_langs, n_layers, width) fp32; tokens: (n_langs,)."""
 
     probs: torch.Tensor
     langs: list[str]
@@ -194,29 +195,35 @@ class ActivationProbs:
 def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,
                              pool_special_tokens: bool = False, max_length: int = 512, site: str | None = None,
                              progress: bool = True) -> ActivationProbs:
-    """Fraction of each language's tokens on which each neuron's input to the down projection is > 0.
+    """Fraction of each language's tokens on which each neuron fires, as Tang et al. count it.
 
-    Batching, padding and token selection are those of ``capture.capture`` (special tokens are fed but
-    not counted unless ``pool_special_tokens``). A hook adds the masked count of (x > 0) per language to
-    a (n_langs, width) buffer; no token tensor is kept. Note: Tang et al. count act_fn(gate) > 0 in
-    LLaMA; lfcore's site is act_fn(gate) * up (for BLOOM the GeLU output, which is the same thing).
+    A neuron fires where its activation is > 0: act(gate) > 0 in gated MLPs (LLaMA, Gemma, ...), i.e.
+    where the input of the activation module (the gate pre-activation) is > 0; GeLU(h) > 0 in BLOOM-style
+    MLPs, the input of the down projection (``models.firing_sites``). Batching, padding and token selection
+    are those of ``capture.capture`` (special tokens are fed but not counted unless
+    ``pool_special_tokens``). A hook adds the masked count of (x > 0) per language to a (n_langs, width)
+    buffer; no token tensor is kept, and the forward pass stops at the last layer's firing site.
+    ``meta["firing_sites"]`` lists the hooked inputs, one per layer.
     """
     model, tok = lm.model, lm.tokenizer
-    layers, site_modules, width = select_sites(lm, layers, site)
+    layers, _, width = select_sites(lm, layers, site)
+    names = firing_sites(model, site)
+    fire = [names[l] for l in layers]  # one per layer, in order
     records = list(corpus)
     if not records:
         raise ValueError("the corpus is empty")
     langs = list(dict.fromkeys(r.lang for r in records))
     lang_of = torch.tensor([langs.index(r.lang) for r in records])  # (n_records,)
-    encoded, weights = tokenize(tok, records, max_length, pool_special_tokens, skip_first=False)
+    encoded, weights = tokenize(tok, records, max_tokens(model, max_length), pool_special_tokens, skip_first=False)
     device = module_device(model.get_input_embeddings())
     counts, state = {}, {}
 
     def make_hook(name):
-        def hook(x):  # x: (batch, tokens, width)
+        def hook(x):  # x: (batch, tokens, width), or (batch*tokens, width) (OPT)
             if name not in counts:
                 counts[name] = torch.zeros(len(langs), width, dtype=torch.float64, device=x.device)
             w = state["w"].to(x.device)  # (batch, tokens) 1 for counted tokens
+            x = per_token(x, w)
             positive = torch.einsum("btn,bt->bn", (x > 0).float(), w)  # (batch, width) counted tokens with x > 0
             counts[name].index_add_(0, state["lang"].to(x.device), positive.double())
         return hook
@@ -225,12 +232,15 @@ def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] |
     with torch.inference_mode():
         for batch, ids, mask, w in tqdm(batches, desc=f"LAPE {lm.name}", disable=not progress):
             state.update(w=w, lang=lang_of[batch])
-            with input_hooks(model, {n: make_hook(n) for n in site_modules}, stop=site_modules[-1]):
+            # stop at the last firing site: nothing after it is needed (a gated MLP's act_fn runs before its
+            # up and down projections)
+            with input_hooks(model, {n: make_hook(n) for n in fire}, stop=fire[-1]):
                 model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
     tokens = torch.zeros(len(langs), dtype=torch.float64).index_add_(
         0, lang_of, torch.tensor([sum(w) for w in weights], dtype=torch.float64))
-    probs = torch.stack([counts[n].cpu() for n in site_modules], dim=1) / tokens[:, None, None]  # (langs, L, width)
-    return ActivationProbs(probs.float(), langs, layers, tokens, {**lm.meta(), "site": site or "down_proj:input"})
+    probs = torch.stack([counts[n].cpu() for n in fire], dim=1) / tokens[:, None, None]  # (langs, L, width)
+    return ActivationProbs(probs.float(), langs, layers, tokens,
+                           {**lm.meta(), "site": site or SITE_NAME, "firing_sites": [f"{n}:input" for n in fire]})
 
 
 @dataclass

@@ -167,9 +167,13 @@ def _group_total(flat_maps: np.ndarray, groups: np.ndarray) -> np.ndarray:
 
 
 def p_values(observed: np.ndarray, permuted: np.ndarray) -> np.ndarray:
-    """One-sided permutation p-values (1 + #{perm >= observed}) / (1 + B); observed (m,), permuted (m, B)."""
+    """One-sided permutation p-values (1 + #{perm >= observed}) / (1 + B); observed (m,), permuted (m, B).
+
+    NaN where the observed statistic or any permuted one is not finite: no comparison is meaningful there.
+    """
     hits = (permuted >= observed[:, None] - _TIE).sum(1)
-    return (1 + hits) / (1 + permuted.shape[1])
+    defined = np.isfinite(observed) & np.isfinite(permuted).all(1)
+    return np.where(defined, (1 + hits) / (1 + permuted.shape[1]), np.nan)
 
 
 # ---------------------------------------------------------------------------------------------- public
@@ -199,7 +203,7 @@ def score_intervals(acts: Activations, *, per_layer: bool = True, n_boot: int = 
     if per_layer:
         maps = torch.cat([maps, layer_maps(acts)])  # (1 + n_layers, n, n)
         names += list(acts.layers)
-    maps = maps.double().numpy()
+    maps = maps.numpy()  # float64
     maps = (maps + maps.transpose(0, 2, 1)) / 2  # exactly symmetric, so a<b pairs count twice
     rng_boot, rng_lrds, rng_sads = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
 

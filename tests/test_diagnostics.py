@@ -80,3 +80,29 @@ def test_compare_pooling(clean):
         diagnostics.compare_pooling(clean, clean.select(langs=["en", "zh"]))
     with pytest.raises(ValueError, match="two different"):
         diagnostics.compare_pooling(clean, clean, names=("a", "a"))
+
+
+def _share_of(acts, layer, neurons):
+    """Mean over sentences of the squared-norm share that ``neurons`` hold in ``layer``, from the raw values."""
+    sq = acts.values[:, acts.layers.index(layer)].double() ** 2
+    return float((sq[:, neurons].sum(1) / sq.sum(1)).mean())
+
+
+def test_flag_measures_the_set_that_exclusion_zeroes(clean):
+    """Each sentence has its own huge neuron (30 different ones): every sentence's own top 5 holds most of its
+    norm, but no 5-neuron set dominates every vector, and zeroing the 5 dominant neurons changes little."""
+    values = clean.values.clone()
+    for r in range(values.shape[0]):
+        values[r, 0, r % 30] += 40.0
+    acts = Activations(values, clean.sentence_ids, clean.langs, clean.layers, clean.token_counts)
+    table = diagnostics.exclusion_table(acts, k=5)
+    neurons = diagnostics.dominant_neurons(acts, k=5)
+    for _, row in table.iterrows():
+        layer = int(row.layer)
+        assert row.top5_share == pytest.approx(_share_of(acts, layer, neurons[layer]), rel=1e-12)
+        assert row.dominant == (row.top5_share > diagnostics.DEFAULT_SHARE)
+    assert not table.dominant.any() and table.top5_share[0] < 0.5
+    spiked = _with_spike(clean, size=200.0)  # one neuron in every vector: flagged, and its set is the one zeroed
+    dom = diagnostics.dominance(spiked, ks=(5,))
+    assert dom.dominant[1] and dom.attrs["neurons"][1] == diagnostics.exclude_dominant(spiked).meta["excluded_neurons"][1]
+    assert dom.top5_share[1] == pytest.approx(_share_of(spiked, 1, dom.attrs["neurons"][1]), rel=1e-12)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from lfcore import metrics
+from lfcore.capture import Activations
 from synthetic import planted, shuffled
 
 
@@ -34,10 +35,64 @@ def test_scores_equal_literal_definition():
 def test_similarity_is_cosine_of_normalised_concatenation():
     acts = planted(n_ids=4)
     s = metrics.similarity(acts)
-    x = acts.values.flatten(1)
+    x = acts.values.flatten(1).double()
     ref = torch.nn.functional.cosine_similarity(x[:, None], x[None, :], dim=2)
-    torch.testing.assert_close(s, ref, atol=1e-6, rtol=0)
-    assert torch.allclose(s.diagonal(), torch.ones(len(s)))
+    assert s.dtype == torch.float64
+    torch.testing.assert_close(s, ref, atol=1e-7, rtol=0)  # the fp32 part: products of the centred rows
+
+
+def _dominated(seed=0):
+    """Planted activations plus one massive neuron in every layer (about 2000, varying by 1%): every cosine is
+    near 1 and LRDS/SADS are about 1e-4, where an fp32 product of fp32 unit vectors is off by about 1e-4 of them."""
+    acts = planted(n_ids=6, langs=("en", "zh", "fr", "ar"), n_layers=8, width=8192, seed=seed)
+    values = acts.values.clone()
+    g = torch.Generator().manual_seed(seed + 1)
+    values[:, :, 7] += 2000.0 * (1 + 0.01 * torch.rand(values.shape[0], values.shape[1], generator=g))
+    return Activations(values, acts.sentence_ids, acts.langs, acts.layers, acts.token_counts)
+
+
+def _float64_scores(x, masks):
+    """LRDS/SADS of rows x (n, K) normalised and multiplied in float64."""
+    a = x.double() / x.double().norm(dim=1, keepdim=True)
+    return metrics.scores_from_map(a @ a.T, masks)
+
+
+def test_dominated_scores_equal_float64_reference():
+    acts = _dominated()
+    masks = metrics.PairMasks.of(acts)
+    ref = _float64_scores(acts.values.flatten(1), masks)
+    assert 1e-5 < ref["lrds"] < 1e-3 and 1e-5 < ref["sads"] < 1e-3  # the regime where fp32 products fail
+    got = metrics.scores(acts)
+    for k in ("lrds", "sads"):
+        assert got[k] == pytest.approx(ref[k], rel=1e-6)
+    table = metrics.layerwise(acts)
+    for b, layer in enumerate(acts.layers):
+        one = _float64_scores(acts.values[:, b], masks)
+        for k in ("lrds", "sads"):
+            assert table[k][b] == pytest.approx(one[k], rel=1e-6), (layer, k)
+
+
+def test_gram_blocks_and_batches_agree():
+    x = _dominated().values.transpose(0, 1)[:3]  # (3 layers, n, 8192)
+    whole = metrics.gram(x)
+    assert whole.shape == (3, x.shape[1], x.shape[1]) and whole.dtype == torch.float64
+    torch.testing.assert_close(metrics.gram(x, chunk_elements=1000), whole, atol=1e-8, rtol=0)
+    torch.testing.assert_close(metrics.gram(x[1]), whole[1], atol=0, rtol=0)
+
+
+def test_all_zero_layer_block_is_named():
+    acts = planted(n_ids=4, n_layers=2)
+    values = acts.values.clone()
+    values[5, 1] = 0.0
+    broken = Activations(values, acts.sentence_ids, acts.langs, acts.layers, acts.token_counts)
+    message = f"sentence '{acts.sentence_ids[5]}' \\({acts.langs[5]}\\) has an all-zero activation vector in layer 1"
+    with pytest.raises(ValueError, match=message):
+        metrics.layer_maps(broken)
+    with pytest.raises(ValueError, match=message):
+        metrics.layerwise(broken)
+    with pytest.raises(ValueError, match="has an all-zero activation vector$"):
+        metrics.similarity(broken, layers=[1])
+    assert torch.isfinite(metrics.similarity(broken)).all()  # the concatenation still has layer 0
 
 
 def test_planted_structure_gives_expected_signs():

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lfcore import regions
+from lfcore.capture import Activations
 from synthetic import planted, shuffled
 
 
@@ -60,3 +61,42 @@ def test_random_neurons():
     assert all(len(set(v.tolist())) == len(v) and int(v.max()) < 10 for v in per.values())
     with pytest.raises(ValueError, match="cannot draw"):
         regions.random_neurons([0], 10, 11)
+
+
+LANGS9 = ["ar", "en", "es", "fr", "hi", "id", "pt", "vi", "zh"]  # 9 languages as in the paper: z <= 2.83
+
+
+def test_same_values_in_every_language_give_no_valid_neuron():
+    """Every language holds the same 40 vectors (skewed like GeLU means), in its own row order: every score is equal
+    across languages, so no neuron may pass the zero-variance guard (fp32 sums left ~1e-7 of noise that did)."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(40, 2, 512, generator=g) ** 4 * 3  # (sentences, layers, width)
+    values, ids, langs = [], [], []
+    for lang in LANGS9:
+        perm = torch.randperm(40, generator=g)
+        values.append(base[perm])
+        ids += [f"s{int(p):03d}" for p in perm]
+        langs += [lang] * 40
+    acts = Activations(torch.cat(values), ids, langs, [0, 1], torch.ones(len(langs)))
+    scores, _ = regions.contribution_scores(acts)
+    assert (scores.std(0) <= 1e-15 * scores.abs().amax(0)).all()
+    kr = regions.key_regions(acts, threshold=0.0)
+    assert not kr.valid.any() and kr.sklr == 0
+
+
+def test_single_firing_neuron_scores_exactly_zero():
+    """Neuron 0 is non-zero in one sentence per language: it pairs with nothing, so S_l = 0 exactly in every
+    language (eq. 11), and it is not a key neuron."""
+    g = torch.Generator().manual_seed(1)
+    values = torch.rand(len(LANGS9) * 20, 1, 8, generator=g) + 0.1
+    values[:, 0, 0] = 0.0
+    for k in range(len(LANGS9)):
+        values[k * 20 + 3, 0, 0] = 0.3 + float(torch.rand(1, generator=g))
+    ids = [f"s{i:03d}" for _ in LANGS9 for i in range(20)]
+    langs = [lang for lang in LANGS9 for _ in range(20)]
+    acts = Activations(values, ids, langs, [0], torch.ones(len(langs)))
+    for a in (acts, shuffled(acts)):  # the layout fast path and the gathered path
+        scores, _ = regions.contribution_scores(a)
+        assert (scores[:, 0] == 0).all()
+        kr = regions.key_regions(a, threshold=-10.0)
+        assert not kr.valid[0, 0] and not kr.mask[:, 0, 0].any() and (kr.z[:, 0, 0] == 0).all()

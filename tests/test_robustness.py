@@ -1,6 +1,5 @@
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -39,6 +38,11 @@ def test_threshold_sweep_is_monotone_and_ends_empty(acts):
     assert sklr.is_monotonic_decreasing and sklr.iloc[0] > 0 and sklr.iloc[-1] == 0
     at_two = robustness.threshold_sweep(kr, thresholds=[1.5])
     assert at_two.set_index("lang").key_neurons.to_dict() == kr.with_threshold(1.5).sizes().to_dict()
+    given = robustness.threshold_sweep(kr, thresholds=[1.3, 1.1])
+    assert list(given.threshold.unique()) == [1.1, 1.3]  # as given (sorted), not rounded to fp32 (1.100000023)
+    for t in (1.1, 1.3):
+        assert given[given.threshold == t].set_index("lang").key_neurons.to_dict() == \
+            kr.with_threshold(t).sizes().to_dict()
 
 
 def test_jaccard_identical_and_disjoint(acts):
@@ -121,14 +125,19 @@ def small_corpus():
     return corpus_mod.bundled_ntrex().select(["en", "zh", "ar"], n=4, seed=1)
 
 
-def _manual_probs(lm, corpus, layer):
-    """P(x > 0) per language recomputed sentence by sentence with a plain forward pre-hook."""
-    module = get_module(lm.model, neuron_sites(lm.model)[layer])
+def _manual_probs(lm, corpus, module_name, read):
+    """P(x > 0) per language recomputed sentence by sentence with a plain forward hook on one module:
+    ``read`` is "input" (its first positional input) or "output"."""
+    module = get_module(lm.model, module_name)
     special = set(lm.tokenizer.all_special_ids)
     pos, tokens = {}, {}
     for r in corpus:
         seen = {}
-        handle = module.register_forward_pre_hook(lambda m, args: seen.__setitem__("x", args[0]))
+
+        def hook(module, args, out, seen=seen):
+            seen["x"] = args[0] if read == "input" else out
+
+        handle = module.register_forward_hook(hook)
         enc = lm.tokenizer(r.text, return_tensors="pt")
         try:
             with torch.no_grad():
@@ -142,15 +151,46 @@ def _manual_probs(lm, corpus, layer):
     return {lang: pos[lang] / tokens[lang] for lang in pos}
 
 
-def test_activation_probabilities_equal_direct_recount(tiny_llama, small_corpus):
-    probs = robustness.activation_probabilities(tiny_llama, small_corpus, batch_size=4, progress=False)
-    assert probs.probs.shape == (3, 3, 48) and sorted(probs.langs) == ["ar", "en", "zh"]
-    assert probs.tokens.sum() == sum(len(tiny_llama.tokenizer(r.text, add_special_tokens=False)["input_ids"])
+# where a neuron fires, recomputed by hand: gate_proj(x) > 0 in gated MLPs (act(g) > 0 exactly when g > 0), the
+# GeLU output (the down projection's input) in BLOOM
+FIRING = {"llama": ("model.layers.{layer}.mlp.gate_proj", "output"),
+          "gemma3_text": ("model.layers.{layer}.mlp.gate_proj", "output"),
+          "bloom": ("transformer.h.{layer}.mlp.dense_4h_to_h", "input")}
+
+
+def test_activation_probabilities_count_firing_neurons(tiny, small_corpus):
+    """Tang et al. count act_fn(gate) > 0 (not act(gate) * up > 0, the down projection's input) in gated MLPs."""
+    kind = tiny.model.config.model_type
+    probs = robustness.activation_probabilities(tiny, small_corpus, batch_size=4, progress=False)
+    width = probs.probs.shape[2]
+    assert probs.probs.shape == (3, 3, width) and sorted(probs.langs) == ["ar", "en", "zh"]
+    assert probs.tokens.sum() == sum(len(tiny.tokenizer(r.text, add_special_tokens=False)["input_ids"])
                                      for r in small_corpus)
     assert ((probs.probs >= 0) & (probs.probs <= 1)).all()
-    ref = _manual_probs(tiny_llama, small_corpus, layer=1)
-    for k, lang in enumerate(probs.langs):
-        torch.testing.assert_close(probs.probs[k, 1].double(), ref[lang], atol=1e-6, rtol=0)
+    template, read = FIRING[kind]
+    for layer in (0, 2):
+        ref = _manual_probs(tiny, small_corpus, template.format(layer=layer), read)
+        for k, lang in enumerate(probs.langs):
+            torch.testing.assert_close(probs.probs[k, layer].double(), ref[lang], atol=1e-6, rtol=0)
+    hooked = neuron_sites(tiny.model)[0] if kind == "bloom" else "model.layers.0.mlp.act_fn"
+    assert probs.meta["firing_sites"][0] == f"{hooked}:input" and probs.meta["site"] == "down_proj:input"
+    if kind != "bloom":  # the down projection's input, act(gate) * up, is positive elsewhere
+        product = _manual_probs(tiny, small_corpus, neuron_sites(tiny.model)[2], "input")
+        assert any(not torch.allclose(probs.probs[k, 2].double(), product[lang], atol=1e-3)
+                   for k, lang in enumerate(probs.langs))
+
+
+def test_activation_probabilities_stop_at_the_last_firing_site(tiny_llama, small_corpus):
+    calls = []
+    last_mlp = get_module(tiny_llama.model, "model.layers.2.mlp")
+    handles = [last_mlp.up_proj.register_forward_pre_hook(lambda m, a: calls.append("up")),
+               last_mlp.down_proj.register_forward_pre_hook(lambda m, a: calls.append("down"))]
+    try:
+        probs = robustness.activation_probabilities(tiny_llama, small_corpus, batch_size=4, progress=False)
+    finally:
+        for h in handles:
+            h.remove()
+    assert calls == [] and probs.probs[:, 2].sum() > 0  # layer 2 was counted, its up/down projections never ran
     one = robustness.activation_probabilities(tiny_llama, small_corpus, batch_size=1, layers=[1], progress=False)
     torch.testing.assert_close(one.probs[:, 0], probs.probs[:, 1])
     lp = robustness.lape(probs, entropy_quantile=0.05)

@@ -151,6 +151,14 @@ def test_permutation_p_values_are_uniform_under_the_null():
         assert 0.4 < p.mean() < 0.65
 
 
+def test_p_values_are_nan_where_a_statistic_is_not_finite():
+    """A NaN observed statistic compares false with every permutation; it must not read as p = 1/(B+1)."""
+    observed = np.array([0.5, np.nan, 0.1, np.inf])
+    permuted = np.array([[0.1, 0.2, 0.6], [0.1, 0.2, 0.3], [0.0, np.nan, 0.2], [0.1, 0.2, 0.3]])
+    p = uncertainty.p_values(observed, permuted)
+    assert p[0] == 2 / 4 and np.isnan(p[1:]).all()
+
+
 def test_planted_structure_gives_small_p_overall_and_per_layer():
     acts = planted(n_ids=10, langs=("en", "zh", "fr"), n_layers=3, width=20)
     df = uncertainty.score_intervals(acts, n_boot=200, n_perm=199, seed=0)
