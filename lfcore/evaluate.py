@@ -54,28 +54,35 @@ def _windows(ids: list[int], seqlen: int, stride: int | None, bos: int | None):
     """Cut token ids into model inputs of at most ``seqlen`` tokens (BOS included) with their labels.
 
     Window i covers text tokens [i*stride, i*stride + L) with L = seqlen - (BOS ? 1 : 0); only tokens not
-    scored by an earlier window are labelled (the Hugging Face perplexity guide's sliding window). Returns
-    ``(windows, stride)``, each window a pair of LongTensors (input ids, labels with -100), shape (tokens,).
+    scored by an earlier window are labelled (the Hugging Face perplexity guide's sliding window). With a BOS
+    token every text token is scored exactly once (default stride L). Without one, a window's first token has
+    no context and is only read, so windows overlap by at least one token (stride at most L - 1, the default)
+    and every token after the text's first is scored exactly once. Returns ``(windows, stride)``, each window a
+    pair of LongTensors (input ids, labels with -100), shape (tokens,).
     """
     span = seqlen - (bos is not None)
     if span < 2:
         raise ValueError(f"seqlen={seqlen} is too short: a window needs at least 2 text tokens")
-    stride = span if stride is None else stride
-    if not 1 <= stride <= span:
-        raise ValueError(f"stride={stride} must be between 1 and {span} (seqlen minus the BOS token)")
+    longest = span if bos is not None else span - 1  # without BOS a window's first token is context only
+    stride = longest if stride is None else stride
+    if not 1 <= stride <= longest:
+        why = ("seqlen minus the BOS token" if bos is not None else
+               "seqlen minus 1: without a BOS token each window re-reads the last token before it as context")
+        raise ValueError(f"stride={stride} must be between 1 and {longest} ({why})")
     if len(ids) < (1 if bos is not None else 2):
         raise ValueError(f"the text has {len(ids)} tokens; too few to score")
-    windows, prev_end = [], 0
+    windows, scored_to = [], 0 if bos is not None else 1  # text tokens before scored_to are scored (or unscorable)
     for begin in range(0, len(ids), stride):
         end = min(begin + span, len(ids))
-        x = torch.tensor(ids[begin:end], dtype=torch.long)
+        assert end > scored_to >= begin + (bos is None), "every window scores at least one new token"
+        x = torch.tensor(ids[begin:end], dtype=torch.long)  # (tokens,)
         labels = x.clone()
-        labels[: len(x) - (end - prev_end)] = IGNORE  # context already scored by an earlier window
+        labels[: scored_to - begin] = IGNORE  # context: scored by an earlier window, or the text's first token
         if bos is not None:
             x = torch.cat([torch.tensor([bos]), x])
             labels = torch.cat([torch.tensor([IGNORE]), labels])
         windows.append((x, labels))
-        prev_end = end
+        scored_to = end
         if end == len(ids):
             break
     return windows, stride
@@ -178,34 +185,49 @@ def _score(model: nn.Module, windows, batch_size: int, chunk_tokens: int = 512, 
     return sums, counts
 
 
-def _summary(sums, counts, seqlen, stride, add_bos) -> dict:
+def _summary(sums, counts, seqlen, stride, bos) -> dict:
     n = sum(counts)
     nll = sum(sums) / n
     return {"ppl": math.exp(nll), "nll": nll, "n_tokens": n, "n_windows": len(sums), "seqlen": seqlen,
-            "stride": stride, "add_bos": add_bos, "window_nll": [s / c for s, c in zip(sums, counts)],
+            "stride": stride, "bos_token_id": bos, "window_nll": [s / c for s, c in zip(sums, counts)],
             "window_tokens": list(counts)}
 
 
-def _bos(tokenizer, add_bos: bool) -> int | None:
-    if not add_bos:
+def start_token(tokenizer, add_bos: bool | None = None) -> int | None:
+    """The token id that starts every perplexity window, or None for none.
+
+    ``add_bos=None`` (the default) follows the tokenizer: the special token it puts before a text by itself
+    (the first id of ``tokenizer("x")`` if it is a special token: Gemma's ``<bos>``, LLaMA's ``<s>``), else none:
+    SmolLM2's ``bos_token`` is the chat-turn opener ``<|im_start|>``, which its tokenizer never adds to plain
+    text, and BLOOM's tokenizer adds nothing either. ``True`` forces ``tokenizer.bos_token`` and ``False``
+    forces no start token (the explicit overrides).
+    """
+    if add_bos is False:
         return None
-    if tokenizer.bos_token_id is None:
-        raise ValueError(f"{type(tokenizer).__name__} has no bos_token; pass add_bos=False")
-    return tokenizer.bos_token_id
+    if add_bos:
+        if tokenizer.bos_token_id is None:
+            raise ValueError(f"{type(tokenizer).__name__} has no bos_token; pass add_bos=False or None")
+        return tokenizer.bos_token_id
+    first = tokenizer("x")["input_ids"][:1]  # what the tokenizer itself puts before a text
+    return first[0] if first and first[0] in tokenizer.all_special_ids else None
 
 
 def perplexity(model: nn.Module, tokenizer, texts: str | Sequence[str], seqlen: int = 2048, stride: int | None = None,
-               batch_size: int = 4, add_bos: bool = True, chunk_tokens: int = 512, progress: bool = False) -> dict:
+               batch_size: int = 4, add_bos: bool | None = None, chunk_tokens: int = 512,
+               progress: bool = False) -> dict:
     """Perplexity of ``texts`` (joined by "\\n\\n", tokenized once) over windows of ``seqlen`` tokens.
 
-    ``seqlen`` counts the BOS token that starts every window when ``add_bos``. With ``stride`` below the
-    window's text length, windows overlap and each scores only the tokens no earlier window scored.
-    Returns ``ppl``, ``nll`` (mean over scored tokens), ``n_tokens``, ``n_windows``, ``seqlen``, ``stride``,
-    ``add_bos``, and per-window ``window_nll`` (mean) and ``window_tokens`` (for resampling windows).
+    Every window starts with ``start_token(tokenizer, add_bos)`` (default: the token the tokenizer adds to a
+    text itself, if any), counted in ``seqlen``. With ``stride`` below the window's text length, windows
+    overlap and each scores only the tokens no earlier window scored; without a start token windows overlap
+    by at least one token, so every token after the text's first is scored once. Returns ``ppl``, ``nll``
+    (mean over scored tokens), ``n_tokens``, ``n_windows``, ``seqlen``, ``stride``, ``bos_token_id`` (the start
+    token used, or None), and per-window ``window_nll`` (mean) and ``window_tokens`` (for resampling windows).
     """
-    windows, stride = _windows(_token_ids(tokenizer, texts), seqlen, stride, _bos(tokenizer, add_bos))
+    bos = start_token(tokenizer, add_bos)
+    windows, stride = _windows(_token_ids(tokenizer, texts), seqlen, stride, bos)
     sums, counts = _score(model, windows, batch_size, chunk_tokens, progress)
-    return _summary(sums, counts, seqlen, stride, add_bos)
+    return _summary(sums, counts, seqlen, stride, bos)
 
 
 # ---------------------------------------------------------------------------------------------- Table 1
@@ -213,14 +235,16 @@ def perplexity(model: nn.Module, tokenizer, texts: str | Sequence[str], seqlen: 
 
 def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mapping[str, NeuronSet], *,
                        seqlen: int = 2048, stride: int | None = None, batch_size: int = 4,
-                       total_neurons: int | None = None, add_bos: bool = True, progress: bool = True) -> pd.DataFrame:
+                       total_neurons: int | None = None, add_bos: bool | None = None,
+                       progress: bool = True) -> pd.DataFrame:
     """Table 1: perplexity per language with the full model and with each neuron set deactivated.
 
     Rows: the languages of ``texts``, then "Key Neuron Number" and "Key Neuron Percentage" (of
     ``total_neurons``, default layers x width). Columns: "Full model Perplexity" (absolute), then one column
     per entry of ``sets`` with the % increase over the full model. ``df.attrs`` holds the raw numbers:
     ``perplexity``/``nll``/``window_nll`` as ``{lang: {condition: ...}}`` ("Full model" is the baseline),
-    ``n_tokens``, ``n_windows``, ``window_tokens`` per language, ``seqlen``, ``stride``, ``model``.
+    ``n_tokens``, ``n_windows``, ``window_tokens`` per language, ``seqlen``, ``stride``, ``bos_token_id``,
+    ``model``. ``add_bos`` picks each window's start token as in ``perplexity``.
     """
     if not texts:
         raise ValueError("texts is empty: pass {lang: text or list of texts}")
@@ -228,7 +252,7 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
         raise ValueError(f"{FULL!r} is reserved for the baseline; rename that set")
     blocks = {name: deactivate(lm.model, neurons) for name, neurons in sets.items()}  # validate all first
     total = total_neurons or len(neuron_sites(lm.model)) * neuron_width(lm.model)
-    bos = _bos(lm.tokenizer, add_bos)
+    bos = start_token(lm.tokenizer, add_bos)
     windows = {}
     for lang, text in texts.items():
         windows[lang], used_stride = _windows(_token_ids(lm.tokenizer, text), seqlen, stride, bos)
@@ -240,7 +264,7 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
                 for lang, wins in windows.items():
                     bar.set_postfix_str(f"{name} / {lang}")
                     sums, counts = _score(lm.model, wins, batch_size, check=not any(results.values()))
-                    results[lang][name] = _summary(sums, counts, seqlen, used_stride, add_bos)
+                    results[lang][name] = _summary(sums, counts, seqlen, used_stride, bos)
                     bar.update()
     rows = {}
     for lang, res in results.items():
@@ -252,7 +276,7 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
     df = pd.DataFrame.from_dict(rows, orient="index", columns=[FULL_COLUMN, *blocks])
     df.index.name = "lang"
     df.attrs.update({
-        "model": lm.meta(), "seqlen": seqlen, "stride": used_stride, "add_bos": add_bos, "batch_size": batch_size,
+        "model": lm.meta(), "seqlen": seqlen, "stride": used_stride, "bos_token_id": bos, "batch_size": batch_size,
         "total_neurons": total, "key_neurons": counts,
         "perplexity": {lang: {c: r["ppl"] for c, r in res.items()} for lang, res in results.items()},
         "nll": {lang: {c: r["nll"] for c, r in res.items()} for lang, res in results.items()},

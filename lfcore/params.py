@@ -1,8 +1,9 @@
 """Parameter sets: a YAML file checked against ``Params`` (nested dataclasses), and the notebook table.
 
-An unknown key, a wrong type, a missing file or an unknown language raises ``ParamsError`` naming the key
-path and the file. Paths are relative to the params file and are stored resolved. ``NOTEBOOKS`` lists each
-notebook with the sections of the params file injected into its papermill ``parameters`` cell.
+An unknown key, a wrong type, a value out of its field's range (``_ranged``), a missing file or an unknown
+language raises ``ParamsError`` naming the key path and the file. Paths are relative to the params file and
+are stored resolved. ``NOTEBOOKS`` lists each notebook with the sections of the params file injected into its
+papermill ``parameters`` cell.
 """
 from __future__ import annotations
 
@@ -19,7 +20,19 @@ LANGS9 = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 BUNDLED_CORPORA = ("ntrex128", "ntrex128-passages")
 
 
+def _ranged(default, test, rule: str):
+    """A dataclass field whose value, unless None, must pass ``test``; ``rule`` completes the error message
+    ("<key>: <value> <rule>"). ``default`` is a value, or a zero-argument factory for a list."""
+    kind = "default_factory" if callable(default) else "default"
+    return field(**{kind: default}, metadata={"test": test, "rule": rule})
 
+
+def _at_least(low, default):
+    return _ranged(default, lambda v: v >= low, f"must be at least {low}")
+
+
+def _non_empty(factory):
+    return _ranged(factory, lambda v: len(v) > 0, "must not be empty")
 
 
 @dataclass
@@ -32,8 +45,8 @@ class ModelSpec:
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device_map: str | None = None
     label: str | None = None
-    step: int | None = None
-    params: float | None = None
+    step: int | None = _at_least(0, None)
+    params: float | None = _ranged(None, lambda v: v > 0, "must be > 0")
 
 
 @dataclass
@@ -49,14 +62,14 @@ class CorpusSpec:
     split: str = "train"
     id_column: str | None = None
     text_columns: dict[str, str] | None = None
-    n: int = 100
+    n: int = _at_least(2, 100)  # sentences per language
     seed: int = 0
 
 
 @dataclass
 class CaptureSpec:
-    batch_size: int = 16
-    max_length: int = 512
+    batch_size: int = _at_least(1, 16)
+    max_length: int = _at_least(1, 512)
     pool_special_tokens: bool = False
     skip_first: bool = False
 
@@ -64,7 +77,7 @@ class CaptureSpec:
 @dataclass
 class RegionSpec:
     threshold: float = 2.0
-    sweep: list[float] = field(default_factory=lambda: [1.0, 1.5, 2.0, 2.5])
+    sweep: list[float] = _non_empty(lambda: [1.0, 1.5, 2.0, 2.5])
 
 
 @dataclass
@@ -76,62 +89,66 @@ class PerplexitySpec:
     revision: str | None = None  # of an hf: dataset: XL-Sum is a loading script, so refs/convert/parquet
     split: str = "test"
     text_column: str = "text"
-    documents: int = 3
-    max_tokens: int | None = None  # cut each language's text to this many tokens (equal cost per language)
-    seqlen: int = 256
-    stride: int | None = None
-    batch_size: int = 4
-    random_percent: float | None = 10.0  # None: just above the largest key region (the paper's Table 4)
+    documents: int = _at_least(1, 3)
+    max_tokens: int | None = _at_least(1, None)  # cut each language's text to this many tokens (equal cost)
+    seqlen: int = _at_least(3, 256)  # tokens per window, start token included
+    stride: int | None = _at_least(1, None)  # at most seqlen - 1; None: windows overlap as little as possible
+    batch_size: int = _at_least(1, 4)
+    # % of all neurons in the random set; None: just above the largest key region (the paper's Table 4)
+    random_percent: float | None = _ranged(10.0, lambda v: 0 < v <= 100, "must be in (0, 100]")
     seed: int = 0
+    # each window's start token: None follows the tokenizer (evaluate.start_token), true its bos_token, false none
+    add_bos: bool | None = None
 
 
 @dataclass
 class AccuracySpec:
     task: Literal["xcopa_xl", "xstorycloze_xl"] = "xcopa_xl"
-    languages: list[str] = field(default_factory=lambda: ["en", "id", "vi", "zh"])
-    limit: int | None = 50
-    batch_size: int = 8
+    languages: list[str] = _non_empty(lambda: ["en", "id", "vi", "zh"])
+    limit: int | None = _at_least(1, 50)
+    batch_size: int = _at_least(1, 8)
 
 
 @dataclass
 class GenerationSpec:
-    languages: list[str] = field(default_factory=lambda: ["en", "zh", "fr"])
+    languages: list[str] = _non_empty(lambda: ["en", "zh", "fr"])  # a subset of Params.languages
     prompts: dict[str, list[str]] | None = None  # None: evaluate.DEFAULT_PROMPTS
-    prompts_per_language: int = 3
-    max_new_tokens: int = 32
+    prompts_per_language: int = _at_least(1, 3)
+    max_new_tokens: int = _at_least(1, 32)
 
 
 @dataclass
 class UncertaintySpec:
-    n_boot: int = 1000
-    n_perm: int = 1000
-    level: float = 0.95
+    n_boot: int = _at_least(1, 1000)
+    n_perm: int = _at_least(0, 1000)  # 0: no permutation p-values
+    level: float = _ranged(0.95, lambda v: 0 < v < 1, "must be in (0, 1), e.g. 0.95")
     seed: int = 0
 
 
 @dataclass
 class DiagnosticsSpec:
-    k: int = 5  # dominant neurons per layer
-    share: float = 0.5  # a layer is flagged when its top-k neurons hold more than this share of the squared norm
-    first_token_sentences: int = 30  # sentence ids recaptured without their first token
+    k: int = _at_least(1, 5)  # dominant neurons per layer
+    # a layer is flagged when its top-k neurons hold more than this share of the squared norm
+    share: float = _ranged(0.5, lambda v: 0 < v <= 1, "must be in (0, 1]")
+    first_token_sentences: int = _at_least(1, 30)  # sentence ids recaptured without their first token
 
 
 @dataclass
 class RobustnessSpec:
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # random splits into disjoint halves
+    seeds: list[int] = _non_empty(lambda: [0, 1, 2])  # random splits into disjoint halves
     lape: bool = True  # also select neurons by LAPE (one more pass over the sentences) and compare
 
 
 @dataclass
 class MapSpec:
-    sentences: int = 100  # sentence ids per language in the similarity map (Figure 2)
-    layer_sentences: int = 12  # ... in the per-layer slider (one map per layer goes into the HTML)
-    family_sentences: int = 40  # ... in each map of the side-by-side family figure (Figure 8)
+    sentences: int = _at_least(1, 100)  # sentence ids per language in the similarity map (Figure 2)
+    layer_sentences: int = _at_least(1, 12)  # ... in the per-layer slider (one map per layer goes into the HTML)
+    family_sentences: int = _at_least(1, 40)  # ... in each map of the side-by-side family figure (Figure 8)
 
 
 @dataclass
 class SeriesSpec:
-    models: list[ModelSpec] = field(default_factory=lambda: [ModelSpec()])
+    models: list[ModelSpec] = _non_empty(lambda: [ModelSpec()])
     note: str = ""
 
 
@@ -230,7 +247,11 @@ def _build(data, cls, where: str):
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"did you mean {path(close[0])!r}? " if close else ""
             raise ParamsError(f"unknown key {path(key)!r} ({hint}known keys here: {', '.join(known)})")
-    return cls(**{k: _coerce(v, hints[k], path(k)) for k, v in data.items()})
+    values = {k: _coerce(v, hints[k], path(k)) for k, v in data.items()}
+    for f in dataclasses.fields(cls):
+        if "test" in f.metadata and values.get(f.name) is not None and not f.metadata["test"](values[f.name]):
+            raise ParamsError(f"{path(f.name)}: {values[f.name]!r} {f.metadata['rule']}")
+    return cls(**values)
 
 
 def _resolve(path: str, base: Path, where: str) -> str:
@@ -254,14 +275,18 @@ def _check_languages(langs: list[str], where: str, available=None, what: str = "
 
 
 @functools.lru_cache(maxsize=8)
-def _languages_of(source: str) -> tuple[str, ...]:
-    """Languages of a bundled corpus or a local corpus file (read once)."""
+def _corpus(source: str):
+    """A bundled corpus or a local corpus file (read once)."""
     from .corpus import load_corpus
 
     try:
-        return tuple(load_corpus(source).languages)
+        return load_corpus(source)
     except ValueError as e:
         raise ParamsError(f"cannot read corpus {source}: {e}") from None
+
+
+def _languages_of(source: str) -> list[str]:
+    return _corpus(source).languages
 
 
 def _model_path(m: ModelSpec, base: Path, where: str) -> None:
@@ -275,7 +300,7 @@ def _model_path(m: ModelSpec, base: Path, where: str) -> None:
 
 
 def _check(p: Params, base: Path, present: set[str]) -> None:
-    """Cross-field checks: files exist, languages exist in the corpus, task and prompts."""
+    """Cross-field checks: files exist, languages and sentences exist in the corpus, windows, task and prompts."""
     from .evaluate import DEFAULT_PROMPTS, tasks_dir
 
     if "notebooks" in present:
@@ -296,8 +321,14 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
     elif not c.source.startswith("hf:"):
         c.source = _resolve(c.source, base, "corpus.source")
         _check_languages(p.languages, "languages", _languages_of(c.source), f"corpus.source {c.source}")
-    if c.n < 2:
-        raise ParamsError(f"corpus.n: need at least 2 sentences per language, got {c.n}")
+    if c.source in BUNDLED_CORPORA or Path(c.source).is_file():
+        complete = len(_corpus(c.source).select(p.languages).ids)
+        if c.n > complete:
+            raise ParamsError(f"corpus.n: {c.n} sentences per language asked, but corpus {c.source} has only "
+                              f"{complete} sentence ids in every one of languages {p.languages}")
+    if p.perplexity.stride is not None and p.perplexity.stride >= p.perplexity.seqlen:
+        raise ParamsError(f"perplexity.stride: {p.perplexity.stride} must be below perplexity.seqlen "
+                          f"({p.perplexity.seqlen}): each window re-reads at least one token as context")
     if p.perplexity.source.startswith("hf:"):
         _check_languages(p.languages, "languages", p.perplexity.hf_configs or {}, "perplexity.hf_configs")
     else:
@@ -309,12 +340,14 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
     _check_languages(p.accuracy.languages, "accuracy.languages", task_langs, f"task {p.accuracy.task!r}")
     prompts = p.generation.prompts or DEFAULT_PROMPTS
     _check_languages(p.generation.languages, "generation.languages", prompts, "generation.prompts")
+    for i, lang in enumerate(p.generation.languages if "obs2" in p.notebooks else []):
+        if lang not in p.languages:
+            raise ParamsError(f"generation.languages[{i}]: {lang!r} is not in languages {p.languages}: obs2 switches "
+                              f"off each generation language's key region, and key regions are found for `languages` "
+                              f"only; add {lang!r} to languages or remove it from generation.languages")
     _model_path(p.model, base, "model")
     for name in ("checkpoints", "sizes", "family"):
-        series = getattr(p, name)
-        if not series.models:
-            raise ParamsError(f"{name}.models: need at least one model")
-        for i, m in enumerate(series.models):
+        for i, m in enumerate(getattr(p, name).models):
             _model_path(m, base, f"{name}.models[{i}]")
 
 

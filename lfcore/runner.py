@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import functools
-import hashlib
 import html
 import json
 import os
@@ -24,7 +22,7 @@ from pathlib import Path
 from .cache import atomic_write
 from .params import LANGS9, NOTEBOOKS, CaptureSpec, ModelSpec, Params, ParamsError, load_params, sections_for
 from .report import RUNNER_ENV, render_html
-from .steps import ResultCache, cache_dir, digest, load
+from .steps import ResultCache, cache_dir, code_digest, digest, load
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -44,18 +42,6 @@ class NotebookRun:
     inputs: str | None = None  # ``inputs_digest`` of the execution (None: an input can change unseen)
     finished: str = ""  # when the notebook was executed (local time)
     reused: bool = False  # this call found the same inputs already executed and kept that run
-
-
-@functools.lru_cache(maxsize=1)
-def _package_digest() -> str:
-    """A hash of lfcore's own files (code, tasks, bundled data): a new lfcore version invalidates reports."""
-    root = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for f in sorted(root.rglob("*")):
-        if f.is_file() and "__pycache__" not in f.parts:
-            h.update(str(f.relative_to(root)).encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def _file_state(path: Path) -> list:
@@ -101,7 +87,7 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
         return None
     libs = {lib: version(lib) for lib in ("torch", "transformers", "lm_eval", "numpy", "pandas", "plotly")}
     return digest({"source": notebook_source, "parameters": sections, "out_dir": parameters.get("out_dir"),
-                   "lfcore": _package_digest(), "libs": libs, "files": files})
+                   "lfcore": code_digest("."), "libs": libs, "files": files})
 
 
 def _ipc_kernel_manager():
@@ -156,7 +142,9 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
 
     A notebook whose inputs (``inputs_digest``) match its last successful run in ``out`` is not executed again:
     that run is kept and the index rewritten (``force`` re-executes). Other notebooks still reuse every cached
-    step whose own inputs are unchanged.
+    step whose own inputs are unchanged. ``<out>/runs.json`` and the index are rewritten as each notebook starts
+    (its old record dropped) and finishes (its new record added), so an interrupted call never leaves a record
+    that describes other files. Each notebook keeps the params file it was executed with as ``<stem>/params.yaml``.
     """
     threads_env = {} if threads is None else {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     quiet = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # progress bars mean nothing in a report
@@ -180,23 +168,28 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
     out = Path(out or Path("reports") / params_file.stem).resolve()
     cache = Path(cache or cache_dir(out)).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "params.yaml", params_file.read_text(encoding="utf-8"))
-    runs, previous = [], _previous_runs(out)
+    params_text = params_file.read_text(encoding="utf-8")
+    atomic_write(out / "params.yaml", params_text)
+    runs, known = [], _previous_runs(out)
     for key in keys:
         stem, title, _ = NOTEBOOKS[key]
         work, ipynb, html_path = out / stem, out / f"{stem}.ipynb", out / f"{stem}.html"
         source = (NOTEBOOK_DIR / f"{stem}.py").read_text(encoding="utf-8")
         parameters = {**sections_for(p, key), "title": p.title, "out_dir": str(work), "cache_dir": str(cache)}
         inputs = inputs_digest(source, parameters)
-        last = previous.get(key)
+        last = known.get(key)
         if (not force and inputs and last and last.status == "ok" and last.inputs == inputs and ipynb.exists()
                 and last.html and last.html.exists() and (work / "summary.json").exists()):
-            runs.append(dataclasses.replace(last, reused=True))
+            known[key] = dataclasses.replace(last, reused=True)
+            runs.append(known[key])
             log(f"[lfcore] {stem}: inputs unchanged since {last.finished}: kept that run ({last.seconds:.0f} s); "
                 f"--force executes it again")
             continue
+        known.pop(key, None)  # its files are about to change: no record may vouch for them until it finishes
+        _record(out, p, params_file, known, cache)
         work.mkdir(exist_ok=True)
         (work / "summary.json").unlink(missing_ok=True)
+        atomic_write(work / "params.yaml", params_text)
         nb = jupytext.reads(source, fmt="py:percent")
         log(f"[lfcore] {stem}: running ...")
         start, cpu_start, error = time.time(), _children_cpu(), None
@@ -212,14 +205,16 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
             html_path = None
             error = (error or "") + f"\n  HTML rendering failed: {type(e).__name__}: {e}"
         summary = json.loads((work / "summary.json").read_text()) if (work / "summary.json").exists() else {}
-        runs.append(NotebookRun(key, stem, title, "failed" if error else "ok", seconds, ipynb, html_path, error,
-                                summary, cpu, inputs, time.strftime("%Y-%m-%d %H:%M")))
+        known[key] = NotebookRun(key, stem, title, "failed" if error else "ok", seconds, ipynb, html_path, error,
+                                 summary, cpu, inputs, time.strftime("%Y-%m-%d %H:%M"))
+        runs.append(known[key])
+        _record(out, p, params_file, known, cache)
         log(f"[lfcore] {stem}: {'FAILED' if error else 'ok'} in {seconds:.0f} s ({cpu:.0f} s CPU) -> {html_path}")
         for w in summary.get("warnings", []):
             log(f"[lfcore] warning ({stem}): {w}")
         if error:
             log(f"[lfcore] {error}")
-    write_index(out, p, params_file, _record_runs(out, previous, runs), cache)
+    _record(out, p, params_file, known, cache)
     ran = [r for r in runs if not r.reused]
     failed = sum(r.status != "ok" for r in ran)
     log(f"[lfcore] {len(ran)} executed in {sum(r.seconds for r in ran):.0f} s"
@@ -247,14 +242,13 @@ def _previous_runs(out: Path) -> dict[str, NotebookRun]:
         return {}
 
 
-def _record_runs(out: Path, previous: dict[str, NotebookRun], runs: list[NotebookRun]) -> list[NotebookRun]:
-    """Merge this call's runs into the ``previous`` ones, write ``<out>/runs.json`` and return every notebook run
-    so far, in notebook order, so that ``--only`` keeps the other notebooks' reports on the index page."""
-    known = {**previous, **{r.key: r for r in runs}}
+def _record(out: Path, p: Params, params_file: Path, known: dict[str, NotebookRun], cache: Path) -> None:
+    """Write ``<out>/runs.json`` (every recorded notebook run, this call's and earlier ones, so that ``--only``
+    keeps the other notebooks' reports) and rewrite the index from it."""
     atomic_write(out / "runs.json", json.dumps(
         {k: {**dataclasses.asdict(r), "ipynb": r.ipynb.name, "html": r.html.name if r.html else None, "reused": False}
          for k, r in known.items()}, indent=1, default=str))
-    return [known[key] for key in NOTEBOOKS if key in known]
+    write_index(out, p, params_file, [known[key] for key in NOTEBOOKS if key in known], cache)
 
 
 def _fmt(v) -> str:
@@ -284,11 +278,17 @@ pre { background: #f6f6f8; padding: 1em; }
 """
 
 
-def _card(r: NotebookRun) -> str:
-    """One notebook on the index page: status, timing, links, headline numbers, warnings, files."""
+def _card(r: NotebookRun, params_text: str) -> str:
+    """One notebook on the index page: status, timing, links (with the params file it was executed with, marked
+    when it differs from ``params_text``, the latest call's), headline numbers, warnings, files."""
     e, s = html.escape, r.summary
+    used = r.ipynb.parent / r.stem / "params.yaml"
     links = ([f"<a href='{e(r.html.name)}'>report (HTML)</a>"] if r.html else []) + \
         [f"<a href='{e(r.ipynb.name)}'>executed notebook</a>"]
+    if used.exists():
+        other = used.read_text(encoding="utf-8") != params_text
+        links.append(f"<a href='{e(r.stem)}/params.yaml'>params</a>"
+                     + (" <b class='warn'>(not the latest call's: executed with other params)</b>" if other else ""))
     cpu = f" ({r.cpu_seconds:.0f} s CPU)" if r.cpu_seconds else ""
     cpu += f", executed {r.finished}" + (" (inputs unchanged since)" if r.reused else "") if r.finished else ""
     hits = _fmt(s.get("cache", {}).get("hits", {})) or "none"
@@ -310,12 +310,14 @@ def write_index(out: Path, p: Params, params_file: Path, runs: list[NotebookRun]
     from . import __version__
 
     e = html.escape
+    params_text = (out / "params.yaml").read_text(encoding="utf-8")
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(p.title)}</title>"
             f"<style>{_INDEX_CSS}</style></head><body><h1>{e(p.title)}</h1>"
-            f"<p>params: <a href='params.yaml'>{e(params_file.name)}</a> &middot; generated "
-            f"{time.strftime('%Y-%m-%d %H:%M')} &middot; lfcore {__version__}, torch {torch.__version__} &middot; "
-            f"cache: <code>{e(str(cache))}</code></p>{''.join(_card(r) for r in runs)}"
-            f"<h2>Parameters</h2><pre>{e((out / 'params.yaml').read_text(encoding='utf-8'))}</pre></body></html>")
+            f"<p>params of the latest call: <a href='params.yaml'>{e(params_file.name)}</a> (each notebook links "
+            f"the params it was executed with) &middot; generated {time.strftime('%Y-%m-%d %H:%M')} &middot; lfcore "
+            f"{__version__}, torch {torch.__version__} &middot; cache: <code>{e(str(cache))}</code></p>"
+            f"{''.join(_card(r, params_text) for r in runs)}"
+            f"<h2>Parameters of the latest call</h2><pre>{e(params_text)}</pre></body></html>")
     return atomic_write(out / "index.html", page)
 
 

@@ -1,13 +1,15 @@
 """The cached steps the notebooks call: load a ``ModelSpec``, draw the sentences, run the deactivation table,
 accuracy, generations, score intervals, diagnostics, and turn results into headline numbers.
 
-Every expensive step goes through ``ResultCache``: content-keyed (model weights, texts, options), so a
-second run of the same params re-renders without recomputing.
+Every expensive step goes through ``ResultCache``: content-keyed (model weights, texts, options, and the
+``code_digest`` of the lfcore files that compute it), so a second run of the same params re-renders without
+recomputing, and a fix to the code recomputes.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -18,6 +20,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .params import (AccuracySpec, CaptureSpec, CorpusSpec, GenerationSpec, ModelSpec, PerplexitySpec,
@@ -32,6 +35,25 @@ def digest(obj) -> str:
             return [hashlib.sha256(a.tobytes()).hexdigest(), str(a.dtype), list(a.shape)]
         return o.tolist() if hasattr(o, "tolist") else str(o)
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=default).encode()).hexdigest()[:16]
+
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest(*paths: str) -> str:
+    """A short hash of files of the lfcore package: ``paths`` relative to its folder, a folder meaning every
+    file under it (``"."``: the whole package). Step keys carry the digest of the modules that compute the
+    step and the data files they read, so a fix to either recomputes the step instead of reusing it."""
+    h = hashlib.sha256()
+    for rel in paths:
+        path = PACKAGE / rel
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for f in files:
+            if "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(PACKAGE)).encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def cache_dir(out: str | Path) -> Path:
@@ -50,7 +72,11 @@ class ResultCache:
         self.hits, self.misses = Counter(), Counter()
 
     def frame(self, kind: str, parts: dict, compute) -> pd.DataFrame:
-        """``compute()`` (a DataFrame) unless a frame with the same ``parts`` is cached."""
+        """``compute()`` (a DataFrame) unless a frame with the same ``parts`` is cached.
+
+        A hit equals the computed frame exactly: float columns are stored as tensors (JSON would round them),
+        everything else as pandas' table JSON, ``attrs`` as JSON (Python's float repr is exact).
+        """
         import torch
 
         from .cache import make_key
@@ -58,15 +84,19 @@ class ResultCache:
         key = make_key(kind=kind, **parts)
         if self.store is not None and (hit := self.store.get(kind, key)) is not None:
             self.hits[kind] += 1
-            meta = hit[1]
+            columns, meta = hit
             df = pd.read_json(io.StringIO(meta["frame"]), orient="table")
+            for i, values in columns.items():  # exact float columns, by position
+                df.isetitem(int(i), values.numpy())
             df.attrs.update(meta["attrs"])
             return df
         self.misses[kind] += 1
         df = compute()
         if self.store is not None:
-            self.store.put(kind, key, {"none": torch.zeros(0)},
-                           {"frame": df.to_json(orient="table", force_ascii=False), "attrs": df.attrs})
+            columns = {str(i): torch.from_numpy(df.iloc[:, i].to_numpy(copy=True))  # (rows,)
+                       for i, dtype in enumerate(df.dtypes) if isinstance(dtype, np.dtype) and dtype.kind == "f"}
+            self.store.put(kind, key, columns, {"frame": df.to_json(orient="table", force_ascii=False),
+                                                "attrs": df.attrs})
         return df
 
     def activations(self, lm, corpus, cfg: CaptureSpec):
@@ -149,23 +179,29 @@ def key_region_sets(regions, cfg: PerplexitySpec) -> dict:
 
 
 def deactivation_table(lm, texts: dict, sets: dict, cfg: PerplexitySpec, cache: ResultCache) -> pd.DataFrame:
-    """``evaluate.deactivation_table`` through the cache (key: weights, texts, sets, window options)."""
+    """``evaluate.deactivation_table`` through the cache (key: weights, texts, sets, window options, start token,
+    code)."""
     from .evaluate import deactivation_table as compute
+    from .evaluate import start_token
 
     parts = dict(model=lm.meta(), texts=digest(texts), sets=digest(sets), seqlen=cfg.seqlen, stride=cfg.stride,
-                 batch_size=cfg.batch_size)
+                 batch_size=cfg.batch_size, bos=start_token(lm.tokenizer, cfg.add_bos),
+                 code=code_digest("evaluate.py", "deactivate.py", "hooks.py", "fastattn.py", "models.py"))
     return cache.frame("deactivation", parts, lambda: compute(lm, texts, sets, seqlen=cfg.seqlen, stride=cfg.stride,
-                                                              batch_size=cfg.batch_size, progress=False))
+                                                              batch_size=cfg.batch_size, add_bos=cfg.add_bos,
+                                                              progress=False))
 
 
 def accuracy(lm, cfg: AccuracySpec, cache: ResultCache, neurons=None) -> pd.DataFrame:
-    """``evaluate.crosslingual_accuracy`` through the cache (key: weights, task files, languages, limit)."""
+    """``evaluate.crosslingual_accuracy`` through the cache (key: weights, languages, limit, neurons, lm-eval
+    version, code: the task folder and the bundled data its loaders read)."""
     from importlib.metadata import version
 
-    from .evaluate import crosslingual_accuracy, tasks_dir
+    from .evaluate import crosslingual_accuracy
+    from .tasks.utils import XCOPA_FILE
 
-    task_files = digest({f.name: f.read_text() for f in sorted(tasks_dir().iterdir()) if f.is_file()})
-    parts = dict(model=lm.meta(), task=cfg.task, task_files=task_files, langs=cfg.languages, limit=cfg.limit,
+    code = code_digest("evaluate.py", "deactivate.py", "hooks.py", "models.py", "tasks", f"data/{XCOPA_FILE}")
+    parts = dict(model=lm.meta(), task=cfg.task, code=code, langs=cfg.languages, limit=cfg.limit,
                  neurons=digest(neurons or {}), lm_eval=version("lm_eval"))
     def compute():
         with _quiet("lm_eval"):  # progress bars and per-task notices would fill the report
@@ -203,7 +239,7 @@ def generations(lm, cfg: GenerationSpec, sets: dict, cache: ResultCache) -> pd.D
     prompts = {lang: list((cfg.prompts or DEFAULT_PROMPTS)[lang])[:cfg.prompts_per_language] for lang in cfg.languages}
     conditions = {FULL: None, **{f"×{lang}": sets[lang] for lang in cfg.languages}}
     parts = dict(model=lm.meta(), prompts=prompts, sets=digest(conditions), max_new_tokens=cfg.max_new_tokens,
-                 batching="left-padded batch per condition")
+                 code=code_digest("evaluate.py", "deactivate.py", "hooks.py", "models.py"))
     long = cache.frame("generations", parts, lambda: generate(lm, prompts, conditions, cfg.max_new_tokens)
                        .drop(columns=["output_ids"]).rename(columns={"index": "number"}))
     wide = long.pivot(index=["lang", "number", "prompt"], columns="condition", values="output")
@@ -215,7 +251,7 @@ def score_intervals(acts, cfg: UncertaintySpec, cache: ResultCache, per_layer: b
     from .uncertainty import score_intervals as compute
 
     parts = dict(acts=acts.meta, rows=digest([acts.sentence_ids, acts.langs]), per_layer=per_layer,
-                 **dataclasses.asdict(cfg))
+                 code=code_digest("uncertainty.py", "metrics.py"), **dataclasses.asdict(cfg))
     return cache.frame("intervals", parts, lambda: compute(acts, per_layer=per_layer, n_boot=cfg.n_boot,
                                                            n_perm=cfg.n_perm, level=cfg.level, seed=cfg.seed))
 
@@ -286,7 +322,8 @@ def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSp
         print("LAPE comparison off (robustness.lape: false)")
         return pd.DataFrame(columns=["lang", "lape_neurons", "key_neurons", "shared", "jaccard"])
     parts = dict(model=lm.meta(), corpus=corpus.fingerprint(), capture=dataclasses.asdict(capture),
-                 regions=digest(regions.mask))
+                 regions=digest(regions.mask),
+                 code=code_digest("robustness.py", "capture.py", "hooks.py", "models.py", "regions.py"))
     return cache.frame("lape", parts, lambda: lape_overlap(lape(activation_probabilities(
         lm, corpus, batch_size=capture.batch_size, max_length=capture.max_length,
         pool_special_tokens=capture.pool_special_tokens, progress=False)), regions))

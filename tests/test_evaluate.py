@@ -102,17 +102,59 @@ def test_strided_windows_score_each_token_once(tiny_llama, add_bos, stride):
     seqlen = 24
     got = ev.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, stride=stride, batch_size=3, add_bos=add_bos)
     span = seqlen - add_bos
-    assert got["stride"] == (stride or span)
-    # every token is scored once, except where a window has no context: without BOS, the first token of the
-    # text (overlapping windows) or of every window (stride = window)
-    unscored = 0 if add_bos else (got["n_windows"] if stride is None else 1)
-    assert got["n_tokens"] == len(ids) - unscored
-    want, count = _reference_strided(lm.model, ids, span, stride or span, lm.tokenizer.bos_token_id if add_bos else None)
+    assert got["stride"] == (stride or (span if add_bos else span - 1))  # without BOS windows overlap by one
+    # every token is scored once; without BOS the text's first token has no context
+    assert got["n_tokens"] == len(ids) - (0 if add_bos else 1)
+    want, count = _reference_strided(lm.model, ids, span, got["stride"], lm.tokenizer.bos_token_id if add_bos else None)
     assert count == got["n_tokens"]
     assert abs(got["nll"] - want) < 1e-5
     assert len(got["window_nll"]) == got["n_windows"] == len(got["window_tokens"])
     pooled = sum(n * w for n, w in zip(got["window_tokens"], got["window_nll"])) / sum(got["window_tokens"])
     assert abs(pooled - got["nll"]) < 1e-9
+
+
+@pytest.mark.parametrize("bos", [1, None])
+def test_windows_score_every_token_after_the_first_exactly_once(bos):
+    for n in [2, 3, 16, 17, 33, 97, 100]:
+        for seqlen in [3, 4, 8, 17]:
+            longest = seqlen - 1  # with BOS: seqlen - 1 text tokens; without: one token re-read as context
+            for stride in [None, *sorted({1, min(2, longest), longest // 2 or 1, longest})]:
+                wins, used = ev._windows(list(range(100, 100 + n)), seqlen, stride, bos)
+                assert used == (stride or longest)
+                scored = []
+                for x, labels in wins:
+                    assert len(x) <= seqlen
+                    targets = labels[1:]  # next-token targets, as in _score
+                    assert (targets != ev.IGNORE).sum() > 0, (n, seqlen, stride, bos)  # no empty window
+                    scored += targets[targets != ev.IGNORE].tolist()
+                first = 0 if bos is not None else 1
+                assert scored == list(range(100 + first, 100 + n)), (n, seqlen, stride, bos)
+
+
+def test_one_token_last_window_without_bos(tiny_llama):
+    """Non-overlapping windows used to leave a last window of one unscorable token (ZeroDivisionError)."""
+    lm, seqlen = tiny_llama, 8
+    ids = lm.tokenizer(_passages("en")[0], add_special_tokens=False)["input_ids"]
+    text = lm.tokenizer.decode(ids[:3 * seqlen + 1])
+    n = len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+    got = ev.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, add_bos=False)
+    assert got["n_tokens"] == n - 1 and all(c > 0 for c in got["window_tokens"])
+    with pytest.raises(ValueError, match="stride=8 must be between 1 and 7.*without a BOS token"):
+        ev.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, stride=8, add_bos=False)
+
+
+def test_start_token_follows_the_tokenizer(tiny_tokenizer):
+    from transformers import PreTrainedTokenizerFast
+
+    assert tiny_tokenizer("x")["input_ids"][0] == tiny_tokenizer.bos_token_id  # the tiny tokenizer adds <bos>
+    assert ev.start_token(tiny_tokenizer) == tiny_tokenizer.bos_token_id
+    assert ev.start_token(tiny_tokenizer, add_bos=False) is None
+    bare = tiny_tokenizer.backend_tokenizer.__class__.from_str(tiny_tokenizer.backend_tokenizer.to_str())
+    bare.post_processor = None  # a bos_token the tokenizer never adds by itself (as SmolLM2's <|im_start|>)
+    plain = PreTrainedTokenizerFast(tokenizer_object=bare, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
+    assert plain("x")["input_ids"][0] != plain.bos_token_id
+    assert ev.start_token(plain) is None
+    assert ev.start_token(plain, add_bos=True) == plain.bos_token_id  # the explicit override
 
 
 def test_batch_size_and_document_joining(tiny_llama):
@@ -306,6 +348,12 @@ def test_default_prompts():
 
 
 # ------------------------------------------------------------------------------------------ real weights
+
+
+@pytest.mark.real
+def test_real_tokenizers_start_tokens(gemma, smollm):
+    assert ev.start_token(gemma.tokenizer) == gemma.tokenizer.bos_token_id  # Gemma adds <bos> itself: as before
+    assert smollm.tokenizer.bos_token == "<|im_start|>" and ev.start_token(smollm.tokenizer) is None
 
 
 @pytest.mark.real

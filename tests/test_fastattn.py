@@ -134,13 +134,19 @@ def test_fused_bf16_close_to_eager(bloom):
     torch.testing.assert_close(fused[real], eager[real], rtol=2e-2, atol=2e-2)
 
 
-def test_perplexity_same_numbers(bloom, tiny_tokenizer):
+def test_perplexity_same_numbers(bloom, tiny_tokenizer, monkeypatch):
+    import lfcore.fastattn as fa
     from lfcore.evaluate import perplexity
 
+    calls = []
+    get = fa._SharedBias.get
+    monkeypatch.setattr(fa._SharedBias, "get", lambda self, *a, **k: calls.append(1) or get(self, *a, **k))
     text = "The quick brown fox jumps over the lazy dog. " * 30
-    eager = perplexity(bloom, tiny_tokenizer, text, seqlen=64, batch_size=3)
-    with fused_attention(bloom):
-        fused = perplexity(bloom, tiny_tokenizer, text, seqlen=64, batch_size=3)
+    with fused_attention(bloom, enabled=False):  # the outermost block decides: perplexity's own block stays eager
+        eager = perplexity(bloom, tiny_tokenizer, text, seqlen=64, batch_size=3)
+    assert not calls
+    fused = perplexity(bloom, tiny_tokenizer, text, seqlen=64, batch_size=3)  # perplexity swaps the kernel itself
+    assert calls
     assert fused["n_tokens"] == eager["n_tokens"]
     assert fused["ppl"] == pytest.approx(eager["ppl"], rel=1e-5)
 

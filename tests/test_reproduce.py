@@ -52,6 +52,26 @@ def _write(tmp_path: Path, data: dict, name: str = "p.yaml") -> Path:
     ({"accuracy": {"languages": ["en", "fr"]}}, "accuracy.languages[1]", ["'fr' is not available in task 'xcopa_xl'"]),
     ({"generation": {"languages": ["de"], "prompts": {"en": ["x"]}}}, "generation.languages[0]", ["not available"]),
     ({"notebooks": ["obs9"]}, "notebooks[0]", ["unknown notebook 'obs9'"]),
+    ({"languages": ["en", "zh", "ar"], "generation": {"languages": ["en", "fr"]}}, "generation.languages[1]",
+     ["'fr' is not in languages", "add 'fr' to languages"]),
+    ({"perplexity": {"seqlen": -5}}, "perplexity.seqlen", ["-5 must be at least 3"]),
+    ({"perplexity": {"stride": 0}}, "perplexity.stride", ["0 must be at least 1"]),
+    ({"perplexity": {"seqlen": 64, "stride": 64}}, "perplexity.stride", ["must be below perplexity.seqlen"]),
+    ({"perplexity": {"random_percent": 250}}, "perplexity.random_percent", ["250.0 must be in (0, 100]"]),
+    ({"perplexity": {"documents": 0}}, "perplexity.documents", ["must be at least 1"]),
+    ({"perplexity": {"max_tokens": 0}}, "perplexity.max_tokens", ["must be at least 1"]),
+    ({"accuracy": {"limit": -3}}, "accuracy.limit", ["must be at least 1"]),
+    ({"accuracy": {"languages": []}}, "accuracy.languages", ["must not be empty"]),
+    ({"uncertainty": {"level": 95}}, "uncertainty.level", ["must be in (0, 1)"]),
+    ({"uncertainty": {"n_boot": 0}}, "uncertainty.n_boot", ["must be at least 1"]),
+    ({"generation": {"prompts_per_language": 0}}, "generation.prompts_per_language", ["must be at least 1"]),
+    ({"generation": {"max_new_tokens": 0}}, "generation.max_new_tokens", ["must be at least 1"]),
+    ({"capture": {"batch_size": 0}}, "capture.batch_size", ["must be at least 1"]),
+    ({"corpus": {"n": 1}}, "corpus.n", ["must be at least 2"]),
+    ({"corpus": {"n": 100000}}, "corpus.n", ["100000 sentences per language asked", "has only"]),
+    ({"diagnostics": {"share": 1.5}}, "diagnostics.share", ["must be in (0, 1]"]),
+    ({"sizes": {"models": []}}, "sizes.models", ["must not be empty"]),
+    ({"sizes": {"models": [{"spec": "tiny:llama-32", "params": -1}]}}, "sizes.models[0].params", ["must be > 0"]),
 ])
 def test_params_errors_name_key_and_file(tmp_path, data, key, words):
     path = _write(tmp_path, data)
@@ -61,6 +81,13 @@ def test_params_errors_name_key_and_file(tmp_path, data, key, words):
     assert str(path) in msg and key in msg, msg
     for w in words:
         assert w in msg, msg
+
+
+def test_generation_languages_matter_only_when_obs2_runs(tmp_path):
+    p = lfcore.params.load_params(_write(tmp_path, {"languages": ["en", "ar"], "notebooks": ["obs1"]}))
+    assert p.generation.languages == ["en", "zh", "fr"]  # the default, unused without obs2
+    with pytest.raises(ParamsError, match="generation.languages.1.: 'zh' is not in languages"):
+        lfcore.params.load_params(_write(tmp_path, {"languages": ["en", "ar"]}))
 
 
 def test_params_missing_file_and_bad_yaml(tmp_path):
@@ -76,7 +103,8 @@ def test_paths_are_relative_to_the_params_file(tmp_path, monkeypatch):
     (tmp_path / "sub" / "data").mkdir(parents=True)
     lines = [json.dumps({"id": f"s{i}", "lang": lang, "text": f"{lang} {i}"}) for i in range(3) for lang in ("en", "fr")]
     (tmp_path / "sub" / "data" / "c.jsonl").write_text("\n".join(lines))
-    path = _write(tmp_path / "sub", {"languages": ["en", "fr"], "corpus": {"source": "data/c.jsonl", "n": 2}})
+    path = _write(tmp_path / "sub", {"languages": ["en", "fr"], "corpus": {"source": "data/c.jsonl", "n": 2},
+                                     "generation": {"languages": ["en", "fr"]}})
     monkeypatch.chdir(tmp_path)  # the working directory does not matter
     p = lfcore.params.load_params(path)
     assert p.corpus.source == str((tmp_path / "sub" / "data" / "c.jsonl").resolve())
@@ -121,7 +149,7 @@ def test_perplexity_text_from_a_multi_config_dataset(tmp_path, monkeypatch):
         (tmp_path / name / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
         readme += [f"- config_name: {name}", "  data_files:", "  - split: test", f"    path: {name}/test.jsonl"]
     (tmp_path / "README.md").write_text("\n".join(readme + ["---", ""]))
-    p = lfcore.params.params_from_dict({"languages": ["ar", "en"], "perplexity": {
+    p = lfcore.params.params_from_dict({"languages": ["ar", "en"], "generation": {"languages": ["en"]}, "perplexity": {
         "source": f"hf:{tmp_path}", "hf_configs": configs, "documents": 2, "revision": None}})
     texts = lfcore.steps.perplexity_texts(p.perplexity, p.languages)
     assert texts == {"ar": ["arabic document 0.", "arabic document 1."],
@@ -186,6 +214,66 @@ def test_result_cache_round_trips_frames_and_counts(tmp_path):
     assert len(calls) == 2 and cache.summary() == {"hits": {"accuracy": 1}, "misses": {"accuracy": 2}}
     pd.testing.assert_frame_equal(a, b)
     assert b.attrs["model"] == {"name": "x"}
+
+
+def test_result_cache_frames_are_exact(tmp_path):
+    """A hit equals the computed frame bit for bit (JSON alone keeps 10 digits)."""
+    cache = lfcore.steps.ResultCache(tmp_path)
+    table = pd.DataFrame({"Full model Perplexity": [13.941234567891234, float("nan")], "×en": [0.1 + 0.2, 49152.0],
+                          "n": [3, 4], "note": ["a", "é"]}, index=pd.Index(["en", "Key Neuron Number"], name="lang"))
+    table.attrs["window_nll"] = {"en": [1 / 3, 2 / 7]}
+    first = cache.frame("deactivation", {"k": 1}, lambda: table)
+    hit = cache.frame("deactivation", {"k": 1}, lambda: 1 / 0)
+    pd.testing.assert_frame_equal(hit, first, check_exact=True)
+    assert hit.attrs == table.attrs and cache.summary()["hits"] == {"deactivation": 1}
+
+
+def test_code_digest_sees_every_file(tmp_path, monkeypatch):
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "a.py").write_text("x = 1")
+    (tmp_path / "tasks" / "t.yaml").write_text("task: t")
+    monkeypatch.setattr(lfcore.steps, "PACKAGE", tmp_path)
+
+    def fresh(*paths):
+        lfcore.steps.code_digest.cache_clear()
+        return lfcore.steps.code_digest(*paths)
+
+    before = fresh("a.py", "tasks")
+    (tmp_path / "tasks" / "t.yaml").write_text("task: t2")
+    assert fresh("a.py", "tasks") != before
+    assert fresh("a.py") != fresh("tasks")
+    lfcore.steps.code_digest.cache_clear()
+
+
+def test_step_keys_carry_code_and_data(tmp_path, tiny_llama, monkeypatch):
+    """A fix to the code (or bundled data) that computes Table 1, accuracy or generations recomputes them."""
+    from lfcore.params import AccuracySpec, GenerationSpec, PerplexitySpec
+
+    version, asked = {"v": "old"}, []
+
+    def fake_digest(*paths):
+        asked.append(paths)
+        return version["v"]
+
+    monkeypatch.setattr(lfcore.steps, "code_digest", fake_digest)
+    cache = lfcore.steps.ResultCache(tmp_path)
+    sets = {"en": {0: [1, 2]}, "zh": {1: [3]}}
+
+    def run():
+        lfcore.steps.deactivation_table(tiny_llama, {"en": "Some text to score, twice over."}, sets,
+                                        PerplexitySpec(seqlen=8, batch_size=2), cache)
+        lfcore.steps.accuracy(tiny_llama, AccuracySpec(languages=["en"], limit=2), cache)
+        lfcore.steps.generations(tiny_llama, GenerationSpec(languages=["en"], prompts_per_language=1,
+                                                            max_new_tokens=2), sets, cache)
+
+    run()
+    run()
+    version["v"] = "new"
+    run()
+    steps = {"deactivation", "accuracy", "generations"}
+    assert cache.summary() == {"hits": dict.fromkeys(steps, 1), "misses": dict.fromkeys(steps, 2)}
+    assert all("evaluate.py" in paths and "deactivate.py" in paths for paths in asked)
+    assert any("tasks" in paths and "data/xcopa_en_id_vi_zh.jsonl" in paths for paths in asked)  # accuracy
 
 
 def test_identical_checkpoints_warn(tmp_path, tiny_tokenizer):
@@ -298,6 +386,56 @@ def test_unchanged_inputs_keep_the_last_run(smoke, tmp_path):
     changed.write_text(yaml.safe_dump(params))
     runs = lfcore.runner.reproduce(changed, only=["obs1", "obs3"], out=out, threads=1, log=lambda *a: None)
     assert [(r.key, r.reused, r.status) for r in runs] == [("obs1", True, "ok"), ("obs3", False, "ok")]
+
+
+def test_interrupted_run_leaves_no_stale_record(tmp_path, monkeypatch):
+    """runs.json drops a notebook's record before it executes and records it as soon as it finishes, so a run
+    interrupted in a later notebook cannot leave an earlier one's old record vouching for its new files."""
+    import papermill
+
+    stop = {"at": None}
+
+    def execute(nb, path, parameters, cwd, **kw):
+        if Path(path).stem == stop["at"]:
+            raise KeyboardInterrupt
+        Path(path).write_text(json.dumps({"title": parameters["title"]}))
+        (Path(cwd) / "summary.json").write_text(json.dumps({"headline": {"title": parameters["title"]}}))
+
+    def render(ipynb, html_path, title=""):
+        Path(html_path).write_text(Path(ipynb).read_text())
+        return Path(html_path)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr(lfcore.runner, "render_html", render)
+    params = {}
+    for name in ("x", "y"):
+        data = yaml.safe_load(SMOKE.read_text())
+        data["title"] = name.upper()
+        params[name] = _write(tmp_path, data, f"{name}.yaml")
+    out, quiet = tmp_path / "out", (lambda *a: None)
+
+    lfcore.runner.reproduce(params["x"], only=["obs1", "obs3"], out=out, log=quiet)
+    stop["at"] = "obs3_training"
+    with pytest.raises(KeyboardInterrupt):
+        lfcore.runner.reproduce(params["y"], only=["obs1", "obs3"], out=out, log=quiet)
+    runs = json.loads((out / "runs.json").read_text())
+    assert set(runs) == {"obs1"} and runs["obs1"]["status"] == "ok"  # obs1 ran with Y; obs3's record is gone
+    assert "Observation III" not in (out / "index.html").read_text(encoding="utf-8")
+    stop["at"] = None
+    (run,) = lfcore.runner.reproduce(params["x"], only=["obs1"], out=out, log=quiet)
+    assert not run.reused and json.loads(run.ipynb.read_text())["title"] == "X"
+
+    # --only: each card links the params it was executed with and marks those of an older call
+    lfcore.runner.reproduce(params["x"], only=["obs3"], out=out, log=quiet)
+    lfcore.runner.reproduce(params["y"], only=["obs1"], out=out, log=quiet)
+    assert (out / "obs1_similarity" / "params.yaml").read_text() == params["y"].read_text()
+    assert (out / "obs3_training" / "params.yaml").read_text() == params["x"].read_text()
+    index = (out / "index.html").read_text(encoding="utf-8")
+    cards = {c.split("</h2>")[0]: c for c in index.split("<section")[1:]}
+    (obs1,) = [c for t, c in cards.items() if "Observation I:" in t]
+    (obs3,) = [c for t, c in cards.items() if "Observation III" in t]
+    assert "href='obs1_similarity/params.yaml'" in obs1 and "executed with other params" not in obs1
+    assert "href='obs3_training/params.yaml'" in obs3 and "executed with other params" in obs3
 
 
 def test_inputs_digest_sees_local_files_and_unpinned_hub_models(tmp_path):
