@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import PeakMemory, paired, sync
-from lfcore.evaluate import IGNORE, _windows, perplexity
+from lfcore.evaluate import IGNORE, _windows, perplexity, start_token
 from lfcore.fastattn import fused_attention
 
 
@@ -76,7 +76,7 @@ def vocabulary_blocks(on: bool):
 
 def full_logits_loss(model, tokenizer, text: str, seqlen: int, batch_size: int) -> float:
     """Perplexity the textbook way: whole-batch logits (batch, tokens, vocab), then fp32 cross-entropy."""
-    bos = tokenizer.bos_token_id
+    bos = start_token(tokenizer)  # the windows lfcore's perplexity scores
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     windows, _ = _windows(ids, seqlen, None, bos)
     device = model.get_input_embeddings().weight.device
