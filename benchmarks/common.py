@@ -103,6 +103,8 @@ class PeakMemory:
     CUDA: ``torch.cuda.max_memory_allocated`` after a reset. CPU: the process RSS sampled every
     millisecond by a thread (torch's CPU allocator returns large blocks to the OS, so the RSS follows
     tensor allocations); without psutil, the RSS high-water mark from ``resource`` (``exact=False``).
+    On glibc, freed heap memory is first handed back to the OS (``malloc_trim``): memory freed earlier
+    (a model load's buffers) would otherwise be reused without raising the RSS, hiding part of the peak.
     """
 
     def __init__(self, device: str):
@@ -117,6 +119,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base = torch.cuda.memory_allocated()
             return self
+        _trim_heap()
         try:
             import psutil
         except ImportError:
@@ -153,6 +156,17 @@ class PeakMemory:
             self._thread.join()
             self.peak = self._max - self.base
         return False
+
+
+def _trim_heap() -> None:
+    """Return free heap memory to the OS where the C library can (glibc's ``malloc_trim``); else nothing."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): RSS follows frees less closely there
+        pass
 
 
 def mib(n_bytes: float) -> str:
