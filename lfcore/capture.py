@@ -99,11 +99,18 @@ class Activations:
     def vectors(self, layers: Sequence[int] | None = None) -> torch.Tensor:
         """Unit-norm concatenation of the chosen layers' pooled vectors (paper eq. 6): (n, n_layers*width)."""
         x = (self.values if layers is None else self.select(layers=layers).values).flatten(1)  # (n, L*w)
-        norms = x.norm(dim=1, keepdim=True)
-        if (norms == 0).any():
-            r = int((norms[:, 0] == 0).nonzero()[0])
-            raise ValueError(f"sentence {self.sentence_ids[r]!r} ({self.langs[r]}) has an all-zero activation vector")
+        norms = x.norm(dim=1, keepdim=True)  # (n, 1)
+        self.check_nonzero(norms[:, 0])
         return x / norms
+
+    def check_nonzero(self, norms: torch.Tensor) -> None:
+        """Raise ``ValueError`` naming the first sentence whose norm is 0: norms (n,) of whole rows, or
+        (n, n_layers) of each layer's block (the message then names the layer too)."""
+        if (norms == 0).any():
+            r, *b = (norms == 0).nonzero()[0].tolist()
+            where = f" in layer {self.layers[b[0]]}" if b else ""
+            raise ValueError(f"sentence {self.sentence_ids[r]!r} ({self.langs[r]}) has an all-zero activation "
+                             f"vector{where}")
 
     def save(self, path: str | Path) -> None:
         """Write ``path.safetensors`` + ``path.json`` atomically (no pickle)."""

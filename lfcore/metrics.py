@@ -89,15 +89,6 @@ def gram(x: torch.Tensor, chunk_elements: int = 1 << 20) -> torch.Tensor:
     return out.reshape(*batch, n, n)
 
 
-def _check_nonzero(acts: Activations, norms: torch.Tensor) -> None:
-    """Raise ``ValueError`` naming the first sentence (and layer, for norms (n, n_layers)) whose norm is 0."""
-    if (norms == 0).any():
-        r, *b = (norms == 0).nonzero()[0].tolist()
-        where = f" in layer {acts.layers[b[0]]}" if b else ""
-        raise ValueError(f"sentence {acts.sentence_ids[r]!r} ({acts.langs[r]}) has an all-zero activation vector"
-                         f"{where}")
-
-
 def similarity(acts: Activations, layers: Sequence[int] | None = None) -> torch.Tensor:
     """Cosine similarity map S (n, n) float64 of the normalised layer concatenation (eq. 7), rows as in ``acts``.
 
@@ -105,7 +96,7 @@ def similarity(acts: Activations, layers: Sequence[int] | None = None) -> torch.
     """
     sub = acts if layers is None else acts.select(layers=layers)
     x = sub.values.flatten(1)  # (n, L*width)
-    _check_nonzero(sub, x.norm(dim=1))
+    sub.check_nonzero(x.norm(dim=1))
     return gram(x)
 
 
@@ -128,7 +119,7 @@ def layer_maps(acts: Activations) -> torch.Tensor:
 
     Raises ``ValueError`` naming a sentence and layer where the sentence's block is all zero.
     """
-    _check_nonzero(acts, acts.values.norm(dim=2))  # norms (n, n_layers)
+    acts.check_nonzero(acts.values.norm(dim=2))  # norms (n, n_layers)
     return gram(acts.values.transpose(0, 1))  # (L, n, width) -> (L, n, n)
 
 

@@ -87,7 +87,12 @@ def neuron_sites(model: nn.Module, site: str | None = None) -> list[str]:
             f"multiplies slices of the down projection's weight without calling the module, so no hook on "
             f"{site.format(layer=0)!r} would ever run. Load it with slow_but_exact=False "
             f"(from_pretrained(..., slow_but_exact=False)); that changes only float rounding.")
-    names = [site.format(layer=i) for i in range(text.num_hidden_layers)]
+    return _per_layer(model, site)
+
+
+def _per_layer(model: nn.Module, template: str) -> list[str]:
+    """``template`` filled in for every layer of the text config, each path checked to exist (``LookupError``)."""
+    names = [template.format(layer=i) for i in range(model.config.get_text_config().num_hidden_layers)]
     for name in names:
         hooks.get_module(model, name)
     return names
@@ -100,12 +105,7 @@ def firing_sites(model: nn.Module, site: str | None = None) -> list[str]:
     ``site`` override: the neuron site itself, whose input is the activation output.
     """
     gate = SITES[model.config.model_type].gate if site is None and model.config.model_type in SITES else None
-    if gate is None:
-        return neuron_sites(model, site)
-    names = [gate.format(layer=i) for i in range(len(neuron_sites(model)))]
-    for name in names:
-        hooks.get_module(model, name)
-    return names
+    return neuron_sites(model, site) if gate is None else _per_layer(model, gate)
 
 
 def neuron_width(model: nn.Module, site: str | None = None) -> int:

@@ -33,8 +33,7 @@ def contribution_scores(acts: Activations, chunk_elements: int = 1 << 19) -> tup
     """
     x = acts.values.flatten(1)  # (n, K) view, fp32
     norms = x.norm(dim=1)  # (n,)
-    if (norms == 0).any():
-        acts.vectors()  # raises the error that names the all-zero sentence
+    acts.check_nonzero(norms)
     langs = acts.languages
     n, K, n_langs = x.shape[0], x.shape[1], len(langs)
     lang_of = torch.tensor([langs.index(l) for l in acts.langs])
