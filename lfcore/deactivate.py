@@ -11,55 +11,12 @@ edited, so leaving the block restores it bit for bit.
 """
 from __future__ import annotations
 
-import operator
-from typing import Mapping, Sequence
-
 import torch
 from torch import nn
 
 from . import hooks
+from .core import NeuronSet, count_neurons, validate_neurons
 from .models import neuron_sites, neuron_width
-
-NeuronSet = Mapping[int, "Sequence[int] | torch.Tensor"]
-
-
-def validate_neurons(neurons: NeuronSet, n_layers: int, width: int) -> dict[int, torch.Tensor]:
-    """Check a neuron set against the model's shape; return ``{layer: sorted unique LongTensor}`` on CPU.
-
-    Raises ``ValueError`` naming the bad layer or index and the valid range. Layers with no neurons are
-    kept (as empty tensors) so callers can still report them; ``deactivate`` hooks nothing there.
-    """
-    if not isinstance(neurons, Mapping):
-        raise ValueError(f"a neuron set must be a mapping {{layer: neuron indices}}, got {type(neurons).__name__}")
-    out: dict[int, torch.Tensor] = {}
-    for key, idx in neurons.items():
-        try:
-            layer = operator.index(key)
-        except TypeError:
-            raise ValueError(f"layer keys must be integers, got {key!r} ({type(key).__name__}); "
-                             f"convert JSON keys with int()") from None
-        if not 0 <= layer < n_layers:
-            raise ValueError(f"layer {layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})")
-        t = torch.as_tensor(idx).reshape(-1)
-        if t.numel() and (t.dtype == torch.bool or t.is_floating_point() or t.is_complex()):
-            raise ValueError(f"layer {layer}: neuron indices must be integers, got dtype {t.dtype} "
-                             f"(for a boolean mask pass mask.nonzero().flatten())")
-        t = t.to("cpu", torch.long)
-        if t.numel():
-            lo, hi = int(t.min()), int(t.max())
-            bad = lo if lo < 0 else hi
-            if lo < 0 or hi >= width:
-                raise ValueError(f"layer {layer}: neuron index {bad} is out of range: each layer has {width} neurons "
-                                 f"(0..{width - 1})")
-        if layer in out:  # e.g. keys 3 and numpy.int64(3)
-            t = torch.cat([out[layer], t])
-        out[layer] = torch.unique(t)  # sorted
-    return out
-
-
-def count_neurons(neurons: Mapping[int, torch.Tensor | Sequence[int]]) -> int:
-    """Number of distinct (layer, neuron) pairs in a neuron set."""
-    return sum(int(torch.unique(torch.as_tensor(v).reshape(-1)).numel()) for v in neurons.values())
 
 
 def _zero_fn(keep: torch.Tensor):
@@ -91,7 +48,7 @@ class deactivate:
         names = neuron_sites(model, site)
         self.n_layers, self.width = len(names), neuron_width(model, site)
         self.neurons = validate_neurons(neurons or {}, self.n_layers, self.width)
-        self.n_neurons = sum(int(v.numel()) for v in self.neurons.values())
+        self.n_neurons = count_neurons(self.neurons)
         self.fns = {}
         for layer, idx in sorted(self.neurons.items()):
             if idx.numel() == 0:

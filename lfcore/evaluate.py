@@ -27,14 +27,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .cache import atomic_write
-from .deactivate import NeuronSet, deactivate
+from .core import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT, NeuronSet
+from .deactivate import deactivate
 from .fastattn import fused_attention
 from .hooks import module_device
 from .models import neuron_sites, neuron_width
+from .uncertainty import deactivation_intervals
 
 FULL = "Full model"
-FULL_COLUMN = "Full model Perplexity"
-KEY_NUMBER, KEY_PERCENT = "Key Neuron Number", "Key Neuron Percentage"
 IGNORE = -100  # label of an unscored position
 
 # ------------------------------------------------------------------------------------------- perplexity
@@ -286,6 +286,27 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
         "window_tokens": {lang: res[FULL]["window_tokens"] for lang, res in results.items()},
     })
     return df
+
+
+def intersection_effect(lm, texts: Mapping[str, str | Sequence[str]], sets: Mapping[str, NeuronSet], *,
+                        seqlen: int = 2048, stride: int | None = None, batch_size: int = 4, n_boot: int = 2000,
+                        seed: int = 0) -> pd.DataFrame:
+    """Perplexity increase, with a window-bootstrap interval, when each neuron set is deactivated.
+
+    >>> intersection_effect(lm, {"en": texts}, robustness.intersection(regions), seqlen=512)
+
+    ``sets`` is {name: NeuronSet}, e.g. ``robustness.intersection(regions)`` (name = language); ``texts`` is
+    {lang: text(s)}. One ``deactivation_table`` and its ``uncertainty.deactivation_intervals``. Returns one
+    row per (set, text language): set, lang, n_neurons, ppl_full, ppl, increase (%), ci_low, ci_high.
+    """
+    table = deactivation_table(lm, texts, sets, seqlen=seqlen, stride=stride, batch_size=batch_size, progress=False)
+    ci = deactivation_intervals(table.attrs["window_nll"], table.attrs["window_tokens"], baseline=FULL,
+                                n_boot=n_boot, seed=seed).set_index(["condition", "lang"])
+    ppl = table.attrs["perplexity"]
+    return pd.DataFrame([{"set": name, "lang": lang, "n_neurons": table.attrs["key_neurons"][name],
+                          "ppl_full": ppl[lang][FULL], "ppl": ppl[lang][name],
+                          **{k: ci.loc[(name, lang), k] for k in ("increase", "ci_low", "ci_high")}}
+                         for name in sets for lang in texts])
 
 
 def format_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from .core import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT
+
 TEMPLATE = "plotly_white"
 LRDS_COLOR, SADS_COLOR, THIRD_COLOR = "#d62728", "#1f77b4", "#2ca02c"
 
@@ -201,7 +203,6 @@ def deactivation_heatmap(table: pd.DataFrame, intervals: pd.DataFrame | None = N
     The colour axis stops at the 95th percentile of the cells, so one huge diagonal cell does not wash out
     the rest; the printed numbers are exact.
     """
-    from .evaluate import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT
 
     cells = table.drop(index=[KEY_NUMBER, KEY_PERCENT], errors="ignore").drop(columns=[FULL_COLUMN])
     text = [[f"{v:.0f}%" for v in row] for row in cells.to_numpy()]

@@ -316,7 +316,8 @@ def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSp
                     cache: ResultCache) -> pd.DataFrame:
     """``robustness.lape_overlap`` of LAPE neurons (Tang et al. 2024) with the key regions, through the cache;
     an empty frame when ``cfg.lape`` is off."""
-    from .robustness import activation_probabilities, lape, lape_overlap
+    from .capture import activation_probabilities
+    from .robustness import lape, lape_overlap
 
     if not cfg.lape:
         print("LAPE comparison off (robustness.lape: false)")

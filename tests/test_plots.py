@@ -12,7 +12,7 @@ from synthetic import planted
 
 from lfcore import metrics, plots, regions
 from lfcore.corpus import ParallelCorpus, Record
-from lfcore.evaluate import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT
+from lfcore.core import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT
 
 
 @pytest.fixture(scope="module")
