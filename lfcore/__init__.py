@@ -1,8 +1,10 @@
 """lfcore: linguistic regions and semantic alignment in multilingual LLMs.
 
-Modules: ``models`` (loading, neuron-site table), ``corpus`` (parallel text), ``hooks`` (context-managed
-hooks), ``capture`` (pooled activations), ``metrics`` (similarity map, LRDS, SADS), ``regions`` (key
-linguistic regions), ``deactivate``, ``evaluate``, ``plots``, ``cache``; for the reports: ``params`` (YAML
+Modules: ``core`` (the model-free labelled data types: activations, neuron sets); the math on them,
+which never touches a model: ``metrics`` (similarity map, LRDS, SADS), ``regions`` (key linguistic regions),
+``uncertainty``, ``diagnostics``, ``robustness``, ``plots``; the model side: ``models`` (loading, neuron-site
+table), ``corpus`` (parallel text), ``hooks`` (context-managed hooks), ``capture`` (one streaming pass: pooled
+activations, firing counts), ``deactivate``, ``evaluate``, ``cache`` (content-keyed results); for the reports: ``params`` (YAML
 parameter sets), ``steps`` (cached steps the notebooks call), ``series`` (checkpoint and size series), ``report``
 (figures, tables, HTML) and ``runner`` (papermill runner, ``lfcore`` CLI).
 Import the module you need; nothing heavy happens at import time.

@@ -1,4 +1,4 @@
-"""Content-keyed result store: safetensors + JSON, atomic writes, verified reads.
+"""Content-keyed result store: safetensors + JSON, atomic writes, verified reads; tables as CSV + JSON.
 
 Only named, expensive results are cached (pooled activations, perplexity tables). A key is the hash of
 everything that determines the result (model id, revision, weight fingerprint and dtype, corpus and
@@ -8,15 +8,23 @@ A corrupt entry raises ``CacheError`` naming the file: it is never silently reus
 """
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import io
 import json
 import os
+import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load, save
 
+PACKAGE = Path(__file__).resolve().parent
 FORMAT = 1  # bump when the layout of any cached result changes
 
 
@@ -83,21 +91,151 @@ def read_entry(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return load(blob), record["meta"]
 
 
-class Store:
-    """A folder of cache entries addressed by ``make_key`` keys."""
+def save_table(df: pd.DataFrame, path: str | os.PathLike, index: bool = True) -> tuple[Path, Path | None]:
+    """Write ``df`` as CSV at ``path`` and its ``attrs`` (if any) as JSON next to it (same name, ``.json``).
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    >>> save_table(table, "tables/table1.csv")  # (csv path, JSON path or None without attrs)
+    """
+    path = Path(path)
+    if path.suffix == ".json":
+        raise ValueError(f"{path}: give the CSV path; the JSON sidecar gets the same name with .json")
+    sidecar = path.with_suffix(".json")
+    atomic_write(path, df.to_csv(index=index))
+    if not df.attrs:
+        return path, None
+    atomic_write(sidecar, json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str))
+    return path, sidecar
+
+
+def load_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a table written by ``save_table``, attrs included."""
+    path = Path(path)
+    df = pd.read_csv(path, index_col=0)
+    sidecar = path.with_suffix(".json")
+    if sidecar.exists():
+        df.attrs.update(json.loads(sidecar.read_text(encoding="utf-8")))
+    return df
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest(*paths: str) -> str:
+    """A short hash of files of the lfcore package: ``code_digest("capture.py", "tasks")``.
+
+    ``paths`` are relative to the package folder, a folder meaning every file under it (``"."``: the whole
+    package). Step keys carry it (through ``code_key``), so a fix to the code or data recomputes the step.
+    """
+    h = hashlib.sha256()
+    for rel in paths:
+        path = PACKAGE / rel
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for f in files:
+            if "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(PACKAGE)).encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _lfcore_imports(rel: str) -> set[str]:
+    """Package files (relative paths) that the lfcore module at ``rel`` imports (``from .x import``,
+    ``from . import x``, ``import lfcore.x``), read from its source."""
+    found, folder = set(), Path(rel).parent
+    for node in ast.walk(ast.parse((PACKAGE / rel).read_text(encoding="utf-8"))):
+        names: list[str] = []
+        if isinstance(node, ast.ImportFrom) and node.level:  # relative: from its own folder (or above)
+            base = folder.parents[node.level - 2] if node.level > 1 else folder
+            stem = base.joinpath(*node.module.split(".")) if node.module else base
+            names = [stem.as_posix()] + [(stem / a.name).as_posix() for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "lfcore":
+            stem = Path(*node.module.split(".")[1:])
+            names = [stem.as_posix()] + [(stem / a.name).as_posix() for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [Path(*a.name.split(".")[1:]).as_posix() for a in node.names if a.name.split(".")[0] == "lfcore"]
+        for name in names:
+            for f in (f"{name}.py", f"{name}/__init__.py"):
+                if (PACKAGE / f).is_file():
+                    found.add(str(Path(f)))
+    return found
+
+
+def code_key(*functions, data: tuple[str, ...] = ()) -> str:
+    """A short hash of the code a result depends on: ``code_key(evaluate.deactivation_table)``.
+
+    Covers the source files of the modules defining ``functions`` and every lfcore module they import,
+    transitively (read from the sources, not listed by hand), plus the package ``data`` files or folders
+    the code reads (e.g. ``"tasks"``). Any change there changes the key, so the result is recomputed.
+    """
+    todo = [str(Path(sys.modules[f.__module__].__file__).resolve().relative_to(PACKAGE)) for f in functions]
+    seen: set[str] = set()
+    while todo:
+        rel = todo.pop()
+        if rel not in seen:
+            seen.add(rel)
+            todo.extend(_lfcore_imports(rel))
+    return code_digest(*sorted(seen), *data)
+
+
+class Cache:
+    """A folder of content-keyed results (``root``; None caches nothing) that counts hits and misses per kind.
+
+    >>> cache = Cache("reports/cache")
+    >>> table = cache.frame("deactivation", {"model": lm.meta(), "code": code_key(fn)}, lambda: fn(...))
+    """
+
+    def __init__(self, root: str | Path | None):
+        self.root = Path(root) if root else None
+        self.hits, self.misses = Counter(), Counter()
 
     def _stem(self, kind: str, key: str) -> Path:
         return self.root / kind / key
 
     def get(self, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
-        """The entry, or None if absent. A damaged entry raises ``CacheError``."""
-        stem = self._stem(kind, key)
-        if not _paths(stem)[0].exists():
+        """The entry, or None if absent (or no root). A damaged entry raises ``CacheError``."""
+        if self.root is None or not _paths(self._stem(kind, key))[0].exists():
             return None
-        return read_entry(stem)
+        return read_entry(self._stem(kind, key))
 
     def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        write_entry(self._stem(kind, key), tensors, meta)
+        if self.root is not None:
+            write_entry(self._stem(kind, key), tensors, meta)
+
+    def result(self, kind: str, parts: dict, compute, encode, decode):
+        """``compute()`` unless a result with the same ``parts`` is cached; counted as a hit or a miss.
+
+        >>> acts = cache.result("activations", meta, run, Activations.entry, Activations.from_entry)
+
+        ``encode(result)`` gives (tensors, JSON-able meta) to store, ``decode(tensors, meta)`` the result back.
+        """
+        key = make_key(kind=kind, **parts)
+        if (hit := self.get(kind, key)) is not None:
+            self.hits[kind] += 1
+            return decode(*hit)
+        self.misses[kind] += 1
+        result = compute()
+        self.put(kind, key, *encode(result))
+        return result
+
+    def frame(self, kind: str, parts: dict, compute) -> pd.DataFrame:
+        """``compute()`` (a DataFrame) unless a frame with the same ``parts`` is cached.
+
+        A hit equals the computed frame exactly: float columns are stored as tensors (JSON would round them),
+        everything else as pandas' table JSON, ``attrs`` as JSON (Python's float repr is exact).
+        """
+        return self.result(kind, parts, compute, _encode_frame, _decode_frame)
+
+    def summary(self) -> dict:
+        """{"hits": {kind: n}, "misses": {kind: n}}."""
+        return {"hits": dict(self.hits), "misses": dict(self.misses)}
+
+
+def _encode_frame(df: pd.DataFrame) -> tuple[dict[str, torch.Tensor], dict]:
+    columns = {str(i): torch.from_numpy(df.iloc[:, i].to_numpy(copy=True))  # (rows,)
+               for i, dtype in enumerate(df.dtypes) if isinstance(dtype, np.dtype) and dtype.kind == "f"}
+    return columns, {"frame": df.to_json(orient="table", force_ascii=False), "attrs": df.attrs}
+
+
+def _decode_frame(columns: dict[str, torch.Tensor], meta: dict) -> pd.DataFrame:
+    df = pd.read_json(io.StringIO(meta["frame"]), orient="table")
+    for i, values in columns.items():  # exact float columns, by position
+        df.isetitem(int(i), values.numpy())
+    df.attrs.update(meta["attrs"])
+    return df

@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from . import cache as cache_mod
+from .cache import Cache, code_key
 from .core import ActivationProbs, Activations, check_finite, layer_index
 from .hooks import input_hooks, module_device
 from .models import SITE_NAME, LoadedModel, firing_sites, max_tokens, neuron_sites, neuron_width
@@ -289,16 +289,16 @@ class FiringCounts:
 def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,
             pool_special_tokens: bool = False, skip_first: bool = False, max_length: int = 512,
             site: str | None = None, progress: bool = True,
-            cache: cache_mod.Store | str | Path | None = None) -> Activations:
+            cache: Cache | str | Path | None = None) -> Activations:
     """Mean-pooled neuron activations of every record of ``corpus`` (a ``ParallelCorpus``).
 
     Special tokens the tokenizer adds (e.g. BOS) are fed to the model but, unless
     ``pool_special_tokens``, are not pooled; ``skip_first`` also drops the first pooled token (the
     attention-sink position that often carries "massive activations"). Sentences are truncated to
     ``max_length`` tokens, or to the model's position limit (``models.max_tokens``) if that is smaller;
-    ``meta["options"]["max_length"]`` records the value used. ``cache`` (a ``Store`` or folder) reuses an
-    identical earlier run: the key covers the model (with dtype), the token ids and pooling weights, and the
-    options. A cached capture refuses a model that already carries hooks (e.g. inside ``deactivate``).
+    ``meta["options"]["max_length"]`` records the value used. ``cache`` (a ``cache.Cache`` or folder) reuses an
+    identical earlier run: the key covers the model (with dtype), the token ids and pooling weights, the
+    options and the code (``cache.code_key``). A cached capture refuses a model that already carries hooks (e.g. inside ``deactivate``).
 
     Returns ``Activations`` with values (n_records, n_layers, n_neurons) in fp32. Raises ``ValueError`` if
     any pooled value is inf or nan (the model overflowed its dtype).
@@ -310,8 +310,8 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     records = list(corpus)
     if not records:
         raise ValueError("the corpus is empty")
-    store = cache_mod.Store(cache) if isinstance(cache, (str, Path)) else cache
-    if store is not None and (hooked := _model_hooks(model)):
+    cache = Cache(cache) if isinstance(cache, (str, Path)) else cache
+    if cache is not None and (hooked := _model_hooks(model)):
         raise ValueError(f"capture(cache=...) of {lm.name}: module {hooked[0]!r} already has forward hooks (e.g. "
                          f"inside deactivate(...)), and a cached capture cannot describe hooks already on the "
                          f"model. Pass cache=None here.")
@@ -322,10 +322,17 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     tokens = hashlib.sha256(json.dumps([encoded, weights]).encode()).hexdigest()[:24]  # exactly what is fed
     meta = {**lm.meta(), "corpus": getattr(corpus, "name", "corpus"), "corpus_fingerprint": corpus.fingerprint(),
             "tokens": tokens, "options": options}
-    key = cache_mod.make_key(kind="activations", **meta)
-    if store is not None and (hit := store.get("activations", key)) is not None:
-        return Activations.from_entry(*hit)
+    if cache is not None:
+        return cache.result("activations", {**meta, "code": code_key(capture)}, lambda: _mean_pooled(
+            lm, records, layers, site_modules, width, encoded, weights, batch_size, meta, progress),
+            Activations.entry, Activations.from_entry)
+    return _mean_pooled(lm, records, layers, site_modules, width, encoded, weights, batch_size, meta, progress)
 
+
+def _mean_pooled(lm: LoadedModel, records: list, layers: list[int], site_modules: list[str], width: int,
+                 encoded: list[list[int]], weights: list[list[float]], batch_size: int, meta: dict,
+                 progress: bool) -> Activations:
+    """``capture``'s pass once the input is checked and tokenised: the ``MeanPool`` of every record."""
     values = torch.empty(len(records), len(layers), width)  # (n, L, width) fp32 means, filled batch by batch
     sentence_ids, langs = [r.sentence_id for r in records], [r.lang for r in records]
 
@@ -336,10 +343,7 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     stream(lm, site_modules, width, encoded, weights, batch_size, MeanPool(values, batch_size, check), "capture",
            progress)
     counts = torch.tensor([sum(w) for w in weights], dtype=torch.float32)
-    acts = Activations(values, sentence_ids, langs, layers, counts.to(torch.int64), meta)
-    if store is not None:
-        store.put("activations", key, *acts.entry())
-    return acts
+    return Activations(values, sentence_ids, langs, layers, counts.to(torch.int64), meta)
 
 
 def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,

@@ -5,7 +5,8 @@
   for a whole batch: the base model gives final hidden states and the LM head runs on chunks of the scored
   positions, with the cross-entropy summed in fp32.
 - ``deactivation_table``: Table 1 of the paper (full-model perplexity, % increase per deactivated set, key
-  neuron numbers), raw numbers in ``df.attrs``; ``save_table`` writes CSV + JSON.
+  neuron numbers), raw numbers in ``df.attrs`` (``cache.save_table`` writes CSV + JSON);
+  ``intersection_effect``: the perplexity increase with a bootstrap interval of each deactivated set.
 - ``crosslingual_accuracy``: lm-eval tasks shipped in ``lfcore/tasks``, run *inside* ``deactivate`` so the
   hooks are live during scoring.
 - ``generate``: greedy continuations per condition (Appendix A, Tables 2/3).
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import json
 import math
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -26,7 +25,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import atomic_write
 from .core import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT, NeuronSet
 from .deactivate import deactivate
 from .fastattn import fused_attention
@@ -326,27 +324,6 @@ def format_table(df: pd.DataFrame) -> pd.DataFrame:
             else:
                 out.loc[lang, col] = f"{v:.0f}%"
     return out
-
-
-def save_table(df: pd.DataFrame, path: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``df`` as CSV at ``path`` and its ``attrs`` as JSON next to it (same name, ``.json``)."""
-    path = Path(path)
-    if path.suffix == ".json":
-        raise ValueError(f"{path}: give the CSV path; the JSON sidecar gets the same name with .json")
-    sidecar = path.with_suffix(".json")
-    atomic_write(path, df.to_csv())
-    atomic_write(sidecar, json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str))
-    return path, sidecar
-
-
-def load_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a table written by ``save_table``, attrs included."""
-    path = Path(path)
-    df = pd.read_csv(path, index_col=0)
-    sidecar = path.with_suffix(".json")
-    if sidecar.exists():
-        df.attrs.update(json.loads(sidecar.read_text(encoding="utf-8")))
-    return df
 
 
 # ------------------------------------------------------------------------------------------ lm-eval bridge

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from . import hooks
+from . import tiny
 
 
 @dataclass(frozen=True)
@@ -297,8 +298,6 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
     spec_str = str(spec)
     torch_dtype = _dtype(dtype)
     if spec_str.startswith("tiny:"):
-        from . import tiny
-
         model, tokenizer = tiny.from_spec(spec_str, revision)
         model = model if torch_dtype == "auto" else model.to(torch_dtype)
         loaded = from_objects(model, tokenizer, spec_str, revision)

@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import yaml
+
+from .corpus import check_language, load_corpus
+from .evaluate import DEFAULT_PROMPTS, tasks_dir
+from .models import BUNDLED
+
 LANGS9 = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 BUNDLED_CORPORA = ("ntrex128", "ntrex128-passages")
 
@@ -262,8 +268,6 @@ def _resolve(path: str, base: Path, where: str) -> str:
 
 
 def _check_languages(langs: list[str], where: str, available=None, what: str = "") -> None:
-    from .corpus import check_language
-
     for i, lang in enumerate(langs):
         try:
             check_language(lang)
@@ -277,8 +281,6 @@ def _check_languages(langs: list[str], where: str, available=None, what: str = "
 @functools.lru_cache(maxsize=8)
 def _corpus(source: str):
     """A bundled corpus or a local corpus file (read once)."""
-    from .corpus import load_corpus
-
     try:
         return load_corpus(source)
     except ValueError as e:
@@ -291,8 +293,6 @@ def _languages_of(source: str) -> list[str]:
 
 def _model_path(m: ModelSpec, base: Path, where: str) -> None:
     """Resolve a folder or .gguf spec relative to the params file; leave keys and hub ids alone."""
-    from .models import BUNDLED
-
     if m.spec in BUNDLED or m.spec.startswith("tiny:"):
         return
     if m.spec.startswith((".", "/", "~")) or m.spec.endswith(".gguf") or (base / m.spec).exists():
@@ -301,8 +301,6 @@ def _model_path(m: ModelSpec, base: Path, where: str) -> None:
 
 def _check(p: Params, base: Path, present: set[str]) -> None:
     """Cross-field checks: files exist, languages and sentences exist in the corpus, windows, task and prompts."""
-    from .evaluate import DEFAULT_PROMPTS, tasks_dir
-
     if "notebooks" in present:
         for i, nb in enumerate(p.notebooks):
             if nb not in NOTEBOOKS:
@@ -363,8 +361,6 @@ def params_from_dict(data: dict, base: str | Path = ".", source: str = "params")
 
 def load_params(path: str | Path) -> Params:
     """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file."""
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")

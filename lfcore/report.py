@@ -9,17 +9,17 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+from IPython.display import HTML, display
 
-from .cache import atomic_write
-from .steps import ResultCache
+from .cache import Cache, atomic_write, save_table
+from .metrics import similarity
+from .plots import key_regions_per_layer, mimebundle, similarity_map
 
-RUNNER_ENV = "LFCORE_NOTEBOOK_RUNNER"  # set by ``reproduce`` for its kernels: no live frontend, no widgets
+RUNNER_ENV = "LFCORE_NOTEBOOK_RUNNER"  # set by ``runner.reproduce`` for its kernels: no live frontend, no widgets
 
 
 def _batch_note():
     """What a widget helper returns under the runner: a note (a widget there can hang nbclient, issue #312)."""
-    from IPython.display import HTML
-
     return HTML(WIDGET_NOTE)
 
 
@@ -27,11 +27,7 @@ def explore_layers(acts, corpus=None):
     """An ipywidgets slider over layers; "draw" shows that layer's similarity map (needs a live kernel)."""
     if os.environ.get(RUNNER_ENV):
         return _batch_note()
-    import ipywidgets
-    from IPython.display import display
-
-    from .metrics import similarity
-    from .plots import mimebundle, similarity_map
+    import ipywidgets  # only in a live kernel
 
     def show(layer: int):
         display(mimebundle(similarity_map(similarity(acts, [layer]), acts, corpus, f"Layer {layer}")), raw=True)
@@ -44,10 +40,7 @@ def explore_threshold(regions, thresholds: list[float]):
     """An ipywidgets slider over z thresholds showing key neurons per layer (needs a live kernel)."""
     if os.environ.get(RUNNER_ENV):
         return _batch_note()
-    import ipywidgets
-    from IPython.display import display
-
-    from .plots import key_regions_per_layer, mimebundle
+    import ipywidgets  # only in a live kernel
 
     def show(threshold: float):
         r = regions.with_threshold(threshold)
@@ -74,12 +67,12 @@ class Report:
 
     Files land under ``out_dir``: ``figures/<name>.json``, ``tables/<name>.csv`` (+ ``.json`` with the
     frame's ``attrs``) and ``summary.json``, rewritten after every change so a failed run still records
-    what it reached. ``cache`` is the notebook's ``ResultCache``.
+    what it reached, with the hit and miss counts of the notebook's ``cache`` (a ``cache.Cache``, not owned).
     """
 
-    def __init__(self, out_dir: str | Path = ".", cache_dir: str | Path | None = None, notebook: str = ""):
+    def __init__(self, out_dir: str | Path = ".", notebook: str = "", cache: Cache | None = None):
         self.dir = Path(out_dir)
-        self.cache = ResultCache(cache_dir)
+        self.cache = cache
         self.notebook = notebook
         self.headline: dict = {}
         self.warnings: list[str] = []
@@ -91,10 +84,6 @@ class Report:
 
     def show(self, fig, name: str):
         """Save ``fig`` as ``figures/<name>.json`` and display it (interactive and static)."""
-        from IPython.display import display
-
-        from .plots import mimebundle
-
         self._write(f"figures/{name}.json", fig.to_json())
         self._add("figures", f"figures/{name}.json")
         display(mimebundle(fig), raw=True)
@@ -103,11 +92,7 @@ class Report:
               fold: int = 20):
         """Save ``df`` as ``tables/<name>.csv`` (its ``attrs`` as JSON beside it) and display ``shown`` or it;
         a table longer than ``fold`` rows is shown folded (click to open)."""
-        from IPython.display import HTML, display
-
-        self._write(f"tables/{name}.csv", df.to_csv(index=index))
-        if df.attrs:
-            self._write(f"tables/{name}.json", json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str))
+        save_table(df, self.dir / f"tables/{name}.csv", index=index)
         self._add("tables", f"tables/{name}.csv")
         shown = df if shown is None else shown
         with pd.option_context("display.max_colwidth", None):  # show generated text in full
@@ -139,7 +124,7 @@ class Report:
 
     def _save(self) -> None:
         summary = {"notebook": self.notebook, "headline": self.headline, "warnings": self.warnings,
-                   "models": self.models, "cache": self.cache.summary(), **self.files}
+                   "models": self.models, "cache": self.cache.summary() if self.cache else {}, **self.files}
         self._write("summary.json", json.dumps(summary, indent=1, ensure_ascii=False, default=str))
 
 
@@ -166,7 +151,7 @@ def render_html(ipynb: str | Path, html_path: str | Path, title: str = "") -> Pa
 
     Widget outputs are dropped: under the runner the ``explore_*`` helpers print ``WIDGET_NOTE`` instead of a
     widget, so any widget left is a library's progress bar, which means nothing without a live kernel."""
-    import jinja2
+    import jinja2  # the rendering libraries load only where reports are rendered
     import nbformat
     from nbconvert import HTMLExporter
     from plotly.offline import get_plotlyjs

@@ -14,15 +14,24 @@ import html
 import json
 import os
 import re
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
-from .cache import atomic_write
+import torch
+
+from . import __version__
+from .cache import Cache, atomic_write, code_digest
+from .corpus import load_corpus
+from .metrics import layerwise, scores
+from .models import BUNDLED, cache_root
 from .params import LANGS9, NOTEBOOKS, CaptureSpec, ModelSpec, Params, ParamsError, load_params, sections_for
+from .regions import key_regions
 from .report import RUNNER_ENV, render_html
-from .steps import ResultCache, cache_dir, code_digest, digest, load
+from .steps import activations, cache_dir, digest, load
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -57,10 +66,6 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
     None when an input can change without the digest seeing it: a hub model without a pinned commit (a
     40-hex ``revision``) or a hub dataset; such notebooks always execute (their steps still use the cache).
     """
-    from importlib.metadata import version
-
-    from .models import BUNDLED
-
     files, hub = [], []
 
     def walk(v):
@@ -224,8 +229,6 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
 
 def _children_cpu() -> float:
     """CPU seconds (user + system) used so far by finished child processes, e.g. notebook kernels."""
-    import resource
-
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -305,10 +308,6 @@ def _card(r: NotebookRun, params_text: str) -> str:
 
 def write_index(out: Path, p: Params, params_file: Path, runs: list[NotebookRun], cache: Path) -> Path:
     """``index.html``: every report, executed notebook, table (CSV) and figure (JSON), with headline numbers."""
-    import torch
-
-    from . import __version__
-
     e = html.escape
     params_text = (out / "params.yaml").read_text(encoding="utf-8")
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(p.title)}</title>"
@@ -325,16 +324,11 @@ def write_index(out: Path, p: Params, params_file: Path, runs: list[NotebookRun]
 
 
 def _scores(args) -> int:
-    from .corpus import load_corpus
-    from .metrics import layerwise, scores
-    from .models import cache_root
-    from .regions import key_regions
-
     m = ModelSpec(spec=args.model, revision=args.revision, dtype=args.dtype)
     lm = load(m)
     corpus = load_corpus(args.corpus).select(args.langs, args.n, args.seed)
-    cache = ResultCache((args.cache_dir or cache_root() / "results") if args.cache else None)
-    acts = cache.activations(lm, corpus, CaptureSpec(batch_size=args.batch_size))
+    cache = Cache((args.cache_dir or cache_root() / "results") if args.cache else None)
+    acts = activations(lm, corpus, CaptureSpec(batch_size=args.batch_size), cache)
     s = scores(acts)
     regions = key_regions(acts, args.threshold)
     print(f"{lm.name} (revision {lm.revision or 'main'}, fingerprint {lm.fingerprint}); {args.corpus}: "

@@ -34,6 +34,7 @@ out_dir = "../reports/interactive/appendix_llama2"  # JupyterLab runs write here
 cache_dir = "../reports/interactive/cache"
 
 # %%
+import lfcore.cache
 import lfcore.diagnostics
 import lfcore.evaluate
 import lfcore.metrics
@@ -48,7 +49,8 @@ import lfcore.uncertainty
 p = lfcore.params.notebook_params(languages=languages, family=family, corpus=corpus, capture=capture, regions=regions,
                                   perplexity=perplexity, accuracy=accuracy, uncertainty=uncertainty,
                                   diagnostics=diagnostics, maps=maps)
-report = lfcore.report.Report(out_dir, cache_dir, notebook="appendix")
+cache = lfcore.cache.Cache(cache_dir)
+report = lfcore.report.Report(out_dir, notebook="appendix", cache=cache)
 print(p.family.note)
 
 # %% [markdown]
@@ -58,7 +60,7 @@ print(p.family.note)
 lm = lfcore.steps.load(p.family.models[0])
 report.model(lm.meta())
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
-acts = report.cache.activations(lm, sentences, p.capture)
+acts = lfcore.steps.activations(lm, sentences, p.capture, cache)
 print(lm.meta())
 
 # %% [markdown]
@@ -68,7 +70,7 @@ print(lm.meta())
 # figure gives the scores with those neurons zeroed.
 
 # %%
-intervals = lfcore.steps.score_intervals(acts, p.uncertainty, report.cache)
+intervals = lfcore.steps.intervals(acts, p.uncertainty, cache)
 report.numbers(**lfcore.steps.interval_numbers(intervals))
 report.table(intervals, "score_intervals", index=False)
 dominance = lfcore.diagnostics.exclusion_table(acts, p.diagnostics.k, p.diagnostics.share)
@@ -98,7 +100,7 @@ report.show(lfcore.plots.key_regions_per_layer(key.per_layer(), title=f"Key neur
 # %%
 texts = lfcore.steps.perplexity_texts(p.perplexity, p.languages, lm.tokenizer)
 sets = lfcore.steps.key_region_sets(key, p.perplexity)
-table = lfcore.steps.deactivation_table(lm, texts, sets, p.perplexity, report.cache)
+table = lfcore.steps.perplexity_table(lm, texts, sets, p.perplexity, cache)
 report.table(table, "table4_deactivation", shown=lfcore.evaluate.format_table(table))
 cells = lfcore.uncertainty.deactivation_intervals(table.attrs["window_nll"], table.attrs["window_tokens"],
                                                   n_boot=p.uncertainty.n_boot, level=p.uncertainty.level,
@@ -115,7 +117,7 @@ del lm, acts
 # ### Figure 10: metrics across the family
 
 # %%
-points = lfcore.series.run_series(p.family.models, sentences, p.capture, p.regions.threshold, report.cache,
+points = lfcore.series.run_series(p.family.models, sentences, p.capture, p.regions.threshold, cache,
                                   accuracy_cfg=p.accuracy, report=report, map_sentences=p.maps.family_sentences,
                                   uncertainty=p.uncertainty)
 table = lfcore.series.series_table(points)

@@ -30,6 +30,7 @@ out_dir = "../reports/interactive/obs2_regions"  # JupyterLab runs write here (g
 cache_dir = "../reports/interactive/cache"
 
 # %%
+import lfcore.cache
 import lfcore.diagnostics
 import lfcore.evaluate
 import lfcore.params
@@ -43,7 +44,8 @@ import lfcore.uncertainty
 p = lfcore.params.notebook_params(languages=languages, model=model, corpus=corpus, capture=capture, regions=regions,
                                   perplexity=perplexity, generation=generation, uncertainty=uncertainty,
                                   diagnostics=diagnostics, robustness=robustness)
-report = lfcore.report.Report(out_dir, cache_dir, notebook="obs2")
+cache = lfcore.cache.Cache(cache_dir)
+report = lfcore.report.Report(out_dir, notebook="obs2", cache=cache)
 
 # %% [markdown]
 # ## Model, sentences, activations
@@ -54,7 +56,7 @@ report = lfcore.report.Report(out_dir, cache_dir, notebook="obs2")
 lm = lfcore.steps.load(p.model)
 report.model(lm.meta())
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
-acts = report.cache.activations(lm, sentences, p.capture)
+acts = lfcore.steps.activations(lm, sentences, p.capture, cache)
 print(lm.meta())
 print(sentences)
 
@@ -85,7 +87,7 @@ report.table(key.per_layer(), "key_regions_per_layer")
 # %%
 sweep = lfcore.robustness.threshold_sweep(key)
 report.table(sweep, "threshold_sweep", index=False)
-report.show(lfcore.plots.threshold_sweep(sweep, chosen=p.regions.threshold), "threshold_sweep")
+report.show(lfcore.plots.sweep(sweep, chosen=p.regions.threshold), "threshold_sweep")
 
 # %% [markdown]
 # Where the regions sit at each threshold of `regions.sweep` (the slider works in static HTML; the widget below
@@ -133,7 +135,7 @@ report.table(lfcore.robustness.region_jaccard(key, clean), "key_regions_vs_witho
 # offline default leaves it off (`robustness.lape: true` turns it on).
 
 # %%
-report.table(lfcore.steps.lape_comparison(lm, sentences, key, p.robustness, p.capture, report.cache), "lape_overlap",
+report.table(lfcore.steps.lape_comparison(lm, sentences, key, p.robustness, p.capture, cache), "lape_overlap",
              index=False)
 
 # %% [markdown]
@@ -148,7 +150,7 @@ report.table(lfcore.steps.lape_comparison(lm, sentences, key, p.robustness, p.ca
 # %%
 texts = lfcore.steps.perplexity_texts(p.perplexity, p.languages, lm.tokenizer)
 sets = lfcore.steps.key_region_sets(key, p.perplexity)
-table = lfcore.steps.deactivation_table(lm, texts, sets, p.perplexity, report.cache)
+table = lfcore.steps.perplexity_table(lm, texts, sets, p.perplexity, cache)
 report.table(table, "table1_deactivation", shown=lfcore.evaluate.format_table(table))
 
 # %% [markdown]
@@ -175,7 +177,7 @@ report.show(lfcore.plots.deactivation_heatmap(table, cells, title=f"Perplexity i
 # shows the effect less cleanly.
 
 # %%
-report.table(lfcore.steps.generations(lm, p.generation, sets, report.cache), "generations")
+report.table(lfcore.steps.generations(lm, p.generation, sets, cache), "generations")
 
 # %% [markdown]
 # ## Reading the result

@@ -28,6 +28,7 @@ out_dir = "../reports/interactive/obs3_training"  # JupyterLab runs write here (
 cache_dir = "../reports/interactive/cache"
 
 # %%
+import lfcore.cache
 import lfcore.params
 import lfcore.plots
 import lfcore.report
@@ -36,7 +37,8 @@ import lfcore.steps
 
 p = lfcore.params.notebook_params(languages=languages, checkpoints=checkpoints, corpus=corpus, capture=capture,
                                   regions=regions, uncertainty=uncertainty)
-report = lfcore.report.Report(out_dir, cache_dir, notebook="obs3")
+cache = lfcore.cache.Cache(cache_dir)
+report = lfcore.report.Report(out_dir, notebook="obs3", cache=cache)
 print(p.checkpoints.note)
 
 # %% [markdown]
@@ -47,7 +49,7 @@ print(p.checkpoints.note)
 
 # %%
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
-points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, p.regions.threshold, report.cache,
+points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, p.regions.threshold, cache,
                                   report=report, uncertainty=p.uncertainty)
 steps = lfcore.series.series_table(points)
 report.table(steps, "checkpoints", index=False)

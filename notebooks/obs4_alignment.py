@@ -30,6 +30,7 @@ out_dir = "../reports/interactive/obs4_alignment"  # JupyterLab runs write here 
 cache_dir = "../reports/interactive/cache"
 
 # %%
+import lfcore.cache
 import lfcore.params
 import lfcore.plots
 import lfcore.report
@@ -38,7 +39,8 @@ import lfcore.steps
 
 p = lfcore.params.notebook_params(languages=languages, checkpoints=checkpoints, corpus=corpus, capture=capture,
                                   regions=regions, accuracy=accuracy, uncertainty=uncertainty)
-report = lfcore.report.Report(out_dir, cache_dir, notebook="obs4")
+cache = lfcore.cache.Cache(cache_dir)
+report = lfcore.report.Report(out_dir, notebook="obs4", cache=cache)
 print(p.checkpoints.note)
 
 # %% [markdown]
@@ -49,7 +51,7 @@ print(p.checkpoints.note)
 
 # %%
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
-points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, p.regions.threshold, report.cache,
+points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, p.regions.threshold, cache,
                                   accuracy_cfg=p.accuracy, report=report, uncertainty=p.uncertainty)
 steps = lfcore.series.series_table(points)
 report.table(steps, "checkpoints", index=False)
@@ -73,7 +75,7 @@ report.show(lfcore.plots.series(steps, x="step", left=["sads"], right=["acc"],
 # %%
 acc = lfcore.series.series_accuracy(points)
 report.table(acc, "accuracy_per_language", index=False)
-report.show(lfcore.plots.accuracy(acc, group="model", title=f"{p.accuracy.task}: accuracy per language"),
+report.show(lfcore.plots.accuracy_bars(acc, group="model", title=f"{p.accuracy.task}: accuracy per language"),
             "accuracy_per_language")
 
 # %% [markdown]

@@ -27,6 +27,7 @@ out_dir = "../reports/interactive/obs5_scale"  # JupyterLab runs write here (git
 cache_dir = "../reports/interactive/cache"
 
 # %%
+import lfcore.cache
 import lfcore.params
 import lfcore.plots
 import lfcore.report
@@ -35,7 +36,8 @@ import lfcore.steps
 
 p = lfcore.params.notebook_params(languages=languages, sizes=sizes, corpus=corpus, capture=capture, regions=regions,
                                   accuracy=accuracy, uncertainty=uncertainty)
-report = lfcore.report.Report(out_dir, cache_dir, notebook="obs5")
+cache = lfcore.cache.Cache(cache_dir)
+report = lfcore.report.Report(out_dir, notebook="obs5", cache=cache)
 print(p.sizes.note)
 
 # %% [markdown]
@@ -46,7 +48,7 @@ print(p.sizes.note)
 
 # %%
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
-points = lfcore.series.run_series(p.sizes.models, sentences, p.capture, p.regions.threshold, report.cache,
+points = lfcore.series.run_series(p.sizes.models, sentences, p.capture, p.regions.threshold, cache,
                                   accuracy_cfg=p.accuracy, report=report, uncertainty=p.uncertainty)
 table = lfcore.series.series_table(points)
 report.table(table, "sizes", index=False)
@@ -74,7 +76,7 @@ report.show(lfcore.plots.series(table, x="params", left=["lrds", "sads"], right=
 # %%
 acc = lfcore.series.series_accuracy(points)
 report.table(acc, "accuracy_per_language", index=False)
-report.show(lfcore.plots.accuracy(acc, group="model", title=f"{p.accuracy.task}: accuracy per language"),
+report.show(lfcore.plots.accuracy_bars(acc, group="model", title=f"{p.accuracy.task}: accuracy per language"),
             "accuracy_per_language")
 
 # %% [markdown]

@@ -13,11 +13,14 @@ import pandas as pd
 import pytest
 import yaml
 
+import lfcore.cache
+import lfcore.capture
 import lfcore.params
 import lfcore.report
 import lfcore.runner
 import lfcore.series
 import lfcore.steps
+import lfcore.uncertainty
 from lfcore.params import NOTEBOOKS, ParamsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,7 +202,7 @@ def test_jupytext_config_keeps_tags():
 
 
 def test_result_cache_round_trips_frames_and_counts(tmp_path):
-    cache = lfcore.steps.ResultCache(tmp_path)
+    cache = lfcore.cache.Cache(tmp_path)
     calls = []
 
     def compute():
@@ -218,7 +221,7 @@ def test_result_cache_round_trips_frames_and_counts(tmp_path):
 
 def test_result_cache_frames_are_exact(tmp_path):
     """A hit equals the computed frame bit for bit (JSON alone keeps 10 digits)."""
-    cache = lfcore.steps.ResultCache(tmp_path)
+    cache = lfcore.cache.Cache(tmp_path)
     table = pd.DataFrame({"Full model Perplexity": [13.941234567891234, float("nan")], "×en": [0.1 + 0.2, 49152.0],
                           "n": [3, 4], "note": ["a", "é"]}, index=pd.Index(["en", "Key Neuron Number"], name="lang"))
     table.attrs["window_nll"] = {"en": [1 / 3, 2 / 7]}
@@ -232,17 +235,29 @@ def test_code_digest_sees_every_file(tmp_path, monkeypatch):
     (tmp_path / "tasks").mkdir()
     (tmp_path / "a.py").write_text("x = 1")
     (tmp_path / "tasks" / "t.yaml").write_text("task: t")
-    monkeypatch.setattr(lfcore.steps, "PACKAGE", tmp_path)
+    monkeypatch.setattr(lfcore.cache, "PACKAGE", tmp_path)
 
     def fresh(*paths):
-        lfcore.steps.code_digest.cache_clear()
-        return lfcore.steps.code_digest(*paths)
+        lfcore.cache.code_digest.cache_clear()
+        return lfcore.cache.code_digest(*paths)
 
     before = fresh("a.py", "tasks")
     (tmp_path / "tasks" / "t.yaml").write_text("task: t2")
     assert fresh("a.py", "tasks") != before
     assert fresh("a.py") != fresh("tasks")
-    lfcore.steps.code_digest.cache_clear()
+    lfcore.cache.code_digest.cache_clear()
+
+
+def test_code_key_follows_the_imports(monkeypatch):
+    """The code key of a step covers its module and every lfcore module that module imports, transitively."""
+    hashed = []
+    monkeypatch.setattr(lfcore.cache, "code_digest", lambda *paths: hashed.append(paths) or "k")
+    lfcore.cache.code_key(lfcore.capture.capture)
+    lfcore.cache.code_key(lfcore.uncertainty.score_intervals, data=("tasks",))
+    assert {"capture.py", "cache.py", "core.py", "hooks.py", "models.py", "tiny.py"} <= set(hashed[0])
+    assert "evaluate.py" not in hashed[0] and "runner.py" not in hashed[0]
+    assert {"uncertainty.py", "metrics.py", "core.py"} <= set(hashed[1]) and hashed[1][-1] == "tasks"
+    assert "models.py" not in hashed[1]
 
 
 def test_step_keys_carry_code_and_data(tmp_path, tiny_llama, monkeypatch):
@@ -251,18 +266,18 @@ def test_step_keys_carry_code_and_data(tmp_path, tiny_llama, monkeypatch):
 
     version, asked = {"v": "old"}, []
 
-    def fake_digest(*paths):
-        asked.append(paths)
+    def fake_key(*functions, data=()):
+        asked.append(({f.__name__ for f in functions}, data))
         return version["v"]
 
-    monkeypatch.setattr(lfcore.steps, "code_digest", fake_digest)
-    cache = lfcore.steps.ResultCache(tmp_path)
+    monkeypatch.setattr(lfcore.steps, "code_key", fake_key)
+    cache = lfcore.cache.Cache(tmp_path)
     sets = {"en": {0: [1, 2]}, "zh": {1: [3]}}
 
     def run():
-        lfcore.steps.deactivation_table(tiny_llama, {"en": "Some text to score, twice over."}, sets,
+        lfcore.steps.perplexity_table(tiny_llama, {"en": "Some text to score, twice over."}, sets,
                                         PerplexitySpec(seqlen=8, batch_size=2), cache)
-        lfcore.steps.accuracy(tiny_llama, AccuracySpec(languages=["en"], limit=2), cache)
+        lfcore.steps.task_accuracy(tiny_llama, AccuracySpec(languages=["en"], limit=2), cache)
         lfcore.steps.generations(tiny_llama, GenerationSpec(languages=["en"], prompts_per_language=1,
                                                             max_new_tokens=2), sets, cache)
 
@@ -272,8 +287,8 @@ def test_step_keys_carry_code_and_data(tmp_path, tiny_llama, monkeypatch):
     run()
     steps = {"deactivation", "accuracy", "generations"}
     assert cache.summary() == {"hits": dict.fromkeys(steps, 1), "misses": dict.fromkeys(steps, 2)}
-    assert all("evaluate.py" in paths and "deactivate.py" in paths for paths in asked)
-    assert any("tasks" in paths and "data/xcopa_en_id_vi_zh.jsonl" in paths for paths in asked)  # accuracy
+    assert {"deactivation_table", "crosslingual_accuracy", "generate"} == set().union(*(f for f, _ in asked))
+    assert any("tasks" in data and "data/xcopa_en_id_vi_zh.jsonl" in data for _, data in asked)  # accuracy
 
 
 def test_identical_checkpoints_warn(tmp_path, tiny_tokenizer):
@@ -285,10 +300,11 @@ def test_identical_checkpoints_warn(tmp_path, tiny_tokenizer):
     p = lfcore.params.params_from_dict({"languages": ["en", "zh", "fr"], "corpus": {"n": 3},
                                         "checkpoints": {"models": [{"spec": "ckpt-a", "step": 1},
                                                                    {"spec": "ckpt-b", "step": 2}]}}, tmp_path, "test")
-    report = lfcore.report.Report(tmp_path / "out", tmp_path / "cache", "obs3")
+    cache = lfcore.cache.Cache(tmp_path / "cache")
+    report = lfcore.report.Report(tmp_path / "out", "obs3", cache)
     sentences = lfcore.steps.sentences(p.corpus, p.languages)
     with pytest.warns(lfcore.series.IdenticalCheckpointsWarning, match="ckpt-b.*identical weights"):
-        points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, 1.0, report.cache, report=report)
+        points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, 1.0, cache, report=report)
     assert points[0].meta["fingerprint"] == points[1].meta["fingerprint"]
     assert "identical weights" in json.loads((tmp_path / "out" / "summary.json").read_text())["warnings"][0]
     assert lfcore.series.check_fingerprints([{"model": "m", "revision": "a", "fingerprint": "f1"},
