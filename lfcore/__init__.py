@@ -4,8 +4,8 @@ Modules: ``core`` (the model-free labelled data types: activations, neuron sets)
 which never touches a model: ``metrics`` (similarity map, LRDS, SADS), ``regions`` (key linguistic regions),
 ``uncertainty``, ``diagnostics``, ``robustness``, ``plots``; the model side: ``models`` (loading, neuron-site
 table), ``corpus`` (parallel text), ``hooks`` (context-managed hooks), ``capture`` (one streaming pass: pooled
-activations, firing counts), ``deactivate``, ``evaluate``, ``cache`` (content-keyed results); for the reports: ``params`` (YAML
-parameter sets), ``steps`` (cached steps the notebooks call), ``series`` (checkpoint and size series), ``report``
+activations, firing counts), ``deactivate``, ``evaluate``, ``cache`` (content-keyed results); for the
+reports: ``params`` (YAML parameter sets), ``steps`` (cached steps the notebooks call), ``series`` (checkpoint and size series), ``report``
 (figures, tables, HTML) and ``runner`` (papermill runner, ``lfcore`` CLI).
 Import the module you need; nothing heavy happens at import time.
 """

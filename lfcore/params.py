@@ -1,22 +1,20 @@
-"""Parameter sets: a YAML file checked against ``Params`` (nested dataclasses), and the notebook table.
+"""Parameter sets: a YAML file checked against ``Params`` (nested pydantic models), and the notebook table.
 
-An unknown key, a wrong type, a value out of its field's range (``_ranged``), a missing file or an unknown
+An unknown key, a wrong type, a value out of its field's range (``_rule``), a missing file or an unknown
 language raises ``ParamsError`` naming the key path and the file. Paths are relative to the params file and
 are stored resolved. ``NOTEBOOKS`` lists each notebook with the sections of the params file injected into its
 papermill ``parameters`` cell.
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import functools
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from .corpus import check_language, load_corpus
 from .evaluate import DEFAULT_PROMPTS, tasks_dir
@@ -26,23 +24,29 @@ LANGS9 = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 BUNDLED_CORPORA = ("ntrex128", "ntrex128-passages")
 
 
-def _ranged(default, test, rule: str):
-    """A dataclass field whose value, unless None, must pass ``test``; ``rule`` completes the error message
-    ("<key>: <value> <rule>"). ``default`` is a value, or a zero-argument factory for a list."""
-    kind = "default_factory" if callable(default) else "default"
-    return field(**{kind: default}, metadata={"test": test, "rule": rule})
+def _rule(test, rule: str) -> AfterValidator:
+    """A check that a value, unless None, passes ``test``; ``rule`` completes the message "<value> <rule>"."""
+    def check(v):
+        if v is not None and not test(v):
+            raise ValueError(f"{v!r} {rule}")
+        return v
+    return AfterValidator(check)
 
 
-def _at_least(low, default):
-    return _ranged(default, lambda v: v >= low, f"must be at least {low}")
+def _at_least(low) -> AfterValidator:
+    return _rule(lambda v: v >= low, f"must be at least {low}")
 
 
-def _non_empty(factory):
-    return _ranged(factory, lambda v: len(v) > 0, "must not be empty")
+_NON_EMPTY = _rule(lambda v: len(v) > 0, "must not be empty")
 
 
-@dataclass
-class ModelSpec:
+class _Spec(BaseModel):
+    """A params section: unknown keys and wrong types are errors (no coercion of "16" to 16 or 1 to True)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ModelSpec(_Spec):
     """One model: a bundled key, ``tiny:<family>-<hidden>``, a folder or .gguf file (relative to the params
     file), or a hub id with ``revision``. ``label``, ``step`` and ``params`` (parameter count) name it in plots."""
 
@@ -51,12 +55,11 @@ class ModelSpec:
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device_map: str | None = None
     label: str | None = None
-    step: int | None = _at_least(0, None)
-    params: float | None = _ranged(None, lambda v: v > 0, "must be > 0")
+    step: Annotated[int | None, _at_least(0)] = None
+    params: Annotated[float | None, _rule(lambda v: v > 0, "must be > 0")] = None
 
 
-@dataclass
-class CorpusSpec:
+class CorpusSpec(_Spec):
     """Parallel sentences for the similarity map: ``ntrex128`` (bundled), a .jsonl/.tsv file, ``bible``
     (Christodoulopoulos & Steedman XML, one file per language in ``files``) or ``hf:<dataset id>``."""
 
@@ -68,26 +71,23 @@ class CorpusSpec:
     split: str = "train"
     id_column: str | None = None
     text_columns: dict[str, str] | None = None
-    n: int = _at_least(2, 100)  # sentences per language
+    n: Annotated[int, _at_least(2)] = 100  # sentences per language
     seed: int = 0
 
 
-@dataclass
-class CaptureSpec:
-    batch_size: int = _at_least(1, 16)
-    max_length: int = _at_least(1, 512)
+class CaptureSpec(_Spec):
+    batch_size: Annotated[int, _at_least(1)] = 16
+    max_length: Annotated[int, _at_least(1)] = 512
     pool_special_tokens: bool = False
     skip_first: bool = False
 
 
-@dataclass
-class RegionSpec:
+class RegionSpec(_Spec):
     threshold: float = 2.0
-    sweep: list[float] = _non_empty(lambda: [1.0, 1.5, 2.0, 2.5])
+    sweep: Annotated[list[float], _NON_EMPTY] = Field(default_factory=lambda: [1.0, 1.5, 2.0, 2.5])
 
 
-@dataclass
-class PerplexitySpec:
+class PerplexitySpec(_Spec):
     """Text for Table 1: ``ntrex128-passages`` (bundled) or ``hf:csebuetnlp/xlsum`` with ``hf_configs``."""
 
     source: str = "ntrex128-passages"
@@ -95,88 +95,82 @@ class PerplexitySpec:
     revision: str | None = None  # of an hf: dataset: XL-Sum is a loading script, so refs/convert/parquet
     split: str = "test"
     text_column: str = "text"
-    documents: int = _at_least(1, 3)
-    max_tokens: int | None = _at_least(1, None)  # cut each language's text to this many tokens (equal cost)
-    seqlen: int = _at_least(3, 256)  # tokens per window, start token included
-    stride: int | None = _at_least(1, None)  # at most seqlen - 1; None: windows overlap as little as possible
-    batch_size: int = _at_least(1, 4)
+    documents: Annotated[int, _at_least(1)] = 3
+    max_tokens: Annotated[int | None, _at_least(1)] = None  # cut each language's text to this many tokens (equal cost)
+    seqlen: Annotated[int, _at_least(3)] = 256  # tokens per window, start token included
+    # at most seqlen - 1; None: windows overlap as little as possible
+    stride: Annotated[int | None, _at_least(1)] = None
+    batch_size: Annotated[int, _at_least(1)] = 4
     # % of all neurons in the random set; None: just above the largest key region (the paper's Table 4)
-    random_percent: float | None = _ranged(10.0, lambda v: 0 < v <= 100, "must be in (0, 100]")
+    random_percent: Annotated[float | None, _rule(lambda v: 0 < v <= 100, "must be in (0, 100]")] = 10.0
     seed: int = 0
     # each window's start token: None follows the tokenizer (evaluate.start_token), true its bos_token, false none
     add_bos: bool | None = None
 
 
-@dataclass
-class AccuracySpec:
+class AccuracySpec(_Spec):
     task: Literal["xcopa_xl", "xstorycloze_xl"] = "xcopa_xl"
-    languages: list[str] = _non_empty(lambda: ["en", "id", "vi", "zh"])
-    limit: int | None = _at_least(1, 50)
-    batch_size: int = _at_least(1, 8)
+    languages: Annotated[list[str], _NON_EMPTY] = Field(default_factory=lambda: ["en", "id", "vi", "zh"])
+    limit: Annotated[int | None, _at_least(1)] = 50
+    batch_size: Annotated[int, _at_least(1)] = 8
 
 
-@dataclass
-class GenerationSpec:
-    languages: list[str] = _non_empty(lambda: ["en", "zh", "fr"])  # a subset of Params.languages
+class GenerationSpec(_Spec):
+    # a subset of Params.languages
+    languages: Annotated[list[str], _NON_EMPTY] = Field(default_factory=lambda: ["en", "zh", "fr"])
     prompts: dict[str, list[str]] | None = None  # None: evaluate.DEFAULT_PROMPTS
-    prompts_per_language: int = _at_least(1, 3)
-    max_new_tokens: int = _at_least(1, 32)
+    prompts_per_language: Annotated[int, _at_least(1)] = 3
+    max_new_tokens: Annotated[int, _at_least(1)] = 32
 
 
-@dataclass
-class UncertaintySpec:
-    n_boot: int = _at_least(1, 1000)
-    n_perm: int = _at_least(0, 1000)  # 0: no permutation p-values
-    level: float = _ranged(0.95, lambda v: 0 < v < 1, "must be in (0, 1), e.g. 0.95")
+class UncertaintySpec(_Spec):
+    n_boot: Annotated[int, _at_least(1)] = 1000
+    n_perm: Annotated[int, _at_least(0)] = 1000  # 0: no permutation p-values
+    level: Annotated[float, _rule(lambda v: 0 < v < 1, "must be in (0, 1), e.g. 0.95")] = 0.95
     seed: int = 0
 
 
-@dataclass
-class DiagnosticsSpec:
-    k: int = _at_least(1, 5)  # dominant neurons per layer
+class DiagnosticsSpec(_Spec):
+    k: Annotated[int, _at_least(1)] = 5  # dominant neurons per layer
     # a layer is flagged when its top-k neurons hold more than this share of the squared norm
-    share: float = _ranged(0.5, lambda v: 0 < v <= 1, "must be in (0, 1]")
-    first_token_sentences: int = _at_least(1, 30)  # sentence ids recaptured without their first token
+    share: Annotated[float, _rule(lambda v: 0 < v <= 1, "must be in (0, 1]")] = 0.5
+    first_token_sentences: Annotated[int, _at_least(1)] = 30  # sentence ids recaptured without their first token
 
 
-@dataclass
-class RobustnessSpec:
-    seeds: list[int] = _non_empty(lambda: [0, 1, 2])  # random splits into disjoint halves
+class RobustnessSpec(_Spec):
+    seeds: Annotated[list[int], _NON_EMPTY] = Field(default_factory=lambda: [0, 1, 2])  # random disjoint halves
     lape: bool = True  # also select neurons by LAPE (one more pass over the sentences) and compare
 
 
-@dataclass
-class MapSpec:
-    sentences: int = _at_least(1, 100)  # sentence ids per language in the similarity map (Figure 2)
-    layer_sentences: int = _at_least(1, 12)  # ... in the per-layer slider (one map per layer goes into the HTML)
-    family_sentences: int = _at_least(1, 40)  # ... in each map of the side-by-side family figure (Figure 8)
+class MapSpec(_Spec):
+    sentences: Annotated[int, _at_least(1)] = 100  # sentence ids per language in the similarity map (Figure 2)
+    layer_sentences: Annotated[int, _at_least(1)] = 12  # ... in the per-layer slider (one map per layer in the HTML)
+    family_sentences: Annotated[int, _at_least(1)] = 40  # ... in each map of the side-by-side family figure (Figure 8)
 
 
-@dataclass
-class SeriesSpec:
-    models: list[ModelSpec] = _non_empty(lambda: [ModelSpec()])
+class SeriesSpec(_Spec):
+    models: Annotated[list[ModelSpec], _NON_EMPTY] = Field(default_factory=lambda: [ModelSpec()])
     note: str = ""
 
 
-@dataclass
-class Params:
+class Params(_Spec):
     title: str = "lfcore report"
-    notebooks: list[str] = field(default_factory=lambda: list(NOTEBOOKS))
-    languages: list[str] = field(default_factory=lambda: list(LANGS9))
-    model: ModelSpec = field(default_factory=ModelSpec)
-    corpus: CorpusSpec = field(default_factory=CorpusSpec)
-    capture: CaptureSpec = field(default_factory=CaptureSpec)
-    regions: RegionSpec = field(default_factory=RegionSpec)
-    perplexity: PerplexitySpec = field(default_factory=PerplexitySpec)
-    accuracy: AccuracySpec = field(default_factory=AccuracySpec)
-    generation: GenerationSpec = field(default_factory=GenerationSpec)
-    uncertainty: UncertaintySpec = field(default_factory=UncertaintySpec)
-    diagnostics: DiagnosticsSpec = field(default_factory=DiagnosticsSpec)
-    robustness: RobustnessSpec = field(default_factory=RobustnessSpec)
-    maps: MapSpec = field(default_factory=MapSpec)
-    checkpoints: SeriesSpec = field(default_factory=SeriesSpec)
-    sizes: SeriesSpec = field(default_factory=SeriesSpec)
-    family: SeriesSpec = field(default_factory=SeriesSpec)
+    notebooks: list[str] = Field(default_factory=lambda: list(NOTEBOOKS))
+    languages: list[str] = Field(default_factory=lambda: list(LANGS9))
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    corpus: CorpusSpec = Field(default_factory=CorpusSpec)
+    capture: CaptureSpec = Field(default_factory=CaptureSpec)
+    regions: RegionSpec = Field(default_factory=RegionSpec)
+    perplexity: PerplexitySpec = Field(default_factory=PerplexitySpec)
+    accuracy: AccuracySpec = Field(default_factory=AccuracySpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    uncertainty: UncertaintySpec = Field(default_factory=UncertaintySpec)
+    diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
+    robustness: RobustnessSpec = Field(default_factory=RobustnessSpec)
+    maps: MapSpec = Field(default_factory=MapSpec)
+    checkpoints: SeriesSpec = Field(default_factory=SeriesSpec)
+    sizes: SeriesSpec = Field(default_factory=SeriesSpec)
+    family: SeriesSpec = Field(default_factory=SeriesSpec)
 
 
 # notebook key -> (jupytext source stem, title, params sections injected into it)
@@ -202,62 +196,44 @@ class ParamsError(ValueError):
     """A params file (or a notebook's parameters) does not match ``Params``; the message names key and file."""
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+_EXPECTED = {"int_type": "int", "float_type": "float", "bool_type": "bool", "string_type": "str",
+             "list_type": "a list", "dict_type": "a mapping"}
 
 
-def _coerce(value, tp, where: str):
-    """``value`` checked against type ``tp`` (dataclass, list, dict, Literal, Optional, scalar)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for a in options:
-            try:
-                return _coerce(value, a, where)
-            except ParamsError as e:
-                errors.append(e)
-        raise errors[0]
-    if origin is Literal:
-        if value not in args:
-            raise ParamsError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(value, tp, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ParamsError(f"{where}: expected a list, got {type(value).__name__} ({value!r})")
-        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ParamsError(f"{where}: expected a mapping, got {type(value).__name__} ({value!r})")
-        return {_coerce(k, args[0], f"{where} key"): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and (type(value) is not tp):
-        raise ParamsError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} ({value!r})")
-    return value
+def _where(loc: tuple) -> str:
+    """A pydantic error location as a key path: ("checkpoints", "models", 0, "spec") -> checkpoints.models[0].spec."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc).lstrip(".")
 
 
-def _build(data, cls, where: str):
-    """A ``cls`` instance from a mapping, rejecting unknown keys (with a close-match hint)."""
-    if not isinstance(data, dict):
-        raise ParamsError(f"{where or 'top level'}: expected a mapping of {cls.__name__} keys, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    path = (lambda k: f"{where}.{k}") if where else str
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean {path(close[0])!r}? " if close else ""
-            raise ParamsError(f"unknown key {path(key)!r} ({hint}known keys here: {', '.join(known)})")
-    values = {k: _coerce(v, hints[k], path(k)) for k, v in data.items()}
-    for f in dataclasses.fields(cls):
-        if "test" in f.metadata and values.get(f.name) is not None and not f.metadata["test"](values[f.name]):
-            raise ParamsError(f"{path(f.name)}: {values[f.name]!r} {f.metadata['rule']}")
-    return cls(**values)
+def _section(loc: tuple):
+    """The ``_Spec`` class that holds the key at ``loc``."""
+    cls = Params
+    for k in loc[:-1]:
+        if isinstance(k, str):
+            tp = cls.model_fields[k].annotation
+            args = typing.get_args(typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp)
+            cls = args[0] if args and isinstance(args[0], type) and issubclass(args[0], _Spec) else tp
+    return cls
+
+
+def _message(e: dict) -> str:
+    """One pydantic error in lfcore's words: the key path, what was expected, the value given."""
+    where, kind, value = _where(e["loc"]), e["type"], e.get("input")
+    if kind == "extra_forbidden":
+        known = list(_section(e["loc"]).model_fields)
+        close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+        hint = f"did you mean {_where((*e['loc'][:-1], close[0]))!r}? " if close else ""
+        return f"unknown key {where!r} ({hint}known keys here: {', '.join(known)})"
+    if kind == "literal_error":
+        return f"{where}: {value!r} is not one of {e['ctx']['expected']}"
+    if kind == "value_error":
+        return f"{where}: {e['ctx']['error']}"
+    if kind in ("model_type", "model_attributes_type"):
+        return f"{where or 'top level'}: expected a mapping of keys, got {value!r}"
+    expected = _EXPECTED.get(kind)
+    if expected:
+        return f"{where}: expected {expected}, got {type(value).__name__} ({value!r})"
+    return f"{where}: {e['msg']}"
 
 
 def _resolve(path: str, base: Path, where: str) -> str:
@@ -352,8 +328,10 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
 def params_from_dict(data: dict, base: str | Path = ".", source: str = "params") -> Params:
     """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name)."""
     try:
-        p = _build(data or {}, Params, "")
+        p = Params.model_validate(data or {})
         _check(p, Path(base).resolve(), set(data or {}))
+    except ValidationError as e:
+        raise ParamsError(f"{source}: {_message(e.errors()[0])}") from None
     except ParamsError as e:
         raise ParamsError(f"{source}: {e}") from None
     return p
@@ -378,5 +356,5 @@ def notebook_params(base_dir: str | Path = ".", **sections) -> Params:
 
 def sections_for(p: Params, notebook: str) -> dict:
     """The params sections a notebook takes, as plain literals for papermill."""
-    return {name: dataclasses.asdict(getattr(p, name)) if dataclasses.is_dataclass(getattr(p, name))
-            else getattr(p, name) for name in NOTEBOOKS[notebook][2]}
+    return {name: getattr(p, name).model_dump() if isinstance(getattr(p, name), BaseModel) else getattr(p, name)
+            for name in NOTEBOOKS[notebook][2]}

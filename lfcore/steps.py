@@ -8,7 +8,6 @@ recomputing, and a fix to the code recomputes.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import io
 import json
@@ -174,7 +173,7 @@ def generations(lm, cfg: GenerationSpec, sets: dict, cache: Cache) -> pd.DataFra
 def intervals(acts, cfg: UncertaintySpec, cache: Cache, per_layer: bool = True) -> pd.DataFrame:
     """``uncertainty.score_intervals`` (overall, and per layer unless ``per_layer`` is off) through the cache."""
     parts = dict(acts=acts.meta, rows=digest([acts.sentence_ids, acts.langs]), per_layer=per_layer,
-                 code=code_key(score_intervals), **dataclasses.asdict(cfg))
+                 code=code_key(score_intervals), **cfg.model_dump())
     return cache.frame("intervals", parts, lambda: score_intervals(acts, per_layer=per_layer, n_boot=cfg.n_boot,
                                                            n_perm=cfg.n_perm, level=cfg.level, seed=cfg.seed))
 
@@ -207,7 +206,7 @@ def first_token_effect(lm, corpus, acts, cfg: CaptureSpec, n: int, cache: Cache)
     """``diagnostics.compare_pooling`` on ``n`` sentence ids of ``acts``: as captured, and recaptured without
     each sentence's first token."""
     subset = corpus.select(corpus.languages, min(n, len(corpus.ids)), seed=0)
-    skip = activations(lm, subset, dataclasses.replace(cfg, skip_first=True), cache)
+    skip = activations(lm, subset, cfg.model_copy(update={"skip_first": True}), cache)
     return compare_pooling(acts.select(ids=subset.ids), skip, names=("all_tokens", "skip_first"))
 
 
@@ -236,7 +235,7 @@ def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSp
     if not cfg.lape:
         print("LAPE comparison off (robustness.lape: false)")
         return pd.DataFrame(columns=["lang", "lape_neurons", "key_neurons", "shared", "jaccard"])
-    parts = dict(model=lm.meta(), corpus=corpus.fingerprint(), capture=dataclasses.asdict(capture),
+    parts = dict(model=lm.meta(), corpus=corpus.fingerprint(), capture=capture.model_dump(),
                  regions=digest(regions.mask),
                  code=code_key(activation_probabilities, lape, lape_overlap))
     return cache.frame("lape", parts, lambda: lape_overlap(lape(activation_probabilities(
