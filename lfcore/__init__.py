@@ -5,8 +5,8 @@ which never touches a model: ``metrics`` (similarity map, LRDS, SADS), ``regions
 ``uncertainty``, ``diagnostics``, ``robustness``, ``plots``; the model side: ``models`` (loading, neuron-site
 table), ``corpus`` (parallel text), ``hooks`` (context-managed hooks), ``capture`` (one streaming pass: pooled
 activations, firing counts), ``deactivate``, ``evaluate``, ``cache`` (content-keyed results); for the
-reports: ``params`` (YAML parameter sets), ``steps`` (cached steps the notebooks call), ``series`` (checkpoint and size series), ``report``
-(figures, tables, HTML) and ``runner`` (papermill runner, ``lfcore`` CLI).
+reports: ``params`` (YAML parameter sets), ``steps`` (cached steps the notebooks call), ``series`` (checkpoint
+and size series), ``report`` (figures, tables, HTML) and ``runner`` (papermill runner, ``lfcore`` CLI).
 Import the module you need; nothing heavy happens at import time.
 """
 

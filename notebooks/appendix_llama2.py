@@ -20,12 +20,13 @@ title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 family = {"models": [{"spec": "smollm2-135m", "label": "SmolLM2-135M"},
                      {"spec": "gemma-3-270m", "label": "Gemma-3-270M"}],
-          "note": "Offline: SmolLM2-135M (English-centric) beside Gemma 3 270M (multilingual)."}
+          "note": ("Offline stand-in for the LLaMA2 family: the English-centric SmolLM2-135M (analysed in detail) "
+                   "beside the multilingual Gemma 3 270M. The paper's run: lfcore reproduce params/paper_llama2.yaml.")}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
 capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
 regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
 perplexity = {"source": "ntrex128-passages", "documents": 2, "max_tokens": 256, "seqlen": 64, "stride": None,
-              "batch_size": 8, "random_percent": None, "seed": 0}
+              "batch_size": 8, "random_percent": 10.0, "seed": 0}
 accuracy = {"task": "xcopa_xl", "languages": ["en", "id", "vi", "zh"], "limit": 40, "batch_size": 16}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}

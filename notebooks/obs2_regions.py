@@ -22,7 +22,7 @@ capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "s
 regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
 perplexity = {"source": "ntrex128-passages", "documents": 2, "max_tokens": 256, "seqlen": 64, "stride": None,
               "batch_size": 8, "random_percent": 10.0, "seed": 0}
-generation = {"languages": ["en", "zh", "fr"], "prompts": None, "prompts_per_language": 3, "max_new_tokens": 32}
+generation = {"languages": ["en", "zh", "fr"], "prompts": None, "prompts_per_language": 2, "max_new_tokens": 24}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
 robustness = {"seeds": [0, 1, 2], "lape": False}

@@ -19,7 +19,9 @@
 title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 checkpoints = {"models": [{"spec": "gemma-3-270m", "label": "gemma-3-270m (final)"}],
-               "note": "Offline: one final checkpoint, no series."}
+               "note": ("Offline there is no checkpoint series: this runs the single final checkpoint, so no trend "
+                        "can be read. The paper's series: lfcore reproduce params/paper_bloom_checkpoints.yaml "
+                        "(network and a GPU).")}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
 capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
 regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}

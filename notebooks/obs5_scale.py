@@ -17,7 +17,9 @@ title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 sizes = {"models": [{"spec": "smollm2-135m", "label": "SmolLM2-135M"},
                     {"spec": "gemma-3-270m", "label": "Gemma-3-270M"}],
-         "note": "Offline: two different families, not one family at two sizes."}
+         "note": ("Caveat: SmolLM2-135M and Gemma 3 270M are different families (data, tokenizer, recipe), so the "
+                  "comparison mixes size with everything else. The paper's series: lfcore reproduce "
+                  "params/paper_bloom_sizes.yaml.")}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
 capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
 regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}

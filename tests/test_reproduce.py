@@ -183,9 +183,11 @@ def test_parameters_cell_holds_plain_literals(key):
         ast.literal_eval(stmt.value)  # raises on anything but a literal
         names.append(stmt.targets[0].id)
     assert set(names) == set(sections) | {"title", "out_dir", "cache_dir"}
-    # the defaults in the notebook are a valid params set
+    # the defaults in the notebook are a valid params set, and they are lfcore's defaults (one source)
     values = {n: ast.literal_eval(s.value) for n, s in zip(names, ast.parse(tagged[0].source).body)}
-    lfcore.params.notebook_params(**{n: values[n] for n in sections})
+    p, defaults = lfcore.params.notebook_params(**{n: values[n] for n in sections}), lfcore.params.Params()
+    for n in sections:
+        assert getattr(p, n) == getattr(defaults, n), f"{stem}: parameters cell {n} differs from lfcore.params"
     # jupytext keeps the tag through a round trip (pyproject's cell_metadata_filter keeps "tags")
     again = jupytext.reads(jupytext.writes(nb, fmt="py:percent"), fmt="py:percent")
     assert any("parameters" in c.metadata.get("tags", []) for c in again.cells)
