@@ -33,8 +33,17 @@ class CacheError(RuntimeError):
 
 
 def make_key(**parts) -> str:
-    """A stable hex key from JSON-serialisable parts (dict order does not matter)."""
-    blob = json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=str)
+    """A stable hex key of JSON-able parts: ``make_key(model=lm.meta(), sets={"en": {3: tensor([5, 17])}})``.
+
+    Dict order does not matter; a tensor counts by its bytes, dtype and shape, anything else by ``tolist()``
+    or ``str()``.
+    """
+    def default(o):
+        if isinstance(o, torch.Tensor):
+            a = o.detach().cpu().contiguous().numpy()
+            return [hashlib.sha256(a.tobytes()).hexdigest(), str(a.dtype), list(a.shape)]
+        return o.tolist() if hasattr(o, "tolist") else str(o)
+    blob = json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=default)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -136,25 +145,16 @@ def code_digest(*paths: str) -> str:
 
 
 def _lfcore_imports(rel: str) -> set[str]:
-    """Package files (relative paths) that the lfcore module at ``rel`` imports (``from .x import``,
-    ``from . import x``, ``import lfcore.x``), read from its source."""
+    """Package files (relative paths) that the lfcore module at ``rel`` imports, read from its source
+    (``from .x import y``, ``from . import x``: lfcore imports itself only relatively, tests/test_layers.py)."""
     found, folder = set(), Path(rel).parent
     for node in ast.walk(ast.parse((PACKAGE / rel).read_text(encoding="utf-8"))):
-        names: list[str] = []
-        if isinstance(node, ast.ImportFrom) and node.level:  # relative: from its own folder (or above)
+        if isinstance(node, ast.ImportFrom) and node.level:
             base = folder.parents[node.level - 2] if node.level > 1 else folder
-            stem = base.joinpath(*node.module.split(".")) if node.module else base
-            names = [stem.as_posix()] + [(stem / a.name).as_posix() for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "lfcore":
-            stem = Path(*node.module.split(".")[1:])
-            names = [stem.as_posix()] + [(stem / a.name).as_posix() for a in node.names]
-        elif isinstance(node, ast.Import):
-            names = [Path(*a.name.split(".")[1:]).as_posix() for a in node.names if a.name.split(".")[0] == "lfcore"]
-        for name in names:
-            for f in (f"{name}.py", f"{name}/__init__.py"):
-                if (PACKAGE / f).is_file():
-                    found.add(str(Path(f)))
-    return found
+            stem = base.joinpath(*(node.module or "").split("."))
+            for name in [stem, *(stem / a.name for a in node.names)]:
+                found |= {f for f in (f"{name}.py", f"{name}/__init__.py") if (PACKAGE / f).is_file()}
+    return {str(Path(f)) for f in found}
 
 
 def code_key(*functions, data: tuple[str, ...] = ()) -> str:

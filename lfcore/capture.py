@@ -322,28 +322,24 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     tokens = hashlib.sha256(json.dumps([encoded, weights]).encode()).hexdigest()[:24]  # exactly what is fed
     meta = {**lm.meta(), "corpus": getattr(corpus, "name", "corpus"), "corpus_fingerprint": corpus.fingerprint(),
             "tokens": tokens, "options": options}
-    if cache is not None:
-        return cache.result("activations", {**meta, "code": code_key(capture)}, lambda: _mean_pooled(
-            lm, records, layers, site_modules, width, encoded, weights, batch_size, meta, progress),
-            Activations.entry, Activations.from_entry)
-    return _mean_pooled(lm, records, layers, site_modules, width, encoded, weights, batch_size, meta, progress)
-
-
-def _mean_pooled(lm: LoadedModel, records: list, layers: list[int], site_modules: list[str], width: int,
-                 encoded: list[list[int]], weights: list[list[float]], batch_size: int, meta: dict,
-                 progress: bool) -> Activations:
-    """``capture``'s pass once the input is checked and tokenised: the ``MeanPool`` of every record."""
-    values = torch.empty(len(records), len(layers), width)  # (n, L, width) fp32 means, filled batch by batch
     sentence_ids, langs = [r.sentence_id for r in records], [r.lang for r in records]
 
-    def check(rows: list[int]) -> None:  # rows just written to the host
-        check_finite(values[torch.tensor(rows, dtype=torch.long)], [sentence_ids[r] for r in rows],
-                     [langs[r] for r in rows], layers, meta)
+    def run() -> Activations:  # the MeanPool of every record
+        values = torch.empty(len(records), len(layers), width)  # (n, L, width) fp32 means, filled batch by batch
 
-    stream(lm, site_modules, width, encoded, weights, batch_size, MeanPool(values, batch_size, check), "capture",
-           progress)
-    counts = torch.tensor([sum(w) for w in weights], dtype=torch.float32)
-    return Activations(values, sentence_ids, langs, layers, counts.to(torch.int64), meta)
+        def check(rows: list[int]) -> None:  # rows just written to the host
+            check_finite(values[torch.tensor(rows, dtype=torch.long)], [sentence_ids[r] for r in rows],
+                         [langs[r] for r in rows], layers, meta)
+
+        stream(lm, site_modules, width, encoded, weights, batch_size, MeanPool(values, batch_size, check), "capture",
+               progress)
+        counts = torch.tensor([sum(w) for w in weights], dtype=torch.float32)
+        return Activations(values, sentence_ids, langs, layers, counts.to(torch.int64), meta)
+
+    if cache is None:
+        return run()
+    return cache.result("activations", {**meta, "code": code_key(capture)}, run, Activations.entry,
+                        Activations.from_entry)
 
 
 def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,

@@ -45,12 +45,7 @@ class Activations:
         assert len(self.layers) == n_layers
         pairs = list(zip(self.sentence_ids, self.langs))
         if len(set(pairs)) != len(pairs):
-            seen, dup = set(), None
-            for p in pairs:
-                if p in seen:
-                    dup = p
-                    break
-                seen.add(p)
+            dup = next(p for i, p in enumerate(pairs) if p in pairs[:i])  # quadratic, but only on the error path
             raise ValueError(f"sentence {dup[0]!r} appears twice in language {dup[1]!r}")
         check_finite(self.values, self.sentence_ids, self.langs, self.layers, self.meta)
 

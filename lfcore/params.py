@@ -2,11 +2,12 @@
 
 An unknown key, a wrong type, a value out of its field's range (``_rule``), a missing file or an unknown
 language raises ``ParamsError`` naming the key path and the file. Paths are relative to the params file and
-are stored resolved. ``NOTEBOOKS`` lists each notebook with the sections of the params file injected into its
-papermill ``parameters`` cell.
+are stored resolved. ``NOTEBOOKS`` lists each notebook of ``notebooks/`` with the sections of the params file
+injected into its papermill ``parameters`` cell, read from that cell: a new notebook needs no edit here.
 """
 from __future__ import annotations
 
+import ast
 import difflib
 import functools
 import typing
@@ -188,23 +189,22 @@ class Params(_Spec):
              "the multilingual Gemma 3 270M. The paper's run: lfcore reproduce params/paper_llama2.yaml."))
 
 
-# notebook key -> (jupytext source stem, title, params sections injected into it)
+def _notebook(path: Path) -> tuple[str, str, tuple[str, ...]]:
+    """(stem, title, params sections) of a jupytext notebook: its first heading, the names of its parameters cell
+    other than those the runner sets (title, out_dir, cache_dir)."""
+    text = path.read_text(encoding="utf-8")
+    cell = text.split('# %% tags=["parameters"]\n', 1)[1].split("\n# %%", 1)[0]
+    names = [stmt.targets[0].id for stmt in ast.parse(cell).body]
+    title = next(line[4:] for line in text.splitlines() if line.startswith("# # "))
+    return path.stem, title, tuple(n for n in names if n not in ("title", "out_dir", "cache_dir"))
+
+
+# notebook key (its file name up to the first "_") -> (jupytext source stem, title, params sections injected into
+# it), read from the notebooks: observations first, then the appendices
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "obs1": ("obs1_similarity", "Observation I: similarity map and layer-wise LRDS/SADS",
-             ("languages", "model", "corpus", "capture", "uncertainty", "diagnostics", "maps")),
-    "obs2": ("obs2_regions", "Observation II: key linguistic regions and deactivation",
-             ("languages", "model", "corpus", "capture", "regions", "perplexity", "generation", "uncertainty",
-              "diagnostics", "robustness")),
-    "obs3": ("obs3_training", "Observation III: linguistic regions over training",
-             ("languages", "checkpoints", "corpus", "capture", "regions", "uncertainty")),
-    "obs4": ("obs4_alignment", "Observation IV: semantic alignment over training",
-             ("languages", "checkpoints", "corpus", "capture", "regions", "accuracy", "uncertainty")),
-    "obs5": ("obs5_scale", "Observation V: model scale",
-             ("languages", "sizes", "corpus", "capture", "regions", "accuracy", "uncertainty")),
-    "appendix": ("appendix_llama2", "Appendix C: an English-centric model family",
-                 ("languages", "family", "corpus", "capture", "regions", "perplexity", "accuracy", "uncertainty",
-                  "diagnostics", "maps")),
-}
+    path.stem.split("_")[0]: _notebook(path)
+    for path in sorted(NOTEBOOK_DIR.glob("*.py"), key=lambda f: (not f.stem.startswith("obs"), f.stem))}
 
 
 class ParamsError(ValueError):
@@ -278,10 +278,6 @@ def _corpus(source: str):
         raise ParamsError(f"cannot read corpus {source}: {e}") from None
 
 
-def _languages_of(source: str) -> list[str]:
-    return _corpus(source).languages
-
-
 def _model_path(m: ModelSpec, base: Path, where: str) -> None:
     """Resolve a folder or .gguf spec relative to the params file; leave keys and hub ids alone."""
     if m.spec in BUNDLED or m.spec.startswith("tiny:"):
@@ -301,7 +297,7 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
     _check_languages(p.languages, "languages")
     c = p.corpus
     if c.source in BUNDLED_CORPORA:
-        _check_languages(p.languages, "languages", _languages_of(c.source), f"the bundled corpus {c.source!r}")
+        _check_languages(p.languages, "languages", _corpus(c.source).languages, f"the bundled corpus {c.source!r}")
     elif c.source == "bible":
         if not c.files:
             raise ParamsError("corpus.files: source 'bible' needs files: {lang: path to the XML file}")
@@ -309,7 +305,7 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
         _check_languages(p.languages, "languages", c.files, "corpus.files")
     elif not c.source.startswith("hf:"):
         c.source = _resolve(c.source, base, "corpus.source")
-        _check_languages(p.languages, "languages", _languages_of(c.source), f"corpus.source {c.source}")
+        _check_languages(p.languages, "languages", _corpus(c.source).languages, f"corpus.source {c.source}")
     if c.source in BUNDLED_CORPORA or Path(c.source).is_file():
         complete = len(_corpus(c.source).select(p.languages).ids)
         if c.n > complete:
@@ -323,7 +319,7 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
     else:
         if p.perplexity.source not in BUNDLED_CORPORA:
             p.perplexity.source = _resolve(p.perplexity.source, base, "perplexity.source")
-        _check_languages(p.languages, "languages", _languages_of(p.perplexity.source),
+        _check_languages(p.languages, "languages", _corpus(p.perplexity.source).languages,
                          f"perplexity.source {p.perplexity.source}")
     task_langs = {f.stem.removeprefix(f"{p.accuracy.task}_") for f in tasks_dir().glob(f"{p.accuracy.task}_*.yaml")}
     _check_languages(p.accuracy.languages, "accuracy.languages", task_langs, f"task {p.accuracy.task!r}")

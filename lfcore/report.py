@@ -18,15 +18,10 @@ from .plots import key_regions_per_layer, mimebundle, similarity_map
 RUNNER_ENV = "LFCORE_NOTEBOOK_RUNNER"  # set by ``runner.reproduce`` for its kernels: no live frontend, no widgets
 
 
-def _batch_note():
-    """What a widget helper returns under the runner: a note (a widget there can hang nbclient, issue #312)."""
-    return HTML(WIDGET_NOTE)
-
-
 def explore_layers(acts, corpus=None):
     """An ipywidgets slider over layers; "draw" shows that layer's similarity map (needs a live kernel)."""
     if os.environ.get(RUNNER_ENV):
-        return _batch_note()
+        return HTML(WIDGET_NOTE)  # a widget under the runner can hang nbclient (issue #312)
     import ipywidgets  # only in a live kernel
 
     def show(layer: int):
@@ -39,7 +34,7 @@ def explore_layers(acts, corpus=None):
 def explore_threshold(regions, thresholds: list[float]):
     """An ipywidgets slider over z thresholds showing key neurons per layer (needs a live kernel)."""
     if os.environ.get(RUNNER_ENV):
-        return _batch_note()
+        return HTML(WIDGET_NOTE)
     import ipywidgets  # only in a live kernel
 
     def show(threshold: float):

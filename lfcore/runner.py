@@ -24,16 +24,16 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .cache import Cache, atomic_write, code_digest
+from .cache import Cache, atomic_write, code_digest, make_key
 from .corpus import load_corpus
 from .metrics import layerwise, scores
 from .models import BUNDLED, cache_root
-from .params import LANGS9, NOTEBOOKS, CaptureSpec, ModelSpec, Params, ParamsError, load_params, sections_for
+from .params import (LANGS9, NOTEBOOK_DIR, NOTEBOOKS, CaptureSpec, ModelSpec, Params, ParamsError, load_params,
+                     sections_for)
 from .regions import key_regions
 from .report import RUNNER_ENV, render_html
-from .steps import activations, cache_dir, digest, load
+from .steps import activations, cache_dir, load
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 @dataclass
@@ -91,8 +91,8 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
     if hub:
         return None
     libs = {lib: version(lib) for lib in ("torch", "transformers", "lm_eval", "numpy", "pandas", "plotly")}
-    return digest({"source": notebook_source, "parameters": sections, "out_dir": parameters.get("out_dir"),
-                   "lfcore": code_digest("."), "libs": libs, "files": files})
+    return make_key(source=notebook_source, parameters=sections, out_dir=parameters.get("out_dir"),
+                    lfcore=code_digest("."), libs=libs, files=files)
 
 
 def _ipc_kernel_manager():

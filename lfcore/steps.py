@@ -8,9 +8,7 @@ recomputing, and a fix to the code recomputes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
-import json
 import logging
 import math
 import os
@@ -33,16 +31,6 @@ from .regions import random_neurons
 from .robustness import lape, lape_overlap
 from .tasks.utils import XCOPA_FILE
 from .uncertainty import score_intervals
-
-
-def digest(obj) -> str:
-    """A short content hash of a JSON-able object (tensors as lists)."""
-    def default(o):
-        if hasattr(o, "detach"):  # a tensor: its bytes, dtype and shape
-            a = o.detach().cpu().contiguous().numpy()
-            return [hashlib.sha256(a.tobytes()).hexdigest(), str(a.dtype), list(a.shape)]
-        return o.tolist() if hasattr(o, "tolist") else str(o)
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=default).encode()).hexdigest()[:16]
 
 
 def cache_dir(out: str | Path) -> Path:
@@ -115,7 +103,7 @@ def key_region_sets(regions, cfg: PerplexitySpec) -> dict:
 def perplexity_table(lm, texts: dict, sets: dict, cfg: PerplexitySpec, cache: Cache) -> pd.DataFrame:
     """``evaluate.deactivation_table`` through the cache (key: weights, texts, sets, window options, start token,
     code)."""
-    parts = dict(model=lm.meta(), texts=digest(texts), sets=digest(sets), seqlen=cfg.seqlen, stride=cfg.stride,
+    parts = dict(model=lm.meta(), texts=texts, sets=sets, seqlen=cfg.seqlen, stride=cfg.stride,
                  batch_size=cfg.batch_size, bos=start_token(lm.tokenizer, cfg.add_bos),
                  code=code_key(deactivation_table))
     return cache.frame("deactivation", parts, lambda: deactivation_table(lm, texts, sets, seqlen=cfg.seqlen, stride=cfg.stride,
@@ -128,7 +116,7 @@ def task_accuracy(lm, cfg: AccuracySpec, cache: Cache, neurons=None) -> pd.DataF
     version, code: the task folder and the bundled data its loaders read)."""
     code = code_key(crosslingual_accuracy, data=("tasks", f"data/{XCOPA_FILE}"))
     parts = dict(model=lm.meta(), task=cfg.task, code=code, langs=cfg.languages, limit=cfg.limit,
-                 neurons=digest(neurons or {}), lm_eval=version("lm_eval"))
+                 neurons=neurons or {}, lm_eval=version("lm_eval"))
     def compute():
         with _quiet("lm_eval"):  # progress bars and per-task notices would fill the report
             return crosslingual_accuracy(lm, cfg.languages, task=cfg.task, limit=cfg.limit, neurons=neurons,
@@ -162,7 +150,7 @@ def generations(lm, cfg: GenerationSpec, sets: dict, cache: Cache) -> pd.DataFra
     as a wide table: one row per prompt, one column per condition."""
     prompts = {lang: list((cfg.prompts or DEFAULT_PROMPTS)[lang])[:cfg.prompts_per_language] for lang in cfg.languages}
     conditions = {FULL: None, **{f"×{lang}": sets[lang] for lang in cfg.languages}}
-    parts = dict(model=lm.meta(), prompts=prompts, sets=digest(conditions), max_new_tokens=cfg.max_new_tokens,
+    parts = dict(model=lm.meta(), prompts=prompts, sets=conditions, max_new_tokens=cfg.max_new_tokens,
                  code=code_key(generate))
     long = cache.frame("generations", parts, lambda: generate(lm, prompts, conditions, cfg.max_new_tokens)
                        .drop(columns=["output_ids"]).rename(columns={"index": "number"}))
@@ -172,7 +160,7 @@ def generations(lm, cfg: GenerationSpec, sets: dict, cache: Cache) -> pd.DataFra
 
 def intervals(acts, cfg: UncertaintySpec, cache: Cache, per_layer: bool = True) -> pd.DataFrame:
     """``uncertainty.score_intervals`` (overall, and per layer unless ``per_layer`` is off) through the cache."""
-    parts = dict(acts=acts.meta, rows=digest([acts.sentence_ids, acts.langs]), per_layer=per_layer,
+    parts = dict(acts=acts.meta, rows=[acts.sentence_ids, acts.langs], per_layer=per_layer,
                  code=code_key(score_intervals), **cfg.model_dump())
     return cache.frame("intervals", parts, lambda: score_intervals(acts, per_layer=per_layer, n_boot=cfg.n_boot,
                                                            n_perm=cfg.n_perm, level=cfg.level, seed=cfg.seed))
@@ -236,7 +224,7 @@ def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSp
         print("LAPE comparison off (robustness.lape: false)")
         return pd.DataFrame(columns=["lang", "lape_neurons", "key_neurons", "shared", "jaccard"])
     parts = dict(model=lm.meta(), corpus=corpus.fingerprint(), capture=capture.model_dump(),
-                 regions=digest(regions.mask),
+                 regions=regions.mask,
                  code=code_key(activation_probabilities, lape, lape_overlap))
     return cache.frame("lape", parts, lambda: lape_overlap(lape(activation_probabilities(
         lm, corpus, batch_size=capture.batch_size, max_length=capture.max_length,
