@@ -185,18 +185,15 @@ class Cache:
         self.root = Path(root) if root else None
         self.hits, self.misses = Counter(), Counter()
 
-    def _stem(self, kind: str, key: str) -> Path:
-        return self.root / kind / key
-
     def get(self, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
         """The entry, or None if absent (or no root). A damaged entry raises ``CacheError``."""
-        if self.root is None or not _paths(self._stem(kind, key))[0].exists():
+        if self.root is None or not _paths(self.root / kind / key)[0].exists():
             return None
-        return read_entry(self._stem(kind, key))
+        return read_entry(self.root / kind / key)
 
     def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         if self.root is not None:
-            write_entry(self._stem(kind, key), tensors, meta)
+            write_entry(self.root / kind / key, tensors, meta)
 
     def result(self, kind: str, parts: dict, compute, encode, decode):
         """``compute()`` unless a result with the same ``parts`` is cached; counted as a hit or a miss.

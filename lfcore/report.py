@@ -45,9 +45,6 @@ def explore_threshold(regions, thresholds: list[float]):
         value=regions.threshold, min=min(thresholds), max=max(thresholds), step=0.1, description="z threshold"))
 
 
-
-
-
 def _plain(obj):
     """numpy/torch scalars and arrays inside mappings and lists as plain Python numbers and lists."""
     if isinstance(obj, dict):

@@ -35,7 +35,6 @@ from .report import RUNNER_ENV, render_html
 from .steps import activations, cache_dir, load
 
 
-
 @dataclass
 class NotebookRun:
     key: str

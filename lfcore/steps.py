@@ -106,9 +106,9 @@ def perplexity_table(lm, texts: dict, sets: dict, cfg: PerplexitySpec, cache: Ca
     parts = dict(model=lm.meta(), texts=texts, sets=sets, seqlen=cfg.seqlen, stride=cfg.stride,
                  batch_size=cfg.batch_size, bos=start_token(lm.tokenizer, cfg.add_bos),
                  code=code_key(deactivation_table))
-    return cache.frame("deactivation", parts, lambda: deactivation_table(lm, texts, sets, seqlen=cfg.seqlen, stride=cfg.stride,
-                                                              batch_size=cfg.batch_size, add_bos=cfg.add_bos,
-                                                              progress=False))
+    return cache.frame("deactivation", parts, lambda: deactivation_table(
+        lm, texts, sets, seqlen=cfg.seqlen, stride=cfg.stride, batch_size=cfg.batch_size, add_bos=cfg.add_bos,
+        progress=False))
 
 
 def task_accuracy(lm, cfg: AccuracySpec, cache: Cache, neurons=None) -> pd.DataFrame:

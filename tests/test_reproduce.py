@@ -153,7 +153,7 @@ def test_perplexity_text_from_a_multi_config_dataset(tmp_path, monkeypatch):
         readme += [f"- config_name: {name}", "  data_files:", "  - split: test", f"    path: {name}/test.jsonl"]
     (tmp_path / "README.md").write_text("\n".join(readme + ["---", ""]))
     p = lfcore.params.params_from_dict({"languages": ["ar", "en"], "generation": {"languages": ["en"]}, "perplexity": {
-        "source": f"hf:{tmp_path}", "hf_configs": configs, "documents": 2, "revision": None}})
+        "source": f"hf:{tmp_path}", "hf_configs": configs, "documents": 2, "max_tokens": None, "revision": None}})
     texts = lfcore.steps.perplexity_texts(p.perplexity, p.languages)
     assert texts == {"ar": ["arabic document 0.", "arabic document 1."],
                      "en": ["english document 0.", "english document 1."]}
