@@ -128,11 +128,8 @@ def load_table(path: str | os.PathLike) -> pd.DataFrame:
 
 @functools.lru_cache(maxsize=None)
 def code_digest(*paths: str) -> str:
-    """A short hash of files of the lfcore package: ``code_digest("capture.py", "tasks")``.
-
-    ``paths`` are relative to the package folder, a folder meaning every file under it (``"."``: the whole
-    package). Step keys carry it (through ``code_key``), so a fix to the code or data recomputes the step.
-    """
+    """A short hash of package files: ``code_digest("capture.py", "tasks")``; ``paths`` are relative to lfcore's
+    folder, a folder meaning every file under it (``"."``: the whole package). ``code_key`` builds on it."""
     h = hashlib.sha256()
     for rel in paths:
         path = PACKAGE / rel

@@ -186,11 +186,11 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
 
     >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(values, 16, check), "capture")
 
-    Length-sorted right-padded batches (``padded_batches``); the forward pass stops after the last site
-    (no later layer, no LM head). Per batch and site j, ``reducer.add(j, x, w, rows)`` gets the site input
-    x (batch, tokens, width), the pooling weights w (batch, tokens) on x's device and the batch's record
-    indices ``rows`` (batch,) long on the CPU; after the forward pass ``reducer.end(rows)``; after the last
-    batch ``reducer.finish()``. A site whose input is not ``width`` wide, or whose hook never ran, raises.
+    Length-sorted right-padded batches (``padded_batches``); the forward pass stops after the last site (no later
+    layer, no LM head). Per batch and site j, ``reducer.add(j, x, w, rows)`` gets the site input x (batch, tokens,
+    width), the pooling weights w (batch, tokens) on x's device and the batch's record indices ``rows`` (batch,)
+    long on the CPU; after the forward pass ``reducer.end(rows)``. A site whose input is not ``width`` wide, or
+    whose hook never ran, raises.
     """
     model = lm.model
     device = module_device(model.get_input_embeddings())
@@ -211,8 +211,8 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
         return hook
 
     hooks = input_hooks(model, {n: make_hook(j, n) for j, n in enumerate(sites)}, stop=sites[-1])
-    bar = tqdm(total=len(encoded), desc=f"{desc} {lm.name}", disable=not progress, unit="sent")
-    with torch.inference_mode():
+    with (tqdm(total=len(encoded), desc=f"{desc} {lm.name}", disable=not progress, unit="sent") as bar,
+          torch.inference_mode()):
         for batch, ids, mask, w in padded_batches(encoded, weights, batch_size, lm.tokenizer.pad_token_id):
             weights_on.clear()
             weights_on[device] = _to(w, device)
@@ -227,8 +227,6 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
                                    f"module, so its input cannot be read there; pass site= naming a module it calls")
             reducer.end(batch)
             bar.update(len(batch))
-        reducer.finish()
-    bar.close()
     weights_on.clear()
 
 
@@ -238,12 +236,12 @@ class MeanPool:
     >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(out, 16, check), "capture")
 
     ``check(rows)`` runs on the rows just written to ``out`` (on CUDA one batch late: the copy to the host
-    overlaps the next batch's forward pass).
+    overlaps the next batch's forward pass; the last batch is written once every row is queued).
     """
 
     def __init__(self, out: torch.Tensor, batch_size: int, check):
         self.pooled: list[torch.Tensor | None] = [None] * out.shape[1]  # this batch's (batch, width) fp32 sums
-        self.writer, self.check = _HostWriter(out, batch_size), check
+        self.writer, self.check, self.queued = _HostWriter(out, batch_size), check, 0  # queued: rows handed over
         self.counts: torch.Tensor | None = None  # this batch's pooled tokens per row
 
     def add(self, j: int, x: torch.Tensor, w: torch.Tensor, rows: torch.Tensor) -> None:
@@ -256,9 +254,9 @@ class MeanPool:
         block.div_(self.counts.to(block.device)[:, None, None])  # means
         self.pooled[:] = [None] * len(self.pooled)
         self.check(self.writer.put(rows, block))
-
-    def finish(self) -> None:
-        self.check(self.writer.flush())
+        self.queued += len(rows)
+        if self.queued == len(self.writer.out):  # the last batch
+            self.check(self.writer.flush())
 
 
 class FiringCounts:
@@ -282,9 +280,6 @@ class FiringCounts:
     def end(self, rows: list[int]) -> None:
         pass
 
-    def finish(self) -> None:
-        pass
-
 
 def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,
             pool_special_tokens: bool = False, skip_first: bool = False, max_length: int = 512,
@@ -298,7 +293,8 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     ``max_length`` tokens, or to the model's position limit (``models.max_tokens``) if that is smaller;
     ``meta["options"]["max_length"]`` records the value used. ``cache`` (a ``cache.Cache`` or folder) reuses an
     identical earlier run: the key covers the model (with dtype), the token ids and pooling weights, the
-    options and the code (``cache.code_key``). A cached capture refuses a model that already carries hooks (e.g. inside ``deactivate``).
+    options and the code (``cache.code_key``). A cached capture refuses a model that already carries hooks
+    (e.g. inside ``deactivate``).
 
     Returns ``Activations`` with values (n_records, n_layers, n_neurons) in fp32. Raises ``ValueError`` if
     any pooled value is inf or nan (the model overflowed its dtype).
@@ -333,8 +329,8 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
 
         stream(lm, site_modules, width, encoded, weights, batch_size, MeanPool(values, batch_size, check), "capture",
                progress)
-        counts = torch.tensor([sum(w) for w in weights], dtype=torch.float32)
-        return Activations(values, sentence_ids, langs, layers, counts.to(torch.int64), meta)
+        counts = torch.tensor([sum(w) for w in weights], dtype=torch.float32).to(torch.int64)  # tokens pooled
+        return Activations(values, sentence_ids, langs, layers, counts, meta)
 
     if cache is None:
         return run()

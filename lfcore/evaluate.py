@@ -293,9 +293,8 @@ def intersection_effect(lm, texts: Mapping[str, str | Sequence[str]], sets: Mapp
 
     >>> intersection_effect(lm, {"en": texts}, robustness.intersection(regions), seqlen=512)
 
-    ``sets`` is {name: NeuronSet}, e.g. ``robustness.intersection(regions)`` (name = language); ``texts`` is
-    {lang: text(s)}. One ``deactivation_table`` and its ``uncertainty.deactivation_intervals``. Returns one
-    row per (set, text language): set, lang, n_neurons, ppl_full, ppl, increase (%), ci_low, ci_high.
+    ``sets``: {name: NeuronSet}; ``texts``: {lang: text(s)}. Returns one row per (set, text language): set,
+    lang, n_neurons, ppl_full, ppl, increase (%), ci_low, ci_high (``uncertainty.deactivation_intervals``).
     """
     table = deactivation_table(lm, texts, sets, seqlen=seqlen, stride=stride, batch_size=batch_size, progress=False)
     ci = deactivation_intervals(table.attrs["window_nll"], table.attrs["window_tokens"], baseline=FULL,

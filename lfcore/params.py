@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import difflib
 import functools
-import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -220,22 +219,14 @@ def _where(loc: tuple) -> str:
     return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc).lstrip(".")
 
 
-def _section(loc: tuple):
-    """The ``_Spec`` class that holds the key at ``loc``."""
-    cls = Params
-    for k in loc[:-1]:
-        if isinstance(k, str):
-            tp = cls.model_fields[k].annotation
-            args = typing.get_args(typing.get_args(tp)[0] if typing.get_origin(tp) is Annotated else tp)
-            cls = args[0] if args and isinstance(args[0], type) and issubclass(args[0], _Spec) else tp
-    return cls
-
-
 def _message(e: dict) -> str:
     """One pydantic error in lfcore's words: the key path, what was expected, the value given."""
     where, kind, value = _where(e["loc"]), e["type"], e.get("input")
     if kind == "extra_forbidden":
-        known = list(_section(e["loc"]).model_fields)
+        section = Params()  # the section holding the key, found in the defaults (every list of sections has one)
+        for k in e["loc"][:-1]:
+            section = section[0] if isinstance(k, int) else getattr(section, k)
+        known = list(type(section).model_fields)
         close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
         hint = f"did you mean {_where((*e['loc'][:-1], close[0]))!r}? " if close else ""
         return f"unknown key {where!r} ({hint}known keys here: {', '.join(known)})"
@@ -245,9 +236,8 @@ def _message(e: dict) -> str:
         return f"{where}: {e['ctx']['error']}"
     if kind in ("model_type", "model_attributes_type"):
         return f"{where or 'top level'}: expected a mapping of keys, got {value!r}"
-    expected = _EXPECTED.get(kind)
-    if expected:
-        return f"{where}: expected {expected}, got {type(value).__name__} ({value!r})"
+    if kind in _EXPECTED:
+        return f"{where}: expected {_EXPECTED[kind]}, got {type(value).__name__} ({value!r})"
     return f"{where}: {e['msg']}"
 
 

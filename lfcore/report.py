@@ -71,12 +71,9 @@ class Report:
         self.models: list[dict] = []
         self.files: dict[str, list[str]] = {"tables": [], "figures": []}
 
-    def _write(self, rel: str, text: str) -> Path:
-        return atomic_write(self.dir / rel, text)
-
     def show(self, fig, name: str):
         """Save ``fig`` as ``figures/<name>.json`` and display it (interactive and static)."""
-        self._write(f"figures/{name}.json", fig.to_json())
+        atomic_write(self.dir / f"figures/{name}.json", fig.to_json())
         self._add("figures", f"figures/{name}.json")
         display(mimebundle(fig), raw=True)
 
@@ -117,7 +114,7 @@ class Report:
     def _save(self) -> None:
         summary = {"notebook": self.notebook, "headline": self.headline, "warnings": self.warnings,
                    "models": self.models, "cache": self.cache.summary() if self.cache else {}, **self.files}
-        self._write("summary.json", json.dumps(summary, indent=1, ensure_ascii=False, default=str))
+        atomic_write(self.dir / "summary.json", json.dumps(summary, indent=1, ensure_ascii=False, default=str))
 
 
 # ------------------------------------------------------------------------------------------------ runner
