@@ -183,16 +183,32 @@ def test_parameters_cell_holds_plain_literals(key):
     # the defaults in the notebook are a valid params set
     values = {n: ast.literal_eval(s.value) for n, s in zip(names, ast.parse(tagged[0].source).body)}
     lfcore.params.notebook_params(**{n: values[n] for n in sections})
-    # jupytext keeps the tag through a round trip (pyproject's cell_metadata_filter keeps "tags")
+    # jupytext keeps the tag through a round trip (notebooks/jupytext.toml's cell_metadata_filter keeps "tags")
     again = jupytext.reads(jupytext.writes(nb, fmt="py:percent"), fmt="py:percent")
     assert any("parameters" in c.metadata.get("tags", []) for c in again.cells)
 
 
-def test_jupytext_config_keeps_tags():
+def test_jupytext_config_keeps_tags_and_kernel_in_notebooks_only():
     import tomllib
 
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["jupytext"]
+    from jupytext.config import find_jupytext_configuration_file
+
+    config = tomllib.loads((ROOT / "notebooks" / "jupytext.toml").read_text())
     assert "py:percent" in config["formats"] and "tags" in config["cell_metadata_filter"].split(",")
+    assert "kernelspec" in config["notebook_metadata_filter"].split(",")
+    assert "jupytext" not in tomllib.loads((ROOT / "pyproject.toml").read_text()).get("tool", {})
+    assert find_jupytext_configuration_file(str(ROOT / "notebooks")) == str(ROOT / "notebooks" / "jupytext.toml")
+
+
+@pytest.mark.parametrize("key", list(NOTEBOOKS))
+def test_notebook_names_the_project_kernel_and_round_trips(key):
+    from jupytext.config import load_jupytext_configuration_file
+
+    path = ROOT / "notebooks" / f"{NOTEBOOKS[key][0]}.py"
+    nb = jupytext.read(path)
+    assert nb.metadata["kernelspec"] == {"display_name": "lfcore", "language": "python", "name": "lfcore"}
+    config = load_jupytext_configuration_file(str(ROOT / "notebooks" / "jupytext.toml"))
+    assert jupytext.writes(nb, fmt="py:percent", config=config) == path.read_text(encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------- cache units
