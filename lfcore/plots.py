@@ -175,7 +175,7 @@ def key_regions_threshold_slider(regions, thresholds: Sequence[float],
     for k, df in enumerate(tables):
         for lang in langs:
             fig.add_trace(go.Bar(x=list(df.index), y=df[lang].tolist(), name=lang, legendgroup=lang,
-                                 showlegend=k == 0, visible=k == 0, hovertemplate=_COUNT_HOVER))
+                                 visible=k == 0, hovertemplate=_COUNT_HOVER))  # a hidden step lists no legend
     sklr = [int(df.to_numpy().sum()) for df in tables]
     steps = [dict(method="update", label=f"{t:g}",
                   args=[{"visible": [j // len(langs) == k for j in range(len(thresholds) * len(langs))]},

@@ -100,6 +100,17 @@ def _portable(v):
     return os.path.relpath(v, ROOT) if isinstance(v, str) and Path(v).is_absolute() else v
 
 
+def _name_paths(ipynb: Path, stem: str) -> None:
+    """Papermill's record of the input and output in an executed notebook, by repository path and file name
+    (papermill stores the whole input notebook and the output's absolute path)."""
+    import nbformat
+
+    if ipynb.exists():
+        nb = nbformat.read(str(ipynb), as_version=4)
+        nb.metadata.get("papermill", {}).update(input_path=f"notebooks/{stem}.py", output_path=ipynb.name)
+        atomic_write(ipynb, nbformat.writes(nb))
+
+
 def _ipc_kernel_manager():
     """A kernel manager whose kernels listen on local IPC sockets (files private to this user) instead of TCP
     ports, which any local user could reach (ipykernel warns about that)."""
@@ -210,6 +221,7 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
         except Exception as e:  # papermill saved the notebook with the traceback; report and go on
             error = _failure(stem, e, ipynb, html_path)
         seconds, cpu = time.time() - start, _children_cpu() - cpu_start
+        _name_paths(ipynb, stem)
         try:
             render_html(ipynb, html_path, f"{title} ({params_file.name})")
         except Exception as e:
