@@ -519,3 +519,22 @@ def test_cli_scores(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "LRDS" in out and "SADS" in out and "SKLR" in out and "key_neurons" in out
     assert list(tmp_path.glob("activations/*.json"))
+
+
+# ------------------------------------------------------------------------------- paths in notebooks
+
+
+def test_notebook_paths_resolve_against_the_repository_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert lfcore.params.repo_path("reports/interactive/obs1") == ROOT / "reports" / "interactive" / "obs1"
+    assert lfcore.params.repo_path(tmp_path / "x") == tmp_path / "x"
+    report = lfcore.report.Report("reports/interactive/obs1_similarity", None, "obs1")
+    assert report.dir == ROOT / "reports" / "interactive" / "obs1_similarity"
+
+
+def test_injected_parameters_carry_no_absolute_path():
+    params = {"out_dir": str(ROOT / "reports" / "smoke" / "obs1"), "corpus": {"files": {"en": str(ROOT / "a.txt")}},
+              "languages": ["en"], "n": 3}
+    assert lfcore.runner._portable(params) == {"out_dir": "reports/smoke/obs1", "corpus": {"files": {"en": "a.txt"}},
+                                               "languages": ["en"], "n": 3}
+    assert lfcore.runner._label("SKLR_percent_of_neurons") == "SKLR, % of neurons"
