@@ -247,6 +247,10 @@ def test_jupyterlab_opens_the_percent_scripts_as_notebooks_on_the_lfcore_kernel(
     pytest.importorskip("jupyterlab", reason="needs JupyterLab (pip install -e '.[test]')")
     env = _kernel_env(tmp_path)
     env.update(JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    # jupytext's default viewer for .py, as scripts/run.sh sets it (there in .venv/etc/jupyter)
+    subprocess.run([sys.executable, "-m", "jupytext_config", "--settings-file",
+                    str(tmp_path / "config" / "labconfig" / "default_setting_overrides.json"), "set-default-viewer",
+                    "python"], check=True, env=env, capture_output=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -274,6 +278,8 @@ def test_jupyterlab_opens_the_percent_scripts_as_notebooks_on_the_lfcore_kernel(
         assert nb["content"]["metadata"]["kernelspec"]["name"] == "lfcore"
         assert any("parameters" in c["metadata"].get("tags", []) for c in nb["content"]["cells"])
         assert "lfcore" in get("/api/kernelspecs")["kernelspecs"]
+        viewers = get("/lab/api/settings/@jupyterlab/docmanager-extension:plugin")["schema"]["properties"]
+        assert viewers["defaultViewers"]["default"]["python"] == "Jupytext Notebook"  # a double click opens a notebook
     finally:
         lab.terminate()
         lab.wait(timeout=30)
