@@ -179,7 +179,8 @@ def key_regions_threshold_slider(regions, thresholds: Sequence[float],
     sklr = [int(df.to_numpy().sum()) for df in tables]
     steps = [dict(method="update", label=f"{t:g}",
                   args=[{"visible": [j // len(langs) == k for j in range(len(thresholds) * len(langs))]},
-                        {"title": {"text": f"{title}: z > {t:g} (SKLR {sklr[k]:,})"}}]) for k, t in enumerate(thresholds)]
+                        {"title": {"text": f"{title}: z > {t:g} (SKLR {sklr[k]:,})"}}])
+             for k, t in enumerate(thresholds)]
     fig.update_layout(barmode="stack", title=f"{title}: z > {thresholds[0]:g} (SKLR {sklr[0]:,})", template=TEMPLATE,
                       height=460, xaxis_title="layer", yaxis_title="key neurons", legend=dict(orientation="h", y=1.1),
                       sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="z threshold "), pad=dict(t=40))])

@@ -66,7 +66,6 @@ def explore_threshold(regions, thresholds: list[float]):
         description="z threshold"))
 
 
-
 def number(v) -> str:
     """A number for reading: thousands separators from 10,000 on, else 4 significant digits."""
     return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"

@@ -343,7 +343,8 @@ def write_index(out: Path, p: Params, params_file: Path, runs: list[NotebookRun]
             f"<style>{_INDEX_CSS}</style></head><body><h1>{e(p.title)}</h1>"
             f"<p>params of the latest call: <a href='params.yaml'>{e(params_file.name)}</a> (each notebook links "
             f"the params it was executed with) &middot; generated {time.strftime('%Y-%m-%d %H:%M')} &middot; lfcore "
-            f"{__version__}, torch {torch.__version__} &middot; cache: <code>{e(os.path.relpath(cache, out))}</code></p>"
+            f"{__version__}, torch {torch.__version__} &middot; cache (from here): "
+            f"<code>{e(os.path.relpath(cache, out))}</code></p>"
             f"{''.join(_card(r, params_text) for r in runs)}"
             f"<h2>Parameters of the latest call</h2><pre>{e(params_text)}</pre></body></html>")
     return atomic_write(out / "index.html", page)
