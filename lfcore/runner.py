@@ -103,12 +103,10 @@ def _portable(v):
 def _name_paths(ipynb: Path, stem: str) -> None:
     """Papermill's record of the input and output in an executed notebook, by repository path and file name
     (papermill stores the whole input notebook and the output's absolute path)."""
-    import nbformat
-
-    if ipynb.exists():
-        nb = nbformat.read(str(ipynb), as_version=4)
-        nb.metadata.get("papermill", {}).update(input_path=f"notebooks/{stem}.py", output_path=ipynb.name)
-        atomic_write(ipynb, nbformat.writes(nb))
+    nb = json.loads(ipynb.read_text(encoding="utf-8")) if ipynb.exists() else {}
+    if "papermill" in nb.get("metadata", {}):
+        nb["metadata"]["papermill"].update(input_path=f"notebooks/{stem}.py", output_path=ipynb.name)
+        atomic_write(ipynb, json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def _ipc_kernel_manager():
