@@ -148,3 +148,12 @@ def test_plots_do_not_mutate_inputs(acts):
     before = acts.values.clone()
     plots.similarity_map(metrics.similarity(acts), acts)
     assert torch.equal(before, acts.values)
+
+
+def test_threshold_widget_spans_a_threshold_outside_the_sweep(acts, monkeypatch):
+    from lfcore import report
+
+    monkeypatch.delenv(report.RUNNER_ENV, raising=False)
+    key = regions.key_regions(acts, threshold=3.0)
+    slider = report.explore_threshold(key, [1.0, 1.5, 2.0]).children[0]
+    assert (slider.min, slider.max, slider.value) == (1.0, 3.0, 3.0)  # not clamped to the sweep's 2.0
