@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository checkout (notebooks/, params/, reports/)
 LANGS9 = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 BUNDLED_CORPORA = ("ntrex128", "ntrex128-passages")
 
@@ -375,8 +376,16 @@ def load_params(path: str | Path) -> Params:
     return params_from_dict(data, path.parent, str(path))
 
 
-def notebook_params(base_dir: str | Path = ".", **sections) -> Params:
-    """Validate a notebook's parameters cell (the sections it uses); other sections keep their defaults."""
+def repo_path(path: str | Path) -> Path:
+    """``path`` resolved against the repository root, so a notebook parameter means the same file from any
+    working directory (plain papermill, JupyterLab, the runner): ``repo_path("reports/x") == ROOT / "reports/x"``;
+    an absolute path stays as it is."""
+    return (ROOT / Path(path).expanduser()).resolve()
+
+
+def notebook_params(base_dir: str | Path = ROOT, **sections) -> Params:
+    """Validate a notebook's parameters cell (the sections it uses); other sections keep their defaults.
+    Relative paths in it resolve against ``base_dir``, the repository root (see ``repo_path``)."""
     return params_from_dict(sections, base_dir, "notebook parameters")
 
 

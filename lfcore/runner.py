@@ -2,8 +2,8 @@
 
 ``reproduce(params_file)`` executes each notebook's jupytext source with papermill, injecting its sections of
 the params file, and writes the executed ``.ipynb``, a self-contained offline HTML report and ``index.html``
-linking every report, table and figure. CLI: ``lfcore reproduce PARAMS [--only obs1,obs2] [--out DIR]`` and
-``lfcore scores MODEL``.
+linking every report, table and figure. CLI: ``lfcore reproduce PARAMS [--only obs1,obs2] [--out DIR]``,
+``lfcore render NOTEBOOK.ipynb [-o OUT.html]`` and ``lfcore scores MODEL``.
 """
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import atomic_write
-from .params import LANGS9, NOTEBOOKS, CaptureSpec, ModelSpec, Params, ParamsError, load_params, sections_for
-from .report import RUNNER_ENV, render_html
+from .params import LANGS9, NOTEBOOKS, ROOT, CaptureSpec, ModelSpec, Params, ParamsError, load_params, sections_for
+from .report import RUNNER_ENV, number, render_html
 from .steps import ResultCache, cache_dir, code_digest, digest, load
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = ROOT / "notebooks"
 
 
 @dataclass
@@ -88,6 +88,25 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
     libs = {lib: version(lib) for lib in ("torch", "transformers", "lm_eval", "numpy", "pandas", "plotly")}
     return digest({"source": notebook_source, "parameters": sections, "out_dir": parameters.get("out_dir"),
                    "lfcore": code_digest("."), "libs": libs, "files": files})
+
+
+def _portable(v):
+    """Parameters with every absolute path made relative to the repository root (``params.repo_path`` resolves
+    them back), so an executed notebook carries no absolute path of the machine that made it."""
+    if isinstance(v, dict):
+        return {k: _portable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_portable(x) for x in v]
+    return os.path.relpath(v, ROOT) if isinstance(v, str) and Path(v).is_absolute() else v
+
+
+def _name_paths(ipynb: Path, stem: str) -> None:
+    """Papermill's record of the input and output in an executed notebook, by repository path and file name
+    (papermill stores the whole input notebook and the output's absolute path)."""
+    nb = json.loads(ipynb.read_text(encoding="utf-8")) if ipynb.exists() else {}
+    if "papermill" in nb.get("metadata", {}):
+        nb["metadata"]["papermill"].update(input_path=f"notebooks/{stem}.py", output_path=ipynb.name)
+        atomic_write(ipynb, json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def _ipc_kernel_manager():
@@ -177,6 +196,7 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
         source = (NOTEBOOK_DIR / f"{stem}.py").read_text(encoding="utf-8")
         parameters = {**sections_for(p, key), "title": p.title, "out_dir": str(work), "cache_dir": str(cache)}
         inputs = inputs_digest(source, parameters)
+        parameters = _portable(parameters)
         last = known.get(key)
         if (not force and inputs and last and last.status == "ok" and last.inputs == inputs and ipynb.exists()
                 and last.html and last.html.exists() and (work / "summary.json").exists()):
@@ -199,6 +219,7 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
         except Exception as e:  # papermill saved the notebook with the traceback; report and go on
             error = _failure(stem, e, ipynb, html_path)
         seconds, cpu = time.time() - start, _children_cpu() - cpu_start
+        _name_paths(ipynb, stem)
         try:
             render_html(ipynb, html_path, f"{title} ({params_file.name})")
         except Exception as e:
@@ -261,10 +282,15 @@ def _fmt(v) -> str:
     if isinstance(v, dict):
         return " &middot; ".join(f"{html.escape(str(k))} {_fmt(x)}" for k, x in v.items())
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+        return number(v)
     if isinstance(v, list) and all(isinstance(x, (int, float)) for x in v):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return html.escape(str(v))
+
+
+def _label(key: str) -> str:
+    """A headline key as a reader's label: ``SKLR_percent_of_neurons`` -> ``SKLR, % of neurons``."""
+    return key.replace("_percent_", ", % ").replace("_", " ")
 
 
 _INDEX_CSS = """
@@ -292,7 +318,7 @@ def _card(r: NotebookRun, params_text: str) -> str:
     cpu = f" ({r.cpu_seconds:.0f} s CPU)" if r.cpu_seconds else ""
     cpu += f", executed {r.finished}" + (" (inputs unchanged since)" if r.reused else "") if r.finished else ""
     hits = _fmt(s.get("cache", {}).get("hits", {})) or "none"
-    head = "".join(f"<tr><th>{e(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in s.get("headline", {}).items())
+    head = "".join(f"<tr><th>{e(_label(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in s.get("headline", {}).items())
     files = "".join(f"<li><a href='{e(r.stem)}/{e(f)}'>{e(f)}</a></li>"
                     for f in s.get("tables", []) + s.get("figures", []))
     warn = "".join(f"<p class='warn'>warning: {e(w)}</p>" for w in s.get("warnings", []))
@@ -315,7 +341,8 @@ def write_index(out: Path, p: Params, params_file: Path, runs: list[NotebookRun]
             f"<style>{_INDEX_CSS}</style></head><body><h1>{e(p.title)}</h1>"
             f"<p>params of the latest call: <a href='params.yaml'>{e(params_file.name)}</a> (each notebook links "
             f"the params it was executed with) &middot; generated {time.strftime('%Y-%m-%d %H:%M')} &middot; lfcore "
-            f"{__version__}, torch {torch.__version__} &middot; cache: <code>{e(str(cache))}</code></p>"
+            f"{__version__}, torch {torch.__version__} &middot; cache (from here): "
+            f"<code>{e(os.path.relpath(cache, out))}</code></p>"
             f"{''.join(_card(r, params_text) for r in runs)}"
             f"<h2>Parameters of the latest call</h2><pre>{e(params_text)}</pre></body></html>")
     return atomic_write(out / "index.html", page)
@@ -346,6 +373,14 @@ def _scores(args) -> int:
     return 0
 
 
+def _render(args) -> int:
+    ipynb = Path(args.notebook)
+    if ipynb.suffix != ".ipynb" or not ipynb.is_file():
+        raise ParamsError(f"render: {ipynb} is not an .ipynb file (execute a notebook first, e.g. with papermill)")
+    print(render_html(ipynb, Path(args.output or ipynb.with_suffix(".html")), args.title or ipynb.stem))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``lfcore`` console script."""
     parser = argparse.ArgumentParser(prog="lfcore", description="Linguistic regions and semantic alignment "
@@ -360,6 +395,11 @@ def main(argv: list[str] | None = None) -> int:
                    "last successful run (default: keep that run)")
     r.add_argument("--threads", type=int, help="CPU threads per notebook kernel (default: torch's choice; "
                    "1 on a CPU shared with other busy processes)")
+    h = sub.add_parser("render", help="an executed notebook as a self-contained offline HTML page (plotly.js "
+                       "embedded once, no external requests)")
+    h.add_argument("notebook", help="executed .ipynb, e.g. from papermill")
+    h.add_argument("-o", "--output", help="HTML file (default: the notebook's path with .html)")
+    h.add_argument("--title", default="", help="title shown in the page's top bar")
     s = sub.add_parser("scores", help="print LRDS/SADS (overall and per layer) and key-region sizes of a model")
     s.add_argument("model", help="bundled key (gemma-3-270m, smollm2-135m), tiny:<family>-<hidden>, folder or hub id")
     s.add_argument("--revision")
@@ -376,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "scores":
             return _scores(args)
+        if args.command == "render":
+            return _render(args)
         stems = {v[0]: k for k, v in NOTEBOOKS.items()}
         only = [stems.get(k.strip(), k.strip()) for k in args.only.split(",")] if args.only else None
         runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,

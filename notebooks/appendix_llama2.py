@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: lfcore
+#     language: python
+#     name: lfcore
+# ---
+
 # %% [markdown]
 # # Appendix C: an English-centric family (LLaMA2 in the paper)
 #
@@ -30,8 +38,8 @@ accuracy = {"task": "xcopa_xl", "languages": ["en", "id", "vi", "zh"], "limit": 
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
 maps = {"sentences": 100, "layer_sentences": 12, "family_sentences": 40}
-out_dir = "../reports/interactive/appendix_llama2"  # JupyterLab runs write here (git-ignored)
-cache_dir = "../reports/interactive/cache"
+out_dir = "reports/interactive/appendix_llama2"  # relative to the repository root (git-ignored)
+cache_dir = "reports/interactive/cache"
 
 # %%
 import lfcore.diagnostics

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: lfcore
+#     language: python
+#     name: lfcore
+# ---
+
 # %% [markdown]
 # # Observation I: same language, similar activations; same meaning, similar activations
 #
@@ -31,8 +39,8 @@ capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "s
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
 maps = {"sentences": 100, "layer_sentences": 12, "family_sentences": 40}
-out_dir = "../reports/interactive/obs1_similarity"  # JupyterLab runs write here (git-ignored)
-cache_dir = "../reports/interactive/cache"
+out_dir = "reports/interactive/obs1_similarity"  # relative to the repository root (git-ignored)
+cache_dir = "reports/interactive/cache"
 
 # %%
 import lfcore.diagnostics

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: lfcore
+#     language: python
+#     name: lfcore
+# ---
+
 # %% [markdown]
 # # Observation II: key linguistic regions, and what happens when they are switched off
 #
@@ -26,8 +34,8 @@ generation = {"languages": ["en", "zh", "fr"], "prompts": None, "prompts_per_lan
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
 robustness = {"seeds": [0, 1, 2], "lape": False}
-out_dir = "../reports/interactive/obs2_regions"  # JupyterLab runs write here (git-ignored)
-cache_dir = "../reports/interactive/cache"
+out_dir = "reports/interactive/obs2_regions"  # relative to the repository root (git-ignored)
+cache_dir = "reports/interactive/cache"
 
 # %%
 import lfcore.diagnostics

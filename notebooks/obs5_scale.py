@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: lfcore
+#     language: python
+#     name: lfcore
+# ---
+
 # %% [markdown]
 # # Observation V: larger models align languages better
 #
@@ -23,8 +31,8 @@ capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "s
 regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
 accuracy = {"task": "xcopa_xl", "languages": ["en", "id", "vi", "zh"], "limit": 40, "batch_size": 16}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
-out_dir = "../reports/interactive/obs5_scale"  # JupyterLab runs write here (git-ignored)
-cache_dir = "../reports/interactive/cache"
+out_dir = "reports/interactive/obs5_scale"  # relative to the repository root (git-ignored)
+cache_dir = "reports/interactive/cache"
 
 # %%
 import lfcore.params

@@ -183,16 +183,32 @@ def test_parameters_cell_holds_plain_literals(key):
     # the defaults in the notebook are a valid params set
     values = {n: ast.literal_eval(s.value) for n, s in zip(names, ast.parse(tagged[0].source).body)}
     lfcore.params.notebook_params(**{n: values[n] for n in sections})
-    # jupytext keeps the tag through a round trip (pyproject's cell_metadata_filter keeps "tags")
+    # jupytext keeps the tag through a round trip (notebooks/jupytext.toml's cell_metadata_filter keeps "tags")
     again = jupytext.reads(jupytext.writes(nb, fmt="py:percent"), fmt="py:percent")
     assert any("parameters" in c.metadata.get("tags", []) for c in again.cells)
 
 
-def test_jupytext_config_keeps_tags():
+def test_jupytext_config_keeps_tags_and_kernel_in_notebooks_only():
     import tomllib
 
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["jupytext"]
+    from jupytext.config import find_jupytext_configuration_file
+
+    config = tomllib.loads((ROOT / "notebooks" / "jupytext.toml").read_text())
     assert "py:percent" in config["formats"] and "tags" in config["cell_metadata_filter"].split(",")
+    assert "kernelspec" in config["notebook_metadata_filter"].split(",")
+    assert "jupytext" not in tomllib.loads((ROOT / "pyproject.toml").read_text()).get("tool", {})
+    assert find_jupytext_configuration_file(str(ROOT / "notebooks")) == str(ROOT / "notebooks" / "jupytext.toml")
+
+
+@pytest.mark.parametrize("key", list(NOTEBOOKS))
+def test_notebook_names_the_project_kernel_and_round_trips(key):
+    from jupytext.config import load_jupytext_configuration_file
+
+    path = ROOT / "notebooks" / f"{NOTEBOOKS[key][0]}.py"
+    nb = jupytext.read(path)
+    assert nb.metadata["kernelspec"] == {"display_name": "lfcore", "language": "python", "name": "lfcore"}
+    config = load_jupytext_configuration_file(str(ROOT / "notebooks" / "jupytext.toml"))
+    assert jupytext.writes(nb, fmt="py:percent", config=config) == path.read_text(encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------- cache units
@@ -503,3 +519,22 @@ def test_cli_scores(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "LRDS" in out and "SADS" in out and "SKLR" in out and "key_neurons" in out
     assert list(tmp_path.glob("activations/*.json"))
+
+
+# ------------------------------------------------------------------------------- paths in notebooks
+
+
+def test_notebook_paths_resolve_against_the_repository_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert lfcore.params.repo_path("reports/interactive/obs1") == ROOT / "reports" / "interactive" / "obs1"
+    assert lfcore.params.repo_path(tmp_path / "x") == tmp_path / "x"
+    report = lfcore.report.Report("reports/interactive/obs1_similarity", None, "obs1")
+    assert report.dir == ROOT / "reports" / "interactive" / "obs1_similarity"
+
+
+def test_injected_parameters_carry_no_absolute_path():
+    params = {"out_dir": str(ROOT / "reports" / "smoke" / "obs1"), "corpus": {"files": {"en": str(ROOT / "a.txt")}},
+              "languages": ["en"], "n": 3}
+    assert lfcore.runner._portable(params) == {"out_dir": "reports/smoke/obs1", "corpus": {"files": {"en": "a.txt"}},
+                                               "languages": ["en"], "n": 3}
+    assert lfcore.runner._label("SKLR_percent_of_neurons") == "SKLR, % of neurons"
