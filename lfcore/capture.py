@@ -336,6 +336,7 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     model, tok = lm.model, lm.tokenizer
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    site = site or lm.site
     layers, site_modules, width = select_sites(lm, layers, site)
     records = list(corpus)
     if not records:

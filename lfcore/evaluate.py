@@ -250,8 +250,8 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
         raise ValueError("texts is empty: pass {lang: text or list of texts}")
     if FULL in sets or FULL_COLUMN in sets:
         raise ValueError(f"{FULL!r} is reserved for the baseline; rename that set")
-    blocks = {name: deactivate(lm.model, neurons) for name, neurons in sets.items()}  # validate all first
-    total = total_neurons or len(neuron_sites(lm.model)) * neuron_width(lm.model)
+    blocks = {name: deactivate(lm.model, neurons, lm.site) for name, neurons in sets.items()}  # validate all first
+    total = total_neurons or len(neuron_sites(lm.model, lm.site)) * neuron_width(lm.model, lm.site)
     bos = start_token(lm.tokenizer, add_bos)
     windows = {}
     for lang, text in texts.items():
@@ -369,7 +369,7 @@ def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limi
     if unknown:
         known = sorted(t for t in manager.all_subtasks if t.startswith(f"{task}_")) or manager.all_subtasks
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; lfcore has {', '.join(known)}")
-    block = deactivate(lm.model, neurons)
+    block = deactivate(lm.model, neurons, lm.site)
     with block:
         out = lm_eval.simple_evaluate(model=lm_eval_model(lm, batch_size), tasks=list(names.values()),
                                       task_manager=manager, limit=limit, log_samples=True, use_cache=None,
@@ -422,7 +422,7 @@ def generate(lm, prompts: Mapping[str, Sequence[str]] | None, neurons_by_conditi
     language and prompt: condition, lang, index, prompt, output (decoded new tokens), output_ids.
     """
     prompts = DEFAULT_PROMPTS if prompts is None else prompts
-    blocks = {name: deactivate(lm.model, neurons) for name, neurons in neurons_by_condition.items()}
+    blocks = {name: deactivate(lm.model, neurons, lm.site) for name, neurons in neurons_by_condition.items()}
     device = module_device(lm.model.get_input_embeddings())
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
     eos = lm.model.generation_config.eos_token_id

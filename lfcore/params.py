@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+import yaml
 
 LANGS9 = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 BUNDLED_CORPORA = ("ntrex128", "ntrex128-passages")
@@ -45,6 +48,9 @@ class ModelSpec:
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device_map: str | None = None
     label: str | None = None
+    # the neuron-site template for a model_type outside lfcore's table (models.neuron_sites), e.g.
+    # "model.language_model.layers.{layer}.mlp.down_proj"; None: the table's site
+    site: str | None = None
     step: int | None = _at_least(0, None)
     params: float | None = _ranged(None, lambda v: v > 0, "must be > 0")
 
@@ -230,6 +236,8 @@ def _coerce(value, tp, where: str):
         return {_coerce(k, args[0], f"{where} key"): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ParamsError(f"{where}: {value!r} is not a finite number")
     if tp in (int, float, str, bool) and (type(value) is not tp):
         raise ParamsError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} ({value!r})")
     return value
@@ -291,10 +299,14 @@ def _languages_of(source: str) -> list[str]:
 
 def _model_path(m: ModelSpec, base: Path, where: str) -> None:
     """Resolve a folder or .gguf spec relative to the params file; leave keys and hub ids alone."""
-    from .models import BUNDLED
+    from .models import BUNDLED, check_spec
 
     if m.spec in BUNDLED or m.spec.startswith("tiny:"):
         return
+    try:
+        check_spec(str(base / m.spec) if (base / Path(m.spec).parts[0]).exists() else m.spec)
+    except ValueError as e:
+        raise ParamsError(f"{where}.spec: {e}") from None
     if m.spec.startswith((".", "/", "~")) or m.spec.endswith(".gguf") or (base / m.spec).exists():
         m.spec = _resolve(m.spec, base, f"{where}.spec")
 
@@ -310,6 +322,7 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
     if len(p.languages) < 2 or len(set(p.languages)) != len(p.languages):
         raise ParamsError(f"languages: need at least 2 distinct languages, got {p.languages}")
     _check_languages(p.languages, "languages")
+    _check_thresholds(p)
     c = p.corpus
     if c.source in BUNDLED_CORPORA:
         _check_languages(p.languages, "languages", _languages_of(c.source), f"the bundled corpus {c.source!r}")
@@ -351,6 +364,19 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
             _model_path(m, base, f"{name}.models[{i}]")
 
 
+def _check_thresholds(p: Params) -> None:
+    """``regions.threshold`` and every ``regions.sweep`` value must be reachable with ``languages``."""
+    from .regions import check_threshold
+
+    named = [("regions.threshold", p.regions.threshold)] + [(f"regions.sweep[{i}]", t)
+                                                           for i, t in enumerate(p.regions.sweep)]
+    for where, t in named:
+        try:
+            check_threshold(t, len(p.languages), where)
+        except ValueError as e:
+            raise ParamsError(f"{e} (languages: {p.languages})") from None
+
+
 def params_from_dict(data: dict, base: str | Path = ".", source: str = "params") -> Params:
     """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name)."""
     try:
@@ -361,17 +387,46 @@ def params_from_dict(data: dict, base: str | Path = ".", source: str = "params")
     return p
 
 
-def load_params(path: str | Path) -> Params:
-    """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file."""
-    import yaml
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a mapping with the same key twice (PyYAML keeps the last silently)."""
 
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ParamsError(f"{key_node.start_mark.name}:{line}: key {key!r} appears twice in one mapping "
+                                  f"(first at line {seen[key]}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_params(path: str | Path) -> Params:
+    """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file.
+
+    Usage: ``p = load_params("params/default.yaml")``. A file that is empty (or only comments), not UTF-8, not
+    valid YAML, or has a key twice in one mapping is an error: none of them starts a run.
+    """
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+    try:
+        loader = _UniqueKeyLoader(text)
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        raise ParamsError(f"{path}: the params file is empty; write at least one key (e.g. title: my run), "
+                          f"or copy params/default.yaml to run the defaults")
     return params_from_dict(data, path.parent, str(path))
 
 

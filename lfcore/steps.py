@@ -119,7 +119,7 @@ def load(m: ModelSpec):
     """``models.load_model`` for a ``ModelSpec``."""
     from .models import load_model
 
-    return load_model(m.spec, revision=m.revision, dtype=m.dtype, device_map=m.device_map)
+    return load_model(m.spec, revision=m.revision, dtype=m.dtype, device_map=m.device_map, site=m.site)
 
 
 def label(m: ModelSpec) -> str:
