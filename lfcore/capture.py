@@ -104,8 +104,16 @@ class Activations:
         return x / norms
 
     def check_nonzero(self, norms: torch.Tensor) -> None:
-        """Raise ``ValueError`` naming the first sentence whose norm is 0: norms (n,) of whole rows, or
-        (n, n_layers) of each layer's block (the message then names the layer too)."""
+        """Raise ``ValueError`` naming the first sentence whose norm is 0, inf or nan: norms (n,) of whole rows,
+        or (n, n_layers) of each layer's block (the message then names the layer too). Every metric calls
+        this on the norms it needs anyway, so values edited after construction are checked at use for free."""
+        bad = ~torch.isfinite(norms)
+        if bad.any():
+            r, *b = bad.nonzero()[0].tolist()
+            where = f" in layer {self.layers[b[0]]}" if b else ""
+            raise ValueError(f"sentence {self.sentence_ids[r]!r} ({self.langs[r]}) has inf or nan activations"
+                             f"{where} (values changed after the Activations was built, which checked them): "
+                             f"no score is computed from them; recapture, or fix the code that edited .values")
         if (norms == 0).any():
             r, *b = (norms == 0).nonzero()[0].tolist()
             where = f" in layer {self.layers[b[0]]}" if b else ""
@@ -356,6 +364,8 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     key = cache_mod.make_key(kind="activations", **meta)
     if store is not None and (hit := store.get("activations", key)) is not None:
         return Activations._from(*hit)
+    if store is not None:
+        store.check_writable("activations")  # before the forward passes, not after them
 
     device = module_device(model.get_input_embeddings())
     values = torch.empty(len(records), len(layers), width)  # (n, L, width) fp32 means, filled batch by batch

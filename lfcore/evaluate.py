@@ -144,6 +144,10 @@ def _check_head(model: nn.Module, ids: torch.Tensor) -> None:
     base, head, cap = _head(model)
     ids = ids[:8].unsqueeze(0).to(module_device(model.get_input_embeddings()))
     want = model(input_ids=ids, use_cache=False).logits.float()
+    if not torch.isfinite(want).all():
+        raise ValueError(f"{type(model).__name__} in {_dtype_of(model)} gives inf or nan logits on the first "
+                         f"tokens of the text: the model overflows its dtype (float16 does in e.g. Gemma 3). "
+                         f"Load it with dtype='bfloat16' or 'float32'.")
     got = _logits(head, cap, base(input_ids=ids, use_cache=False).last_hidden_state)
     scale = want.abs().max().clamp(min=1.0)
     if not torch.allclose(got, want.to(got.device), rtol=1e-2, atol=1e-2 * float(scale)):
@@ -152,11 +156,17 @@ def _check_head(model: nn.Module, ids: torch.Tensor) -> None:
                          f"its logits in a way lfcore's chunked loss does not know")
 
 
+def _dtype_of(model: nn.Module) -> str:
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
 @torch.inference_mode()
 def _score(model: nn.Module, windows, batch_size: int, chunk_tokens: int = 512, progress: bool = False,
-           check: bool = True):
+           check: bool = True, where: str = ""):
     """Summed fp32 NLL and scored-token count per window: two lists in window order. ``check``: first verify
-    that base model + head reproduce the model's logits (``_check_head``)."""
+    that base model + head reproduce the model's logits (``_check_head``). An inf or nan loss raises
+    ``ValueError`` naming the model dtype, the window and ``where`` (e.g. "language 'zh', condition 'Full'"):
+    a nan never reaches a table or the cache."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     base, head, cap = _head(model)
@@ -180,6 +190,11 @@ def _score(model: nn.Module, windows, batch_size: int, chunk_tokens: int = 512, 
         for s in range(0, len(targets), chunk_tokens):
             nll[s:s + chunk_tokens] = _nll(head, cap, h[s:s + chunk_tokens], targets[s:s + chunk_tokens]).cpu()
         per_window = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, rows, nll.double())
+        if not torch.isfinite(per_window).all():
+            j = int((~torch.isfinite(per_window)).nonzero()[0])
+            raise ValueError(f"{type(model).__name__} in {_dtype_of(model)}: inf or nan loss in window {batch[j]} "
+                             f"of {len(windows)}{' (' + where + ')' if where else ''}: the model overflows its "
+                             f"dtype (float16 does in e.g. Gemma 3). Load it with dtype='bfloat16' or 'float32'.")
         for j, i in enumerate(batch):
             sums[i], counts[i] = float(per_window[j]), int(scored[j].sum())
     return sums, counts
@@ -263,7 +278,8 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
             with block:  # every language is evaluated while the hooks are live
                 for lang, wins in windows.items():
                     bar.set_postfix_str(f"{name} / {lang}")
-                    sums, counts = _score(lm.model, wins, batch_size, check=not any(results.values()))
+                    sums, counts = _score(lm.model, wins, batch_size, check=not any(results.values()),
+                                          where=f"language {lang!r}, condition {name!r}")
                     results[lang][name] = _summary(sums, counts, seqlen, used_stride, bos)
                     bar.update()
     rows = {}

@@ -91,6 +91,8 @@ class ResultCache:
             df.attrs.update(meta["attrs"])
             return df
         self.misses[kind] += 1
+        if self.store is not None:
+            self.store.check_writable(kind)  # before the work, not after it
         df = compute()
         if self.store is not None:
             columns = {str(i): torch.from_numpy(df.iloc[:, i].to_numpy(copy=True))  # (rows,)
