@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -173,10 +175,20 @@ def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_firs
     """Token ids and pooling weights (1.0 = pooled) of every record, one batched tokenizer call.
 
     Special tokens are fed but get weight 0 unless ``pool_special_tokens``; ``skip_first`` also zeroes the
-    first pooled token. Raises ``ValueError`` naming a record that has nothing left to pool.
+    first pooled token. Raises ``ValueError`` naming a record that has nothing left to pool; warns naming how
+    many sentences of which languages were cut at ``max_length`` (their means cover only the first tokens).
     """
     special = set(tok.all_special_ids)
     encoded = tok([r.text for r in records], truncation=True, max_length=max_length)["input_ids"]
+    full = [i for i, e in enumerate(encoded) if len(e) >= max_length]  # only these can have been cut
+    if full:
+        lengths = [len(e) for e in tok([records[i].text for i in full])["input_ids"]]
+        cut = Counter(records[i].lang for i, n in zip(full, lengths) if n > max_length)
+        if cut:
+            warnings.warn(f"{sum(cut.values())} sentence(s) were cut at max_length={max_length} tokens ("
+                          f"{', '.join(f'{lang}: {k}' for lang, k in cut.items())}): their means cover only their "
+                          f"first {max_length} tokens; raise capture.max_length to pool whole sentences",
+                          stacklevel=3)
     weights = [_pool_weights(ids, special, pool_special_tokens, skip_first) for ids in encoded]
     for r, w in zip(records, weights):
         if not any(w):
