@@ -46,9 +46,14 @@ class Activations:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.values.dim() != 3:
+            raise ValueError(f"values must be (sentences, layers, neurons), got shape {tuple(self.values.shape)}")
         n, n_layers, _ = self.values.shape
-        assert len(self.sentence_ids) == len(self.langs) == len(self.token_counts) == n
-        assert len(self.layers) == n_layers
+        if not len(self.sentence_ids) == len(self.langs) == len(self.token_counts) == n:
+            raise ValueError(f"{n} rows of values, but {len(self.sentence_ids)} sentence ids, {len(self.langs)} "
+                             f"languages and {len(self.token_counts)} token counts: one label of each per row")
+        if len(self.layers) != n_layers:
+            raise ValueError(f"{n_layers} layer blocks of values, but {len(self.layers)} layer labels {self.layers}")
         pairs = list(zip(self.sentence_ids, self.langs))
         if len(set(pairs)) != len(pairs):
             seen, dup = set(), None

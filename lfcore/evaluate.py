@@ -30,7 +30,7 @@ from .cache import atomic_write
 from .deactivate import NeuronSet, deactivate
 from .fastattn import fused_attention
 from .hooks import module_device
-from .models import neuron_sites, neuron_width
+from .models import neuron_sites, neuron_width, position_limit
 
 FULL = "Full model"
 FULL_COLUMN = "Full model Perplexity"
@@ -156,6 +156,15 @@ def _check_head(model: nn.Module, ids: torch.Tensor) -> None:
                          f"its logits in a way lfcore's chunked loss does not know")
 
 
+def _check_seqlen(model: nn.Module, seqlen: int) -> None:
+    """Raise ``ValueError`` if a window of ``seqlen`` tokens exceeds the model's position limit (learned
+    positions would index past their table; rotary ones would score text beyond the trained context)."""
+    limit = position_limit(model)
+    if limit is not None and seqlen > limit:
+        raise ValueError(f"seqlen={seqlen} exceeds the {limit} positions of {type(model).__name__} "
+                         f"(max_position_embeddings); use perplexity.seqlen <= {limit}")
+
+
 def _dtype_of(model: nn.Module) -> str:
     return str(next(model.parameters()).dtype).removeprefix("torch.")
 
@@ -240,6 +249,7 @@ def perplexity(model: nn.Module, tokenizer, texts: str | Sequence[str], seqlen: 
     token used, or None), and per-window ``window_nll`` (mean) and ``window_tokens`` (for resampling windows).
     """
     bos = start_token(tokenizer, add_bos)
+    _check_seqlen(model, seqlen)
     windows, stride = _windows(_token_ids(tokenizer, texts), seqlen, stride, bos)
     sums, counts = _score(model, windows, batch_size, chunk_tokens, progress)
     return _summary(sums, counts, seqlen, stride, bos)
@@ -269,8 +279,12 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
     total = total_neurons or len(neuron_sites(lm.model, lm.site)) * neuron_width(lm.model, lm.site)
     bos = start_token(lm.tokenizer, add_bos)
     windows = {}
+    _check_seqlen(lm.model, seqlen)
     for lang, text in texts.items():
-        windows[lang], used_stride = _windows(_token_ids(lm.tokenizer, text), seqlen, stride, bos)
+        try:
+            windows[lang], used_stride = _windows(_token_ids(lm.tokenizer, text), seqlen, stride, bos)
+        except ValueError as e:
+            raise ValueError(f"perplexity text of language {lang!r}: {e}") from None
     results: dict[str, dict[str, dict]] = {lang: {} for lang in texts}
     conditions = [(FULL, contextlib.nullcontext())] + list(blocks.items())
     with tqdm(total=len(conditions) * len(texts), desc="deactivation table", disable=not progress) as bar:
