@@ -303,8 +303,12 @@ def _model_path(m: ModelSpec, base: Path, where: str) -> None:
 
     if m.spec in BUNDLED or m.spec.startswith("tiny:"):
         return
+    parts = Path(m.spec).parts
+    if len(parts) > 1 and (base / parts[0]).is_dir() and not (base / m.spec).exists():
+        raise ParamsError(f"{where}.spec: {m.spec!r}: no such local path {base / m.spec} (paths are relative to the "
+                          f"params file's folder), and it is not a hub id; check the path")
     try:
-        check_spec(str(base / m.spec) if (base / Path(m.spec).parts[0]).exists() else m.spec)
+        check_spec(m.spec)
     except ValueError as e:
         raise ParamsError(f"{where}.spec: {e}") from None
     if m.spec.startswith((".", "/", "~")) or m.spec.endswith(".gguf") or (base / m.spec).exists():
