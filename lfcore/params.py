@@ -315,8 +315,9 @@ def _model_path(m: ModelSpec, base: Path, where: str) -> None:
         m.spec = _resolve(m.spec, base, f"{where}.spec")
 
 
-def _check(p: Params, base: Path, present: set[str]) -> None:
-    """Cross-field checks: files exist, languages and sentences exist in the corpus, windows, task and prompts."""
+def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None:
+    """Cross-field checks: files exist, languages and sentences exist in the corpus, windows, task and prompts,
+    thresholds are reachable (when ``regions`` is given, or ``whole`` file runs a notebook that uses it)."""
     from .evaluate import DEFAULT_PROMPTS, tasks_dir
 
     if "notebooks" in present:
@@ -326,7 +327,6 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
     if len(p.languages) < 2 or len(set(p.languages)) != len(p.languages):
         raise ParamsError(f"languages: need at least 2 distinct languages, got {p.languages}")
     _check_languages(p.languages, "languages")
-    _check_thresholds(p)
     c = p.corpus
     if c.source in BUNDLED_CORPORA:
         _check_languages(p.languages, "languages", _languages_of(c.source), f"the bundled corpus {c.source!r}")
@@ -366,6 +366,8 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
     for name in ("checkpoints", "sizes", "family"):
         for i, m in enumerate(getattr(p, name).models):
             _model_path(m, base, f"{name}.models[{i}]")
+    if "regions" in present or (whole and any("regions" in NOTEBOOKS[nb][2] for nb in p.notebooks)):
+        _check_thresholds(p)
 
 
 def _check_thresholds(p: Params) -> None:
@@ -381,11 +383,12 @@ def _check_thresholds(p: Params) -> None:
             raise ParamsError(f"{e} (languages: {p.languages})") from None
 
 
-def params_from_dict(data: dict, base: str | Path = ".", source: str = "params") -> Params:
-    """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name)."""
+def params_from_dict(data: dict, base: str | Path = ".", source: str = "params", whole: bool = True) -> Params:
+    """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name). ``whole``: the
+    mapping is a whole params file (False: a notebook's sections, whose other sections go unused)."""
     try:
         p = _build(data or {}, Params, "")
-        _check(p, Path(base).resolve(), set(data or {}))
+        _check(p, Path(base).resolve(), set(data or {}), whole)
     except ParamsError as e:
         raise ParamsError(f"{source}: {e}") from None
     return p
@@ -436,7 +439,7 @@ def load_params(path: str | Path) -> Params:
 
 def notebook_params(base_dir: str | Path = ".", **sections) -> Params:
     """Validate a notebook's parameters cell (the sections it uses); other sections keep their defaults."""
-    return params_from_dict(sections, base_dir, "notebook parameters")
+    return params_from_dict(sections, base_dir, "notebook parameters", whole=False)
 
 
 def sections_for(p: Params, notebook: str) -> dict:

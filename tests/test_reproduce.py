@@ -104,7 +104,8 @@ def test_paths_are_relative_to_the_params_file(tmp_path, monkeypatch):
     lines = [json.dumps({"id": f"s{i}", "lang": lang, "text": f"{lang} {i}"}) for i in range(3) for lang in ("en", "fr")]
     (tmp_path / "sub" / "data" / "c.jsonl").write_text("\n".join(lines))
     path = _write(tmp_path / "sub", {"languages": ["en", "fr"], "corpus": {"source": "data/c.jsonl", "n": 2},
-                                     "generation": {"languages": ["en", "fr"]}})
+                                     "generation": {"languages": ["en", "fr"]},
+                                     "regions": {"threshold": 0.5, "sweep": [0.5]}})  # 2 languages: z <= 1
     monkeypatch.chdir(tmp_path)  # the working directory does not matter
     p = lfcore.params.load_params(path)
     assert p.corpus.source == str((tmp_path / "sub" / "data" / "c.jsonl").resolve())
