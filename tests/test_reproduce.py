@@ -150,7 +150,8 @@ def test_perplexity_text_from_a_multi_config_dataset(tmp_path, monkeypatch):
         (tmp_path / name / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
         readme += [f"- config_name: {name}", "  data_files:", "  - split: test", f"    path: {name}/test.jsonl"]
     (tmp_path / "README.md").write_text("\n".join(readme + ["---", ""]))
-    p = lfcore.params.params_from_dict({"languages": ["ar", "en"], "generation": {"languages": ["en"]}, "perplexity": {
+    p = lfcore.params.params_from_dict({"languages": ["ar", "en"], "generation": {"languages": ["en"]},
+                                        "regions": {"sweep": [0.5], "threshold": 0.5}, "perplexity": {
         "source": f"hf:{tmp_path}", "hf_configs": configs, "documents": 2, "revision": None}})
     texts = lfcore.steps.perplexity_texts(p.perplexity, p.languages)
     assert texts == {"ar": ["arabic document 0.", "arabic document 1."],
@@ -283,7 +284,7 @@ def test_identical_checkpoints_warn(tmp_path, tiny_tokenizer):
     for name in ("ckpt-a", "ckpt-b"):  # the same weights saved under two names
         tiny.model("llama", seed=3).save_pretrained(tmp_path / name)
         tiny_tokenizer.save_pretrained(tmp_path / name)
-    p = lfcore.params.params_from_dict({"languages": ["en", "zh", "fr"], "corpus": {"n": 3},
+    p = lfcore.params.params_from_dict({"languages": ["en", "zh", "fr"], "corpus": {"n": 3}, "regions": {"threshold": 1.0, "sweep": [1.0]},
                                         "checkpoints": {"models": [{"spec": "ckpt-a", "step": 1},
                                                                    {"spec": "ckpt-b", "step": 2}]}}, tmp_path, "test")
     report = lfcore.report.Report(tmp_path / "out", tmp_path / "cache", "obs3")
