@@ -228,7 +228,8 @@ def _read_lines(path) -> tuple[str, list[str]]:
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         line = p.read_bytes()[:e.start].count(b"\n") + 1
-        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {e.start}: {e.reason}); save the file as UTF-8") from None
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {e.start}: {e.reason}); save the file as UTF-8"
+                         ) from None
     return str(path), [line.rstrip("\r") for line in text.split("\n")]
 
 

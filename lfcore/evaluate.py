@@ -412,6 +412,11 @@ def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limi
         lls[lang] = [{"doc_id": s["doc_id"], "id": s["doc"].get("id", s["doc"].get("story_id")),
                       "target": s["target"], "loglikelihoods": [float(r[0]) for r in s["filtered_resps"]]}
                      for s in out["samples"][name]]
+        bad = next((d for d in lls[lang] if not all(map(math.isfinite, d["loglikelihoods"]))), None)
+        if bad is not None:  # an argmax over nan would still give an "accuracy"
+            raise ValueError(f"{lm.name} in {_dtype_of(lm.model)}: inf or nan log-likelihood in task {name}, "
+                             f"document {bad['doc_id']} (language {lang!r}): the model overflows its dtype "
+                             f"(float16 does in e.g. Gemma 3). Load it with dtype='bfloat16' or 'float32'.")
     df = pd.DataFrame(rows)
     df.attrs.update({"model": lm.meta(), "n_neurons": block.n_neurons, "limit": limit, "loglikelihoods": lls,
                      "lm_eval_version": importlib.metadata.version("lm_eval")})

@@ -37,7 +37,8 @@ def hold_folder(out: Path):
         except (OSError, ValueError, KeyError, TypeError):
             holder = "another process"
         raise FolderBusy(f"--out {out} is in use by another lfcore run ({holder}): two runs in one folder "
-                         f"would overwrite each other's notebooks; wait for it to finish or pass another --out") from None
+                         f"would overwrite each other's notebooks; wait for it to finish or pass another --out"
+                         ) from None
     try:
         atomic_write(who, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                       "started": time.strftime("%Y-%m-%d %H:%M:%S")}))

@@ -284,7 +284,8 @@ def test_identical_checkpoints_warn(tmp_path, tiny_tokenizer):
     for name in ("ckpt-a", "ckpt-b"):  # the same weights saved under two names
         tiny.model("llama", seed=3).save_pretrained(tmp_path / name)
         tiny_tokenizer.save_pretrained(tmp_path / name)
-    p = lfcore.params.params_from_dict({"languages": ["en", "zh", "fr"], "corpus": {"n": 3}, "regions": {"threshold": 1.0, "sweep": [1.0]},
+    p = lfcore.params.params_from_dict({"languages": ["en", "zh", "fr"], "corpus": {"n": 3},
+                                        "regions": {"threshold": 1.0, "sweep": [1.0]},
                                         "checkpoints": {"models": [{"spec": "ckpt-a", "step": 1},
                                                                    {"spec": "ckpt-b", "step": 2}]}}, tmp_path, "test")
     report = lfcore.report.Report(tmp_path / "out", tmp_path / "cache", "obs3")
