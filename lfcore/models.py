@@ -243,10 +243,9 @@ def convert_gguf(gguf: Path, out: Path | None = None) -> Path:
     """Convert a GGUF file once into a safetensors folder (fp32, tokenizer included); return the folder.
 
     The folder lives under ``cache_root()/models`` keyed by the GGUF file's SHA-256, is written to a
-    temporary folder and moved into place atomically, and is verified against its manifest on reuse.
+    temporary folder and moved into place atomically, and is verified against its manifest on reuse (a damaged
+    one is converted again). A damaged GGUF file or an unwritable cache raises ``ValueError`` naming it.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = Path(gguf)
     if not gguf.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf}")
@@ -254,30 +253,45 @@ def convert_gguf(gguf: Path, out: Path | None = None) -> Path:
         out = cache_root() / "models" / f"{gguf.stem}-{_file_digest(gguf)[:12]}"
     if out.exists() and _converted_ok(out):
         return out
+    try:  # a folder that cannot take the conversion fails now, not after the minute-long GGUF load
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
+    except OSError as e:
+        raise ValueError(f"cannot write the converted model under {out.parent} ({type(e).__name__}: {e}); set "
+                         f"$LFCORE_CACHE to a writable folder") from None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    except Exception as e:  # gguf's reader raises anything from ValueError to IndexError on a damaged file
-        raise ValueError(f"cannot read GGUF file {gguf} ({gguf.stat().st_size:,} bytes): {type(e).__name__}: {e}. "
-                         f"The file is probably truncated or damaged: download it again") from e
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # save_pretrained refuses GGUF-loaded models; a fresh one saves
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(quantized.state_dict())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        files = {p.name: _file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}  # weights, config, tokenizer
-        (tmp / "lfcore-manifest.json").write_text(json.dumps({"source": str(gguf), "files": files}, indent=1))
+        _convert(gguf, tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+class DamagedFile(ValueError):
+    """A model file exists but cannot be read (truncated or damaged); the message names it."""
+
+
+def _convert(gguf: Path, tmp: Path) -> None:
+    """Load ``gguf`` (de-quantised to fp32) and save it with its tokenizer and a digest manifest into ``tmp``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as e:  # gguf's reader raises anything from ValueError to IndexError on a damaged file
+        raise DamagedFile(f"cannot read GGUF file {gguf} ({gguf.stat().st_size:,} bytes): {type(e).__name__}: {e}. "
+                         f"The file is probably truncated or damaged: download it again") from e
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # save_pretrained refuses GGUF-loaded models; a fresh one saves
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    files = {p.name: _file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}  # weights, config, tokenizer
+    (tmp / "lfcore-manifest.json").write_text(json.dumps({"source": str(gguf), "files": files}, indent=1))
 
 
 def _dtype(dtype: str | torch.dtype) -> torch.dtype | str:
@@ -413,7 +427,7 @@ def _convert_bundled(key: str) -> Path:
     gguf = _bundled_gguf(key)
     try:
         return convert_gguf(gguf)
-    except ValueError:
+    except DamagedFile:
         if key != "gemma-3-270m":  # only gemma's file is assembled into the cache; the package's own is not ours
             raise
         warnings.warn(f"cached GGUF assembly {gguf} is damaged: assembling it again from its packages", stacklevel=3)

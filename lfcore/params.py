@@ -321,6 +321,9 @@ def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None
     from .evaluate import DEFAULT_PROMPTS, tasks_dir
 
     if "notebooks" in present:
+        if not p.notebooks:
+            raise ParamsError(f"notebooks: the list is empty, so nothing would run; list some of {', '.join(NOTEBOOKS)}"
+                              f" or leave the key out for all")
         for i, nb in enumerate(p.notebooks):
             if nb not in NOTEBOOKS:
                 raise ParamsError(f"notebooks[{i}]: unknown notebook {nb!r} (known: {', '.join(NOTEBOOKS)})")

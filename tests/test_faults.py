@@ -172,6 +172,19 @@ def test_truncated_gguf_names_the_file(tmp_path):
         models.convert_gguf(gguf, tmp_path / "out")
 
 
+def test_unwritable_conversion_folder_fails_before_the_gguf_load(tmp_path):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")  # never read: the folder check comes first
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match=r"cannot write the converted model under .*file .*LFCORE_CACHE"):
+        models.convert_gguf(gguf, tmp_path / "file" / "conv")
+
+
+def test_empty_notebook_list_is_an_error(tmp_path):
+    with pytest.raises(ParamsError, match="notebooks: the list is empty, so nothing would run"):
+        load_params(_yaml(tmp_path, "notebooks: []\n"))
+
+
 def test_damaged_gguf_conversion_is_rebuilt_not_fatal(tmp_path):
     folder = tmp_path / "conv"
     folder.mkdir()
