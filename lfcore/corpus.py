@@ -296,13 +296,14 @@ def from_tsv(path, name: str | None = None) -> ParallelCorpus:
         cells = line.split("\t")
         if len(cells) != len(header):
             raise ValueError(f"{src}:{n}: {len(cells)} tab-separated fields, the header has {len(header)}")
+        sid = sentence_id(cells[0], f"{src}:{n}: column 'id'")
         if long:
-            records.append(Record(*cells))
+            records.append(Record(sid, *cells[1:]))
             where.append(f"{src}:{n}")
         else:
             for lang, cell in zip(header[1:], cells[1:]):
                 if cell.strip():
-                    records.append(Record(cells[0], lang, cell))
+                    records.append(Record(sid, lang, cell))
                     where.append(f"{src}:{n} column {lang!r}")
     return ParallelCorpus(records, name=name or Path(src).stem, meta={"source": src}, where=where)
 

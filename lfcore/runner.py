@@ -146,6 +146,8 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
     step whose own inputs are unchanged. ``<out>/runs.json`` and the index are rewritten as each notebook starts
     (its old record dropped) and finishes (its new record added), so an interrupted call never leaves a record
     that describes other files. Each notebook keeps the params file it was executed with as ``<stem>/params.yaml``.
+    Before the first notebook the cache is checked writable (``CacheError``) and ``out`` is held for this call
+    (``lock.hold_folder``): a second call into the same ``out`` meanwhile raises ``FolderBusy``.
     """
     threads_env = {} if threads is None else {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     quiet = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # progress bars mean nothing in a report

@@ -277,6 +277,10 @@ def test_null_sentence_id_is_an_error(tmp_path):
     path.write_text('{"id": "a", "lang": "en", "text": "one"}\n{"id": null, "lang": "en", "text": "two"}\n')
     with pytest.raises(ValueError, match=r"c.jsonl:2: 'id': sentence id None \(NoneType\)"):
         corpus.from_jsonl(path)
+    tsv = tmp_path / "c.tsv"
+    tsv.write_text("id\ten\tfr\na\tone\tun\n\ttwo\tdeux\n")
+    with pytest.raises(ValueError, match=r"c.tsv:3: column 'id': sentence id ''"):
+        corpus.from_tsv(tsv)
 
 
 def test_duplicate_yaml_keys_are_an_error(tmp_path):
