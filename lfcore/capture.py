@@ -192,7 +192,8 @@ def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_firs
         if cut:
             warnings.warn(f"{sum(cut.values())} sentence(s) were cut at max_length={max_length} tokens ("
                           f"{', '.join(f'{lang}: {k}' for lang, k in cut.items())}): their means cover only their "
-                          f"first {max_length} tokens; raise capture.max_length to pool whole sentences",
+                          f"first {max_length} tokens; raise capture.max_length (up to the model's position limit) to "
+                          f"pool whole sentences",
                           stacklevel=3)
     weights = [_pool_weights(ids, special, pool_special_tokens, skip_first) for ids in encoded]
     for r, w in zip(records, weights):
