@@ -229,6 +229,8 @@ def test_misspelt_bundled_key_or_missing_relative_path_never_goes_to_the_hub(tmp
     with pytest.raises(ValueError, match=r"'gemma-3-27m' is not a bundled key: did you mean 'gemma-3-270m'"):
         models.load_model("gemma-3-27m")
     monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"(?s)from the Hugging Face hub.*no local path 'my-model' exists \(from "):
+        models.load_model("my-model")  # offline in tests: the hub error also says the local path is missing
     (tmp_path / "models").mkdir()
     with pytest.raises(ValueError, match=r"'models/bloom': no such local path"):
         models.load_model("models/bloom")
