@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import operator
+import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -44,9 +46,14 @@ class Activations:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.values.dim() != 3:
+            raise ValueError(f"values must be (sentences, layers, neurons), got shape {tuple(self.values.shape)}")
         n, n_layers, _ = self.values.shape
-        assert len(self.sentence_ids) == len(self.langs) == len(self.token_counts) == n
-        assert len(self.layers) == n_layers
+        if not len(self.sentence_ids) == len(self.langs) == len(self.token_counts) == n:
+            raise ValueError(f"{n} rows of values, but {len(self.sentence_ids)} sentence ids, {len(self.langs)} "
+                             f"languages and {len(self.token_counts)} token counts: one label of each per row")
+        if len(self.layers) != n_layers:
+            raise ValueError(f"{n_layers} layer blocks of values, but {len(self.layers)} layer labels {self.layers}")
         pairs = list(zip(self.sentence_ids, self.langs))
         if len(set(pairs)) != len(pairs):
             seen, dup = set(), None
@@ -104,8 +111,16 @@ class Activations:
         return x / norms
 
     def check_nonzero(self, norms: torch.Tensor) -> None:
-        """Raise ``ValueError`` naming the first sentence whose norm is 0: norms (n,) of whole rows, or
-        (n, n_layers) of each layer's block (the message then names the layer too)."""
+        """Raise ``ValueError`` naming the first sentence whose norm is 0, inf or nan: norms (n,) of whole rows,
+        or (n, n_layers) of each layer's block (the message then names the layer too). Every metric calls
+        this on the norms it needs anyway, so values edited after construction are checked at use for free."""
+        bad = ~torch.isfinite(norms)
+        if bad.any():
+            r, *b = bad.nonzero()[0].tolist()
+            where = f" in layer {self.layers[b[0]]}" if b else ""
+            raise ValueError(f"sentence {self.sentence_ids[r]!r} ({self.langs[r]}) has inf or nan activations"
+                             f"{where} (values changed after the Activations was built, which checked them): "
+                             f"no score is computed from them; recapture, or fix the code that edited .values")
         if (norms == 0).any():
             r, *b = (norms == 0).nonzero()[0].tolist()
             where = f" in layer {self.layers[b[0]]}" if b else ""
@@ -165,10 +180,21 @@ def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_firs
     """Token ids and pooling weights (1.0 = pooled) of every record, one batched tokenizer call.
 
     Special tokens are fed but get weight 0 unless ``pool_special_tokens``; ``skip_first`` also zeroes the
-    first pooled token. Raises ``ValueError`` naming a record that has nothing left to pool.
+    first pooled token. Raises ``ValueError`` naming a record that has nothing left to pool; warns naming how
+    many sentences of which languages were cut at ``max_length`` (their means cover only the first tokens).
     """
     special = set(tok.all_special_ids)
     encoded = tok([r.text for r in records], truncation=True, max_length=max_length)["input_ids"]
+    full = [i for i, e in enumerate(encoded) if len(e) >= max_length]  # only these can have been cut
+    if full:
+        lengths = [len(e) for e in tok([records[i].text for i in full])["input_ids"]]
+        cut = Counter(records[i].lang for i, n in zip(full, lengths) if n > max_length)
+        if cut:
+            warnings.warn(f"{sum(cut.values())} sentence(s) were cut at max_length={max_length} tokens ("
+                          f"{', '.join(f'{lang}: {k}' for lang, k in cut.items())}): their means cover only their "
+                          f"first {max_length} tokens; raise capture.max_length (up to the model's position limit) to "
+                          f"pool whole sentences",
+                          stacklevel=3)
     weights = [_pool_weights(ids, special, pool_special_tokens, skip_first) for ids in encoded]
     for r, w in zip(records, weights):
         if not any(w):
@@ -336,6 +362,7 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     model, tok = lm.model, lm.tokenizer
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    site = site or lm.site
     layers, site_modules, width = select_sites(lm, layers, site)
     records = list(corpus)
     if not records:
@@ -355,6 +382,8 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     key = cache_mod.make_key(kind="activations", **meta)
     if store is not None and (hit := store.get("activations", key)) is not None:
         return Activations._from(*hit)
+    if store is not None:
+        store.check_writable("activations")  # before the forward passes, not after them
 
     device = module_device(model.get_input_embeddings())
     values = torch.empty(len(records), len(layers), width)  # (n, L, width) fp32 means, filled batch by batch

@@ -10,11 +10,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository checkout (notebooks/, params/, reports/)
 LANGS9 = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
@@ -46,6 +49,9 @@ class ModelSpec:
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device_map: str | None = None
     label: str | None = None
+    # the neuron-site template for a model_type outside lfcore's table (models.neuron_sites), e.g.
+    # "model.language_model.layers.{layer}.mlp.down_proj"; None: the table's site
+    site: str | None = None
     step: int | None = _at_least(0, None)
     params: float | None = _ranged(None, lambda v: v > 0, "must be > 0")
 
@@ -231,6 +237,8 @@ def _coerce(value, tp, where: str):
         return {_coerce(k, args[0], f"{where} key"): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ParamsError(f"{where}: {value!r} is not a finite number")
     if tp in (int, float, str, bool) and (type(value) is not tp):
         raise ParamsError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} ({value!r})")
     return value
@@ -292,19 +300,31 @@ def _languages_of(source: str) -> list[str]:
 
 def _model_path(m: ModelSpec, base: Path, where: str) -> None:
     """Resolve a folder or .gguf spec relative to the params file; leave keys and hub ids alone."""
-    from .models import BUNDLED
+    from .models import BUNDLED, check_spec
 
     if m.spec in BUNDLED or m.spec.startswith("tiny:"):
         return
+    parts = Path(m.spec).parts
+    if len(parts) > 1 and (base / parts[0]).is_dir() and not (base / m.spec).exists():
+        raise ParamsError(f"{where}.spec: {m.spec!r}: no such local path {base / m.spec} (paths are relative to the "
+                          f"params file's folder), and it is not a hub id; check the path")
+    try:
+        check_spec(m.spec)
+    except ValueError as e:
+        raise ParamsError(f"{where}.spec: {e}") from None
     if m.spec.startswith((".", "/", "~")) or m.spec.endswith(".gguf") or (base / m.spec).exists():
         m.spec = _resolve(m.spec, base, f"{where}.spec")
 
 
-def _check(p: Params, base: Path, present: set[str]) -> None:
-    """Cross-field checks: files exist, languages and sentences exist in the corpus, windows, task and prompts."""
+def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None:
+    """Cross-field checks: files exist, languages and sentences exist in the corpus, windows, task and prompts,
+    thresholds are reachable (when ``regions`` is given, or ``whole`` file runs a notebook that uses it)."""
     from .evaluate import DEFAULT_PROMPTS, tasks_dir
 
     if "notebooks" in present:
+        if not p.notebooks:
+            raise ParamsError(f"notebooks: the list is empty, so nothing would run; list some of {', '.join(NOTEBOOKS)}"
+                              f" or leave the key out for all")
         for i, nb in enumerate(p.notebooks):
             if nb not in NOTEBOOKS:
                 raise ParamsError(f"notebooks[{i}]: unknown notebook {nb!r} (known: {', '.join(NOTEBOOKS)})")
@@ -350,29 +370,74 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
     for name in ("checkpoints", "sizes", "family"):
         for i, m in enumerate(getattr(p, name).models):
             _model_path(m, base, f"{name}.models[{i}]")
+    if "regions" in present or (whole and any("regions" in NOTEBOOKS[nb][2] for nb in p.notebooks)):
+        _check_thresholds(p)
 
 
-def params_from_dict(data: dict, base: str | Path = ".", source: str = "params") -> Params:
-    """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name)."""
+def _check_thresholds(p: Params) -> None:
+    """``regions.threshold`` and every ``regions.sweep`` value must be reachable with ``languages``."""
+    from .regions import check_threshold
+
+    named = [("regions.threshold", p.regions.threshold)] + [(f"regions.sweep[{i}]", t)
+                                                           for i, t in enumerate(p.regions.sweep)]
+    for where, t in named:
+        try:
+            check_threshold(t, len(p.languages), where)
+        except ValueError as e:
+            raise ParamsError(f"{e} (languages: {p.languages})") from None
+
+
+def params_from_dict(data: dict, base: str | Path = ".", source: str = "params", whole: bool = True) -> Params:
+    """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name). ``whole``: the
+    mapping is a whole params file (False: a notebook's sections, whose other sections go unused)."""
     try:
         p = _build(data or {}, Params, "")
-        _check(p, Path(base).resolve(), set(data or {}))
+        _check(p, Path(base).resolve(), set(data or {}), whole)
     except ParamsError as e:
         raise ParamsError(f"{source}: {e}") from None
     return p
 
 
-def load_params(path: str | Path) -> Params:
-    """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file."""
-    import yaml
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a mapping with the same key twice (PyYAML keeps the last silently)."""
 
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ParamsError(f"{key_node.start_mark.name}:{line}: key {key!r} appears twice in one mapping "
+                                  f"(first at line {seen[key]}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_params(path: str | Path) -> Params:
+    """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file.
+
+    Usage: ``p = load_params("params/default.yaml")``. A file that is empty (or only comments), not UTF-8, not
+    valid YAML, or has a key twice in one mapping is an error: none of them starts a run.
+    """
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+    try:
+        loader = _UniqueKeyLoader(text)
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        raise ParamsError(f"{path}: the params file is empty; write at least one key (e.g. title: my run), "
+                          f"or copy params/default.yaml to run the defaults")
     return params_from_dict(data, path.parent, str(path))
 
 
@@ -386,7 +451,7 @@ def repo_path(path: str | Path) -> Path:
 def notebook_params(base_dir: str | Path = ROOT, **sections) -> Params:
     """Validate a notebook's parameters cell (the sections it uses); other sections keep their defaults.
     Relative paths in it resolve against ``base_dir``, the repository root (see ``repo_path``)."""
-    return params_from_dict(sections, base_dir, "notebook parameters")
+    return params_from_dict(sections, base_dir, "notebook parameters", whole=False)
 
 
 def sections_for(p: Params, notebook: str) -> dict:

@@ -163,7 +163,7 @@ def intersection_effect(lm: LoadedModel, texts: Mapping[str, str | Sequence[str]
     from .uncertainty import perplexity_increase
 
     kw = dict(seqlen=seqlen, stride=stride, batch_size=batch_size)
-    blocks = {name: deactivate(lm.model, neurons) for name, neurons in sets.items()}  # validate all first
+    blocks = {name: deactivate(lm.model, neurons, lm.site) for name, neurons in sets.items()}  # validate all first
     full = {lang: perplexity(lm.model, lm.tokenizer, text, **kw) for lang, text in texts.items()}
     rows = []
     for name, block in blocks.items():
@@ -206,6 +206,7 @@ def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] |
     ``meta["firing_sites"]`` lists the hooked inputs, one per layer.
     """
     model, tok = lm.model, lm.tokenizer
+    site = site or lm.site
     layers, _, width = select_sites(lm, layers, site)
     names = firing_sites(model, site)
     fire = [names[l] for l in layers]  # one per layer, in order

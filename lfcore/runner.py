@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import atomic_write
+from .cache import CacheError, Store, atomic_write
+from .lock import FolderBusy, hold_folder
 from .params import LANGS9, NOTEBOOKS, ROOT, CaptureSpec, ModelSpec, Params, ParamsError, load_params, sections_for
 from .report import RUNNER_ENV, number, render_html
 from .steps import ResultCache, cache_dir, code_digest, digest, load
@@ -164,6 +165,8 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
     step whose own inputs are unchanged. ``<out>/runs.json`` and the index are rewritten as each notebook starts
     (its old record dropped) and finishes (its new record added), so an interrupted call never leaves a record
     that describes other files. Each notebook keeps the params file it was executed with as ``<stem>/params.yaml``.
+    Before the first notebook the cache is checked writable (``CacheError``) and ``out`` is held for this call
+    (``lock.hold_folder``): a second call into the same ``out`` meanwhile raises ``FolderBusy``.
     """
     threads_env = {} if threads is None else {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     quiet = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # progress bars mean nothing in a report
@@ -172,9 +175,6 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
 
 
 def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[NotebookRun]:
-    import jupytext
-    import papermill
-
     params_file = Path(params_file)
     if not NOTEBOOK_DIR.is_dir():
         raise ParamsError(f"the notebooks folder is not at {NOTEBOOK_DIR}: lfcore reproduce runs the notebooks of a "
@@ -186,7 +186,20 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
         raise ParamsError(f"unknown notebook(s) {unknown}; known: {', '.join(NOTEBOOKS)}")
     out = Path(out or Path("reports") / params_file.stem).resolve()
     cache = Path(cache or cache_dir(out)).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ParamsError(f"--out {out}: cannot create the output folder ({type(e).__name__}: {e})") from None
+    Store(cache).check_writable("activations")  # a cache that cannot take results stops the run before it starts
+    with hold_folder(out):
+        return _run_held(p, params_file, keys, out, cache, kernel, force, log)
+
+
+def _run_held(p, params_file, keys, out, cache, kernel, force, log) -> list[NotebookRun]:
+    """``_run_notebooks`` once the output folder is held."""
+    import jupytext
+    import papermill
+
     params_text = params_file.read_text(encoding="utf-8")
     atomic_write(out / "params.yaml", params_text)
     runs, known = [], _previous_runs(out)
@@ -355,11 +368,14 @@ def _scores(args) -> int:
     from .corpus import load_corpus
     from .metrics import layerwise, scores
     from .models import cache_root
-    from .regions import key_regions
+    from .regions import check_threshold, key_regions
 
-    m = ModelSpec(spec=args.model, revision=args.revision, dtype=args.dtype)
-    lm = load(m)
+    if len(set(args.langs)) < 2 or len(set(args.langs)) != len(args.langs):
+        raise ParamsError(f"--langs: need at least 2 distinct languages, got {args.langs}")
+    check_threshold(args.threshold, len(args.langs), "--threshold")  # before the model loads, not after capture
     corpus = load_corpus(args.corpus).select(args.langs, args.n, args.seed)
+    m = ModelSpec(spec=args.model, revision=args.revision, dtype=args.dtype, site=args.site)
+    lm = load(m)
     cache = ResultCache((args.cache_dir or cache_root() / "results") if args.cache else None)
     acts = cache.activations(lm, corpus, CaptureSpec(batch_size=args.batch_size))
     s = scores(acts)
@@ -381,6 +397,19 @@ def _render(args) -> int:
     return 0
 
 
+def _at_least(low: int):
+    """An argparse type: an integer of at least ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
+        return value
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``lfcore`` console script."""
     parser = argparse.ArgumentParser(prog="lfcore", description="Linguistic regions and semantic alignment "
@@ -393,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--cache-dir", help="result cache (default: $LFCORE_CACHE/results, else <out>/cache)")
     r.add_argument("--force", action="store_true", help="execute notebooks whose inputs are unchanged since their "
                    "last successful run (default: keep that run)")
-    r.add_argument("--threads", type=int, help="CPU threads per notebook kernel (default: torch's choice; "
+    r.add_argument("--threads", type=_at_least(1), help="CPU threads per notebook kernel (default: torch's choice; "
                    "1 on a CPU shared with other busy processes)")
     h = sub.add_parser("render", help="an executed notebook as a self-contained offline HTML page (plotly.js "
                        "embedded once, no external requests)")
@@ -405,13 +434,17 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--revision")
     s.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "auto"], default="float32")
     s.add_argument("--langs", nargs="+", default=LANGS9, help="language codes (default: the paper's nine)")
-    s.add_argument("--n", type=int, default=100, help="sentences per language (default 100)")
+    s.add_argument("--n", type=_at_least(2), default=100, help="sentences per language (default 100)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--corpus", default="ntrex128", help="corpus spec (default: bundled NTREX-128)")
     s.add_argument("--threshold", type=float, default=2.0, help="z threshold for key regions (default 2)")
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--batch-size", type=_at_least(1), default=16)
+    s.add_argument("--site", help="neuron-site template for a model type outside lfcore's table, e.g. "
+                   "'model.language_model.layers.{layer}.mlp.down_proj' (default: the table's)")
     s.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True, help="reuse cached activations")
     s.add_argument("--cache-dir", help="cache folder (default: $LFCORE_CACHE/results or ~/.cache/lfcore/results)")
+    for p in (r, s, h):
+        p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     try:
         if args.command == "scores":
@@ -422,8 +455,14 @@ def main(argv: list[str] | None = None) -> int:
         only = [stems.get(k.strip(), k.strip()) for k in args.only.split(",")] if args.only else None
         runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
                          force=args.force)
-    except ParamsError as e:
-        print(f"lfcore: {e}", file=sys.stderr)
+    except (ValueError, OSError, LookupError, CacheError, FolderBusy, KeyboardInterrupt) as e:
+        if args.debug:
+            raise
+        if isinstance(e, KeyboardInterrupt):
+            print("lfcore: interrupted", file=sys.stderr)
+            return 130
+        what = "" if isinstance(e, ParamsError) else f"{type(e).__name__}: "
+        print(f"lfcore: {what}{' '.join(str(e).split())} (--debug shows the traceback)", file=sys.stderr)
         return 2
     failed = [r for r in runs if r.status != "ok"]
     for r in failed:

@@ -91,6 +91,8 @@ class ResultCache:
             df.attrs.update(meta["attrs"])
             return df
         self.misses[kind] += 1
+        if self.store is not None:
+            self.store.check_writable(kind)  # before the work, not after it
         df = compute()
         if self.store is not None:
             columns = {str(i): torch.from_numpy(df.iloc[:, i].to_numpy(copy=True))  # (rows,)
@@ -119,7 +121,7 @@ def load(m: ModelSpec):
     """``models.load_model`` for a ``ModelSpec``."""
     from .models import load_model
 
-    return load_model(m.spec, revision=m.revision, dtype=m.dtype, device_map=m.device_map)
+    return load_model(m.spec, revision=m.revision, dtype=m.dtype, device_map=m.device_map, site=m.site)
 
 
 def label(m: ModelSpec) -> str:
