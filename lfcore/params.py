@@ -38,10 +38,14 @@ def _non_empty(factory):
 @dataclass
 class ModelSpec:
     """One model: a bundled key, ``tiny:<family>-<hidden>``, a folder or .gguf file (relative to the params
-    file), or a hub id with ``revision``. ``label``, ``step`` and ``params`` (parameter count) name it in plots."""
+    file), or a hub id with ``revision``. ``tokenizer`` (hub id or folder, with ``tokenizer_revision``) names a
+    tokenizer for a model without one (checkpoint branches). ``label``, ``step`` and ``params`` (parameter count)
+    name it in plots."""
 
     spec: str = "gemma-3-270m"
     revision: str | None = None
+    tokenizer: str | None = None
+    tokenizer_revision: str | None = None
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device_map: str | None = None
     label: str | None = None
@@ -187,8 +191,8 @@ NOTEBOOKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "obs5": ("obs5_scale", "Observation V: model scale",
              ("languages", "sizes", "corpus", "capture", "regions", "accuracy", "uncertainty")),
     "appendix": ("appendix_llama2", "Appendix C: an English-centric model family",
-                 ("languages", "family", "corpus", "capture", "regions", "perplexity", "accuracy", "uncertainty",
-                  "diagnostics", "maps")),
+                 ("languages", "family", "corpus", "capture", "regions", "perplexity", "accuracy", "generation",
+                  "uncertainty", "diagnostics", "maps")),
 }
 
 
@@ -290,9 +294,12 @@ def _languages_of(source: str) -> list[str]:
 
 
 def _model_path(m: ModelSpec, base: Path, where: str) -> None:
-    """Resolve a folder or .gguf spec relative to the params file; leave keys and hub ids alone."""
+    """Resolve a folder or .gguf spec (and a tokenizer folder) relative to the params file; leave keys and hub
+    ids alone."""
     from .models import BUNDLED
 
+    if m.tokenizer is not None and (m.tokenizer.startswith((".", "/", "~")) or (base / m.tokenizer).exists()):
+        m.tokenizer = _resolve(m.tokenizer, base, f"{where}.tokenizer")
     if m.spec in BUNDLED or m.spec.startswith("tiny:"):
         return
     if m.spec.startswith((".", "/", "~")) or m.spec.endswith(".gguf") or (base / m.spec).exists():
@@ -340,9 +347,10 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
     _check_languages(p.accuracy.languages, "accuracy.languages", task_langs, f"task {p.accuracy.task!r}")
     prompts = p.generation.prompts or DEFAULT_PROMPTS
     _check_languages(p.generation.languages, "generation.languages", prompts, "generation.prompts")
-    for i, lang in enumerate(p.generation.languages if "obs2" in p.notebooks else []):
+    for i, lang in enumerate(p.generation.languages if {"obs2", "appendix"} & set(p.notebooks) else []):
         if lang not in p.languages:
-            raise ParamsError(f"generation.languages[{i}]: {lang!r} is not in languages {p.languages}: obs2 switches "
+            raise ParamsError(f"generation.languages[{i}]: {lang!r} is not in languages {p.languages}: obs2 and the "
+                              f"appendix switch "
                               f"off each generation language's key region, and key regions are found for `languages` "
                               f"only; add {lang!r} to languages or remove it from generation.languages")
     _model_path(p.model, base, "model")

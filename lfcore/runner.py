@@ -330,7 +330,7 @@ def _scores(args) -> int:
     from .models import cache_root
     from .regions import key_regions
 
-    m = ModelSpec(spec=args.model, revision=args.revision, dtype=args.dtype)
+    m = ModelSpec(spec=args.model, revision=args.revision, dtype=args.dtype, tokenizer=args.tokenizer)
     lm = load(m)
     corpus = load_corpus(args.corpus).select(args.langs, args.n, args.seed)
     cache = ResultCache((args.cache_dir or cache_root() / "results") if args.cache else None)
@@ -343,6 +343,41 @@ def _scores(args) -> int:
     print(layerwise(acts).to_string(index=False, float_format=lambda v: f"{v:.4f}"), "\n")
     print(f"key regions (z > {args.threshold:g}):")
     print(regions.summary().to_string(float_format=lambda v: f"{v:.2f}"))
+    return 0
+
+
+def _natural(name: str) -> list:
+    """Sort key that orders digits by value: global_step1000 before global_step10000."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def revisions(repo_id: str, repo_type: str = "model") -> list[tuple[str, str, str]]:
+    """The branches, tags and conversions of a hub repository as (kind, name, commit), branches in natural order:
+    ``revisions("bigscience/bloom-7b1-intermediate")``. Needs the network; raises ``ValueError`` with one line
+    when the hub cannot be reached (``HF_HUB_OFFLINE``, no network) or the repository is unknown or gated."""
+    import httpx2
+    from huggingface_hub import list_repo_refs
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        refs = list_repo_refs(repo_id, repo_type=repo_type)
+    except OfflineModeIsEnabled:
+        raise ValueError(f"cannot list the revisions of {repo_id}: HF_HUB_OFFLINE is set; unset it on a machine "
+                         f"with network") from None
+    except (httpx2.HTTPError, OSError) as e:  # huggingface_hub talks through httpx2
+        raise ValueError(f"cannot list the revisions of {repo_id}: the hub is unreachable "
+                         f"({type(e).__name__}); run this on a machine with network") from None
+    except HfHubHTTPError as e:
+        raise ValueError(f"cannot list the revisions of {repo_id} ({repo_type}): "
+                         f"{str(e).splitlines()[0]}") from None
+    rows = [("branch", r.name, r.target_commit) for r in sorted(refs.branches, key=lambda r: _natural(r.name))]
+    rows += [("tag", r.name, r.target_commit) for r in sorted(refs.tags, key=lambda r: _natural(r.name))]
+    return rows + [("convert", r.ref, r.target_commit) for r in refs.converts]
+
+
+def _revisions(args) -> int:
+    for kind, name, commit in revisions(args.repo, args.repo_type):
+        print(f"{kind:8} {name:40} {commit}")
     return 0
 
 
@@ -363,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("scores", help="print LRDS/SADS (overall and per layer) and key-region sizes of a model")
     s.add_argument("model", help="bundled key (gemma-3-270m, smollm2-135m), tiny:<family>-<hidden>, folder or hub id")
     s.add_argument("--revision")
+    s.add_argument("--tokenizer", help="tokenizer hub id or folder, for a model without one (checkpoint branches)")
     s.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "auto"], default="float32")
     s.add_argument("--langs", nargs="+", default=LANGS9, help="language codes (default: the paper's nine)")
     s.add_argument("--n", type=int, default=100, help="sentences per language (default 100)")
@@ -372,15 +408,21 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True, help="reuse cached activations")
     s.add_argument("--cache-dir", help="cache folder (default: $LFCORE_CACHE/results or ~/.cache/lfcore/results)")
+    v = sub.add_parser("revisions", help="list a hub repository's branches and tags (needs network), e.g. "
+                       "lfcore revisions bigscience/bloom-7b1-intermediate")
+    v.add_argument("repo", help="hub repository id")
+    v.add_argument("--repo-type", choices=["model", "dataset"], default="model")
     args = parser.parse_args(argv)
     try:
         if args.command == "scores":
             return _scores(args)
+        if args.command == "revisions":
+            return _revisions(args)
         stems = {v[0]: k for k, v in NOTEBOOKS.items()}
         only = [stems.get(k.strip(), k.strip()) for k in args.only.split(",")] if args.only else None
         runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
                          force=args.force)
-    except ParamsError as e:
+    except ValueError as e:  # ParamsError included
         print(f"lfcore: {e}", file=sys.stderr)
         return 2
     failed = [r for r in runs if r.status != "ok"]

@@ -88,8 +88,8 @@ def run_series(models: list[ModelSpec], corpus, capture: CaptureSpec, threshold:
 
 def series_table(points: list[SeriesPoint]) -> pd.DataFrame:
     """One row per model: label, step, params, revision, fingerprint, LRDS, SADS (with ``*_ci_low``/``*_ci_high``
-    when measured with intervals), SKLR, and the mean accuracy over languages with its standard error
-    (sqrt(sum se^2) / k, languages independent)."""
+    when measured with intervals), SKLR, and the accuracy averaged over languages as lm-eval's group score (and the authors, run.py): weighted by
+    each language's item count, with the standard error of that weighted mean (languages independent)."""
     rows = []
     for i, p in enumerate(points):
         row = {"label": label(p.spec), "step": p.spec.step if p.spec.step is not None else i, "params": p.n_params,
@@ -98,9 +98,10 @@ def series_table(points: list[SeriesPoint]) -> pd.DataFrame:
         if p.intervals is not None:
             for metric, r in p.intervals[p.intervals.layer.astype(str) == "all"].set_index("metric").iterrows():
                 row.update({f"{metric}_ci_low": r.ci_low, f"{metric}_ci_high": r.ci_high, f"{metric}_p": r.p_value})
-        if p.accuracy is not None:
-            row["acc"] = float(p.accuracy.acc.mean())
-            row["acc_stderr"] = float((p.accuracy.acc_stderr ** 2).sum() ** 0.5 / len(p.accuracy))
+        if p.accuracy is not None:  # mean over languages weighted by item count, as lm-eval's group score
+            w = p.accuracy.n / p.accuracy.n.sum()
+            row["acc"] = float((w * p.accuracy.acc).sum())
+            row["acc_stderr"] = float(((w * p.accuracy.acc_stderr) ** 2).sum() ** 0.5)
         rows.append(row)
     return pd.DataFrame(rows)
 

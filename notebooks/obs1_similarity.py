@@ -23,7 +23,7 @@
 # parameters cell; opened directly (JupyterLab + jupytext), it runs the offline default.
 
 # %% tags=["parameters"]
-title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
+title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 model = {"spec": "gemma-3-270m", "revision": None, "dtype": "float32", "device_map": None}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
