@@ -359,6 +359,15 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
             _model_path(m, base, f"{name}.models[{i}]")
 
 
+def params_unchecked(data: dict, source: str = "params") -> Params:
+    """Typed ``Params`` from a parsed mapping, keys, types and ranges checked but no file or language: what a
+    params file asks for before the files it names exist (``lfcore.rehearse`` builds them from it)."""
+    try:
+        return _build(data or {}, Params, "")
+    except ParamsError as e:
+        raise ParamsError(f"{source}: {e}") from None
+
+
 def params_from_dict(data: dict, base: str | Path = ".", source: str = "params") -> Params:
     """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name)."""
     try:

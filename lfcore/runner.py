@@ -2,8 +2,8 @@
 
 ``reproduce(params_file)`` executes each notebook's jupytext source with papermill, injecting its sections of
 the params file, and writes the executed ``.ipynb``, a self-contained offline HTML report and ``index.html``
-linking every report, table and figure. CLI: ``lfcore reproduce PARAMS [--only obs1,obs2] [--out DIR]`` and
-``lfcore scores MODEL``.
+linking every report, table and figure. CLI: ``lfcore reproduce PARAMS [--only obs1,obs2] [--out DIR]
+[--rehearse]``, ``lfcore scores MODEL`` and ``lfcore revisions REPO_ID``.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,24 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
     quiet = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # progress bars mean nothing in a report
     with _environ(**{RUNNER_ENV: "1"}, **quiet, **threads_env):
         return _run_notebooks(params_file, only, out, cache, kernel, force, log)
+
+
+def rehearse(params_file: str | Path, only: list[str] | None = None, out: str | Path | None = None,
+             threads: int | None = None, log=print) -> list[NotebookRun]:
+    """``reproduce`` a params file unchanged against a local, offline stand-in for the hub (``lfcore.rehearse``):
+    tiny random models and datasets under the ids and revisions it names, a tiny Bible corpus at its paths, all in
+    a temporary folder removed afterwards. Reports go to ``out`` (default ``reports/<stem>-rehearsal``). CLI:
+    ``lfcore reproduce params/paper_llama2.yaml --rehearse``."""
+    from .rehearse import prepare
+
+    params_file = Path(params_file)
+    out = Path(out or Path("reports") / f"{params_file.stem}-rehearsal")
+    with tempfile.TemporaryDirectory(prefix="lfcore-rehearse-") as tmp:
+        log(f"[lfcore] rehearsal: building a local hub for {params_file} in {tmp} ...")
+        with _environ(TQDM_DISABLE="1"):  # datasets' and transformers' writers show progress bars
+            copy, env = prepare(params_file, tmp)
+        with _environ(**env):
+            return reproduce(copy, only=only, out=out, cache=Path(tmp) / "results", threads=threads, log=log)
 
 
 def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[NotebookRun]:
@@ -393,6 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--cache-dir", help="result cache (default: $LFCORE_CACHE/results, else <out>/cache)")
     r.add_argument("--force", action="store_true", help="execute notebooks whose inputs are unchanged since their "
                    "last successful run (default: keep that run)")
+    r.add_argument("--rehearse", action="store_true", help="run the params file unchanged against a local offline "
+                   "hub of tiny random models and datasets under the ids and revisions it names (reports go to "
+                   "reports/<stem>-rehearsal): a mistake that would fail on the cluster fails here first")
     r.add_argument("--threads", type=int, help="CPU threads per notebook kernel (default: torch's choice; "
                    "1 on a CPU shared with other busy processes)")
     s = sub.add_parser("scores", help="print LRDS/SADS (overall and per layer) and key-region sizes of a model")
@@ -420,8 +442,11 @@ def main(argv: list[str] | None = None) -> int:
             return _revisions(args)
         stems = {v[0]: k for k, v in NOTEBOOKS.items()}
         only = [stems.get(k.strip(), k.strip()) for k in args.only.split(",")] if args.only else None
-        runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
-                         force=args.force)
+        if args.rehearse:
+            runs = rehearse(args.params, only=only, out=args.out, threads=args.threads)
+        else:
+            runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
+                             force=args.force)
     except ValueError as e:  # ParamsError included
         print(f"lfcore: {e}", file=sys.stderr)
         return 2
