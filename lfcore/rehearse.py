@@ -42,7 +42,7 @@ ARCHITECTURES = {"bigscience/bloom": ("bloom", 2048), "meta-llama/Llama-2": ("ll
 # real repositories whose branches hold a config and weights only (lfcore's tokenizer error is rehearsed on them)
 WITHOUT_TOKENIZER = re.compile(r"^bigscience/bloom-[0-9a-z]+-intermediate$")
 XLSUM_SPLITS = ("train", "validation", "test")  # XL-Sum's splits on the hub
-WINDOWS = 2  # per language, the perplexity text holds at least this many windows of ``seqlen`` tokens
+WINDOWS = 1  # per language, the perplexity text holds at least this many windows of ``seqlen`` tokens
 
 
 def prepare(params_file: str | Path, root: str | Path) -> tuple[Path, dict[str, str]]:
