@@ -55,7 +55,7 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
     """A digest of everything an executed notebook depends on: its source, its parameters, lfcore's files, the
     versions of the libraries that compute, and the size and time of every local file the parameters name.
 
-    None when an input can change without the digest seeing it: a hub model without a pinned commit (a
+    None when an input can change without the digest seeing it: a hub model or tokenizer without a pinned commit (a
     40-hex ``revision``) or a hub dataset; such notebooks always execute (their steps still use the cache).
     """
     from importlib.metadata import version
@@ -71,6 +71,9 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
                 if not (spec in BUNDLED or spec.startswith("tiny:") or Path(spec).is_absolute()
                         or re.fullmatch(r"[0-9a-f]{40}", rev)):
                     hub.append(spec)
+                tok, tok_rev = v.get("tokenizer"), v.get("tokenizer_revision") or ""
+                if tok and not (Path(tok).is_absolute() or re.fullmatch(r"[0-9a-f]{40}", tok_rev)):
+                    hub.append(tok)  # a hub tokenizer without a pinned commit
             for x in v.values():
                 walk(x)
         elif isinstance(v, list):
