@@ -37,7 +37,7 @@ from .corpus import load_corpus
 from .params import BUNDLED_CORPORA, ModelSpec, Params, ParamsError, params_unchecked
 from .steps import PACKAGE
 
-# hub id prefix -> (tiny family, max_position_embeddings of the real model); the fake hub's architectures
+# hub id prefix -> (tiny family, the real max_position_embeddings: rotary LLaMA-2 needs it, BLOOM's ALiBi ignores it)
 ARCHITECTURES = {"bigscience/bloom": ("bloom", 2048), "meta-llama/Llama-2": ("llama", 4096)}
 # real repositories whose branches hold a config and weights only (lfcore's tokenizer error is rehearsed on them)
 WITHOUT_TOKENIZER = re.compile(r"^bigscience/bloom-[0-9a-z]+-intermediate$")
