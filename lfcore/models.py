@@ -159,6 +159,13 @@ class LoadedModel:
     def model_type(self) -> str:
         return self.model.config.model_type
 
+    @property
+    def title(self) -> str:
+        """How reports name the model: what a bundled key is (``BUNDLED``), else the name with its revision."""
+        if self.source == "bundled":
+            return BUNDLED[self.name]
+        return f"{self.name}@{self.revision}" if self.revision else self.name
+
     def meta(self) -> dict:
         """JSON-ready identity of the model, stored with every result and part of every cache key. ``dtype`` is
         the compute dtype of the weights (the first parameter's), so bf16 and fp32 runs never share a key; a

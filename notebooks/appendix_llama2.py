@@ -77,7 +77,7 @@ dominance = lfcore.diagnostics.exclusion_table(acts, p.diagnostics.k, p.diagnost
 report.numbers(flagged_layers=lfcore.steps.flagged_layers(dominance))
 layers = lfcore.metrics.layerwise(acts)
 report.show(lfcore.plots.layer_scores(layers, intervals, flagged=lfcore.steps.flagged_layers(dominance),
-                                      title=f"Layer-wise LRDS and SADS: {lm.name}"), "fig9_layerwise")
+                                      title=f"Layer-wise LRDS and SADS: {lm.title}"), "fig9_layerwise")
 report.table(dominance, "fig9_layerwise_and_dominance", index=False)
 
 # %% [markdown]
@@ -86,9 +86,9 @@ report.table(dominance, "fig9_layerwise_and_dominance", index=False)
 # %%
 key = lfcore.regions.key_regions(acts, p.regions.threshold)
 report.table(key.summary(), "fig11_key_region_sizes")
-report.show(lfcore.plots.key_region_sizes(key.sizes(), title=f"Key neurons per language: {lm.name}"),
+report.show(lfcore.plots.key_region_sizes(key.sizes(), title=f"Key neurons per language: {lm.title}"),
             "fig11_key_region_sizes")
-report.show(lfcore.plots.key_regions_per_layer(key.per_layer(), title=f"Key neurons per layer: {lm.name}"),
+report.show(lfcore.plots.key_regions_per_layer(key.per_layer(), title=f"Key neurons per layer: {lm.title}"),
             "key_regions_per_layer")
 
 # %% [markdown]
@@ -108,7 +108,7 @@ cells = lfcore.uncertainty.deactivation_intervals(table.attrs["window_nll"], tab
 report.numbers(**lfcore.steps.table_numbers(table, cells))
 report.table(cells, "table4_intervals", index=False)
 report.show(lfcore.plots.deactivation_heatmap(table, cells, title=f"Perplexity increase (%) after deactivation: "
-                                                                 f"{lm.name}"), "table4_deactivation")
+                                                                 f"{lm.title}"), "table4_deactivation")
 
 # %% [markdown]
 # ### Table 3 (Appendix A): generations with a key region switched off

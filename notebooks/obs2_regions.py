@@ -165,7 +165,7 @@ cells = lfcore.uncertainty.deactivation_intervals(table.attrs["window_nll"], tab
 report.numbers(**lfcore.steps.table_numbers(table, cells))
 report.table(cells, "table1_intervals", index=False)
 report.show(lfcore.plots.deactivation_heatmap(table, cells, title=f"Perplexity increase (%) after deactivation: "
-                                                                 f"{lm.name}"), "table1_deactivation")
+                                                                 f"{lm.title}"), "table1_deactivation")
 
 # %% [markdown]
 # ## Appendix A: generations with a key region switched off

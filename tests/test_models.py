@@ -125,3 +125,10 @@ def test_revisions_offline_is_one_clear_line(monkeypatch, capsys):
     assert main(["revisions", "bigscience/bloom-7b1-intermediate"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "HF_HUB_OFFLINE" in err and "bloom-7b1-intermediate" in err
+
+
+def test_reports_name_bundled_models_as_what_they_are(tiny_folder):
+    lm = load_model(tiny_folder)
+    assert lm.title == str(tiny_folder)
+    lm.name, lm.source = "gemma-3-270m", "bundled"
+    assert lm.title == "Gemma 3 270M (base, GGUF Q4_K_M)"
