@@ -50,6 +50,11 @@ HIDDEN, LAYERS = 16, 2
 def prepare(params_file: str | Path, root: str | Path) -> tuple[Path, dict[str, str]]:
     """Build the fake hub, datasets and corpus a params file needs under ``root``; return the path of the params
     file's copy and the environment to run it in: ``copy, env = prepare("params/paper_llama2.yaml", tmp)``."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()  # the writers below would draw one bar per file
+    transformers.utils.logging.disable_progress_bar()
     params_file, root = Path(params_file), Path(root).resolve()
     text = params_file.read_text(encoding="utf-8")
     p = params_unchecked(yaml.safe_load(text), str(params_file))

@@ -168,8 +168,7 @@ def rehearse(params_file: str | Path, only: list[str] | None = None, out: str | 
     out = Path(out or Path("reports") / f"{params_file.stem}-rehearsal")
     with tempfile.TemporaryDirectory(prefix="lfcore-rehearse-") as tmp:
         log(f"[lfcore] rehearsal: building a local hub for {params_file} in {tmp} ...")
-        with _environ(TQDM_DISABLE="1"):  # datasets' and transformers' writers show progress bars
-            copy, env = prepare(params_file, tmp)
+        copy, env = prepare(params_file, tmp)
         with _environ(**env):
             return reproduce(copy, only=only, out=out, cache=Path(tmp) / "results", threads=threads, log=log)
 
