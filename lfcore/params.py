@@ -42,10 +42,14 @@ def _non_empty(factory):
 @dataclass
 class ModelSpec:
     """One model: a bundled key, ``tiny:<family>-<hidden>``, a folder or .gguf file (relative to the params
-    file), or a hub id with ``revision``. ``label``, ``step`` and ``params`` (parameter count) name it in plots."""
+    file), or a hub id with ``revision``. ``tokenizer`` (hub id or folder, with ``tokenizer_revision``) names a
+    tokenizer for a model without one (checkpoint branches). ``label``, ``step`` and ``params`` (parameter count)
+    name it in plots."""
 
     spec: str = "gemma-3-270m"
     revision: str | None = None
+    tokenizer: str | None = None
+    tokenizer_revision: str | None = None
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device_map: str | None = None
     label: str | None = None
@@ -194,8 +198,8 @@ NOTEBOOKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "obs5": ("obs5_scale", "Observation V: model scale",
              ("languages", "sizes", "corpus", "capture", "regions", "accuracy", "uncertainty")),
     "appendix": ("appendix_llama2", "Appendix C: an English-centric model family",
-                 ("languages", "family", "corpus", "capture", "regions", "perplexity", "accuracy", "uncertainty",
-                  "diagnostics", "maps")),
+                 ("languages", "family", "corpus", "capture", "regions", "perplexity", "accuracy", "generation",
+                  "uncertainty", "diagnostics", "maps")),
 }
 
 
@@ -299,9 +303,12 @@ def _languages_of(source: str) -> list[str]:
 
 
 def _model_path(m: ModelSpec, base: Path, where: str) -> None:
-    """Resolve a folder or .gguf spec relative to the params file; leave keys and hub ids alone."""
+    """Resolve a folder or .gguf spec (and a tokenizer folder) relative to the params file; leave keys and hub
+    ids alone."""
     from .models import BUNDLED, check_spec
 
+    if m.tokenizer is not None and (m.tokenizer.startswith((".", "/", "~")) or (base / m.tokenizer).exists()):
+        m.tokenizer = _resolve(m.tokenizer, base, f"{where}.tokenizer")
     if m.spec in BUNDLED or m.spec.startswith("tiny:"):
         return
     parts = Path(m.spec).parts
@@ -361,9 +368,10 @@ def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None
     _check_languages(p.accuracy.languages, "accuracy.languages", task_langs, f"task {p.accuracy.task!r}")
     prompts = p.generation.prompts or DEFAULT_PROMPTS
     _check_languages(p.generation.languages, "generation.languages", prompts, "generation.prompts")
-    for i, lang in enumerate(p.generation.languages if "obs2" in p.notebooks else []):
+    for i, lang in enumerate(p.generation.languages if {"obs2", "appendix"} & set(p.notebooks) else []):
         if lang not in p.languages:
-            raise ParamsError(f"generation.languages[{i}]: {lang!r} is not in languages {p.languages}: obs2 switches "
+            raise ParamsError(f"generation.languages[{i}]: {lang!r} is not in languages {p.languages}: obs2 and the "
+                              f"appendix switch "
                               f"off each generation language's key region, and key regions are found for `languages` "
                               f"only; add {lang!r} to languages or remove it from generation.languages")
     _model_path(p.model, base, "model")
@@ -385,6 +393,15 @@ def _check_thresholds(p: Params) -> None:
             check_threshold(t, len(p.languages), where)
         except ValueError as e:
             raise ParamsError(f"{e} (languages: {p.languages})") from None
+
+
+def params_unchecked(data: dict, source: str = "params") -> Params:
+    """Typed ``Params`` from a parsed mapping, keys, types and ranges checked but no file or language: what a
+    params file asks for before the files it names exist (``lfcore.rehearse`` builds them from it)."""
+    try:
+        return _build(data or {}, Params, "")
+    except ParamsError as e:
+        raise ParamsError(f"{source}: {e}") from None
 
 
 def params_from_dict(data: dict, base: str | Path = ".", source: str = "params", whole: bool = True) -> Params:

@@ -2,8 +2,9 @@
 
 ``reproduce(params_file)`` executes each notebook's jupytext source with papermill, injecting its sections of
 the params file, and writes the executed ``.ipynb``, a self-contained offline HTML report and ``index.html``
-linking every report, table and figure. CLI: ``lfcore reproduce PARAMS [--only obs1,obs2] [--out DIR]``,
-``lfcore render NOTEBOOK.ipynb [-o OUT.html]`` and ``lfcore scores MODEL``.
+linking every report, table and figure. CLI: ``lfcore reproduce PARAMS [--only obs1,obs2] [--out DIR]
+[--rehearse]``, ``lfcore render NOTEBOOK.ipynb [-o OUT.html]``, ``lfcore scores MODEL`` and
+``lfcore revisions REPO_ID``.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +57,7 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
     """A digest of everything an executed notebook depends on: its source, its parameters, lfcore's files, the
     versions of the libraries that compute, and the size and time of every local file the parameters name.
 
-    None when an input can change without the digest seeing it: a hub model without a pinned commit (a
+    None when an input can change without the digest seeing it: a hub model or tokenizer without a pinned commit (a
     40-hex ``revision``) or a hub dataset; such notebooks always execute (their steps still use the cache).
     """
     from importlib.metadata import version
@@ -71,6 +73,9 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
                 if not (spec in BUNDLED or spec.startswith("tiny:") or Path(spec).is_absolute()
                         or re.fullmatch(r"[0-9a-f]{40}", rev)):
                     hub.append(spec)
+                tok, tok_rev = v.get("tokenizer"), v.get("tokenizer_revision") or ""
+                if tok and not (Path(tok).is_absolute() or re.fullmatch(r"[0-9a-f]{40}", tok_rev)):
+                    hub.append(tok)  # a hub tokenizer without a pinned commit
             for x in v.values():
                 walk(x)
         elif isinstance(v, list):
@@ -172,6 +177,23 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
     quiet = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # progress bars mean nothing in a report
     with _environ(**{RUNNER_ENV: "1"}, **quiet, **threads_env):
         return _run_notebooks(params_file, only, out, cache, kernel, force, log)
+
+
+def rehearse(params_file: str | Path, only: list[str] | None = None, out: str | Path | None = None,
+             threads: int | None = None, log=print) -> list[NotebookRun]:
+    """``reproduce`` a params file unchanged against a local, offline stand-in for the hub (``lfcore.rehearse``):
+    tiny random models and datasets under the ids and revisions it names, a tiny Bible corpus at its paths, all in
+    a temporary folder removed afterwards. Reports go to ``out`` (default ``reports/<stem>-rehearsal``). CLI:
+    ``lfcore reproduce params/paper_llama2.yaml --rehearse``."""
+    from .rehearse import prepare
+
+    params_file = Path(params_file)
+    out = Path(out or Path("reports") / f"{params_file.stem}-rehearsal")
+    with tempfile.TemporaryDirectory(prefix="lfcore-rehearse-") as tmp:
+        log(f"[lfcore] rehearsal: building a local hub for {params_file} in {tmp} ...")
+        copy, env = prepare(params_file, tmp)
+        with _environ(**env):
+            return reproduce(copy, only=only, out=out, cache=Path(tmp) / "results", threads=threads, log=log)
 
 
 def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[NotebookRun]:
@@ -374,7 +396,7 @@ def _scores(args) -> int:
         raise ParamsError(f"--langs: need at least 2 distinct languages, got {args.langs}")
     check_threshold(args.threshold, len(args.langs), "--threshold")  # before the model loads, not after capture
     corpus = load_corpus(args.corpus).select(args.langs, args.n, args.seed)
-    m = ModelSpec(spec=args.model, revision=args.revision, dtype=args.dtype, site=args.site)
+    m = ModelSpec(spec=args.model, revision=args.revision, dtype=args.dtype, site=args.site, tokenizer=args.tokenizer)
     lm = load(m)
     cache = ResultCache((args.cache_dir or cache_root() / "results") if args.cache else None)
     acts = cache.activations(lm, corpus, CaptureSpec(batch_size=args.batch_size))
@@ -410,6 +432,41 @@ def _at_least(low: int):
     return parse
 
 
+def _natural(name: str) -> list:
+    """Sort key that orders digits by value: global_step1000 before global_step10000."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def revisions(repo_id: str, repo_type: str = "model") -> list[tuple[str, str, str]]:
+    """The branches, tags and conversions of a hub repository as (kind, name, commit), branches in natural order:
+    ``revisions("bigscience/bloom-7b1-intermediate")``. Needs the network; raises ``ValueError`` with one line
+    when the hub cannot be reached (``HF_HUB_OFFLINE``, no network) or the repository is unknown or gated."""
+    import httpx2
+    from huggingface_hub import list_repo_refs
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        refs = list_repo_refs(repo_id, repo_type=repo_type)
+    except OfflineModeIsEnabled:
+        raise ValueError(f"cannot list the revisions of {repo_id}: HF_HUB_OFFLINE is set; unset it on a machine "
+                         f"with network") from None
+    except (httpx2.HTTPError, OSError) as e:  # huggingface_hub talks through httpx2
+        raise ValueError(f"cannot list the revisions of {repo_id}: the hub is unreachable "
+                         f"({type(e).__name__}); run this on a machine with network") from None
+    except HfHubHTTPError as e:
+        raise ValueError(f"cannot list the revisions of {repo_id} ({repo_type}): "
+                         f"{str(e).splitlines()[0]}") from None
+    rows = [("branch", r.name, r.target_commit) for r in sorted(refs.branches, key=lambda r: _natural(r.name))]
+    rows += [("tag", r.name, r.target_commit) for r in sorted(refs.tags, key=lambda r: _natural(r.name))]
+    return rows + [("convert", r.ref, r.target_commit) for r in refs.converts]
+
+
+def _revisions(args) -> int:
+    for kind, name, commit in revisions(args.repo, args.repo_type):
+        print(f"{kind:8} {name:40} {commit}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``lfcore`` console script."""
     parser = argparse.ArgumentParser(prog="lfcore", description="Linguistic regions and semantic alignment "
@@ -422,6 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--cache-dir", help="result cache (default: $LFCORE_CACHE/results, else <out>/cache)")
     r.add_argument("--force", action="store_true", help="execute notebooks whose inputs are unchanged since their "
                    "last successful run (default: keep that run)")
+    r.add_argument("--rehearse", action="store_true", help="run the params file unchanged against a local offline "
+                   "hub of tiny random models and datasets under the ids and revisions it names (reports go to "
+                   "reports/<stem>-rehearsal): a mistake that would fail on the cluster fails here first")
     r.add_argument("--threads", type=_at_least(1), help="CPU threads per notebook kernel (default: torch's choice; "
                    "1 on a CPU shared with other busy processes)")
     h = sub.add_parser("render", help="an executed notebook as a self-contained offline HTML page (plotly.js "
@@ -432,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("scores", help="print LRDS/SADS (overall and per layer) and key-region sizes of a model")
     s.add_argument("model", help="bundled key (gemma-3-270m, smollm2-135m), tiny:<family>-<hidden>, folder or hub id")
     s.add_argument("--revision")
+    s.add_argument("--tokenizer", help="tokenizer hub id or folder, for a model without one (checkpoint branches)")
     s.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "auto"], default="float32")
     s.add_argument("--langs", nargs="+", default=LANGS9, help="language codes (default: the paper's nine)")
     s.add_argument("--n", type=_at_least(2), default=100, help="sentences per language (default 100)")
@@ -443,7 +504,11 @@ def main(argv: list[str] | None = None) -> int:
                    "'model.language_model.layers.{layer}.mlp.down_proj' (default: the table's)")
     s.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True, help="reuse cached activations")
     s.add_argument("--cache-dir", help="cache folder (default: $LFCORE_CACHE/results or ~/.cache/lfcore/results)")
-    for p in (r, s, h):
+    v = sub.add_parser("revisions", help="list a hub repository's branches and tags (needs network), e.g. "
+                       "lfcore revisions bigscience/bloom-7b1-intermediate")
+    v.add_argument("repo", help="hub repository id")
+    v.add_argument("--repo-type", choices=["model", "dataset"], default="model")
+    for p in (r, s, h, v):
         p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     try:
@@ -451,10 +516,15 @@ def main(argv: list[str] | None = None) -> int:
             return _scores(args)
         if args.command == "render":
             return _render(args)
+        if args.command == "revisions":
+            return _revisions(args)
         stems = {v[0]: k for k, v in NOTEBOOKS.items()}
         only = [stems.get(k.strip(), k.strip()) for k in args.only.split(",")] if args.only else None
-        runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
-                         force=args.force)
+        if args.rehearse:
+            runs = rehearse(args.params, only=only, out=args.out, threads=args.threads)
+        else:
+            runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
+                             force=args.force)
     except (ValueError, OSError, LookupError, CacheError, FolderBusy, KeyboardInterrupt) as e:
         if args.debug:
             raise

@@ -121,11 +121,15 @@ def load(m: ModelSpec):
     """``models.load_model`` for a ``ModelSpec``."""
     from .models import load_model
 
-    return load_model(m.spec, revision=m.revision, dtype=m.dtype, device_map=m.device_map, site=m.site)
+    return load_model(m.spec, revision=m.revision, dtype=m.dtype, device_map=m.device_map, site=m.site,
+                      tokenizer=m.tokenizer, tokenizer_revision=m.tokenizer_revision)
 
 
 def label(m: ModelSpec) -> str:
-    return m.label or (f"{m.spec}@{m.revision}" if m.revision else Path(m.spec).name)
+    """How a model is named in tables and plots: its ``label``, what a bundled key is, or id@revision."""
+    from .models import BUNDLED
+
+    return m.label or BUNDLED.get(m.spec) or (f"{m.spec}@{m.revision}" if m.revision else Path(m.spec).name)
 
 
 def sentences(c: CorpusSpec, langs: list[str]):

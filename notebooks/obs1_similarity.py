@@ -31,7 +31,7 @@
 # parameters cell; opened directly (JupyterLab + jupytext), it runs the offline default.
 
 # %% tags=["parameters"]
-title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
+title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 model = {"spec": "gemma-3-270m", "revision": None, "dtype": "float32", "device_map": None, "site": None}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
@@ -80,7 +80,7 @@ print(f"activations: {tuple(acts.values.shape)} (sentences x layers x neurons pe
 # %%
 shown = lfcore.metrics.ordered(acts.select(ids=acts.ids[:p.maps.sentences]), p.languages)
 report.show(lfcore.plots.similarity_map(lfcore.metrics.similarity(shown), shown, sentences,
-                                        title=f"Similarity map: {lm.name}"), "similarity_map")
+                                        title=f"Similarity map: {lm.title}"), "similarity_map")
 
 # %% [markdown]
 # ## LRDS and SADS, with their uncertainty
@@ -93,7 +93,7 @@ report.show(lfcore.plots.similarity_map(lfcore.metrics.similarity(shown), shown,
 # %%
 intervals = lfcore.steps.score_intervals(acts, p.uncertainty, report.cache)
 report.numbers(**lfcore.steps.interval_numbers(intervals))
-report.show(lfcore.plots.headline_scores(intervals, title=f"LRDS and SADS: {lm.name}"), "headline_scores")
+report.show(lfcore.plots.headline_scores(intervals, title=f"LRDS and SADS: {lm.title}"), "headline_scores")
 report.table(intervals, "score_intervals", index=False)
 
 # %% [markdown]
@@ -108,7 +108,7 @@ report.table(intervals, "score_intervals", index=False)
 # %%
 dominance = lfcore.diagnostics.exclusion_table(acts, p.diagnostics.k, p.diagnostics.share)
 report.table(dominance, "dominance", index=False)
-report.show(lfcore.plots.dominance(dominance, p.diagnostics.k, title=f"Dominant neurons per layer: {lm.name}"),
+report.show(lfcore.plots.dominance(dominance, p.diagnostics.k, title=f"Dominant neurons per layer: {lm.title}"),
             "dominance")
 clean = lfcore.steps.score_intervals(lfcore.steps.without_dominant(acts, dominance, p.diagnostics.k), p.uncertainty,
                                      report.cache, per_layer=False)
@@ -127,7 +127,7 @@ report.table(clean, "score_intervals_without_dominant", index=False)
 pooling = lfcore.steps.first_token_effect(lm, sentences, acts, p.capture, p.diagnostics.first_token_sentences,
                                           report.cache)
 report.table(pooling, "first_token_effect", index=False)
-report.show(lfcore.plots.pooling(pooling, title=f"First-token effect: {lm.name}"), "first_token_effect")
+report.show(lfcore.plots.pooling(pooling, title=f"First-token effect: {lm.title}"), "first_token_effect")
 
 # %% [markdown]
 # ## Figure 3: LRDS and SADS layer by layer
@@ -140,7 +140,7 @@ report.show(lfcore.plots.pooling(pooling, title=f"First-token effect: {lm.name}"
 layers = lfcore.metrics.layerwise(acts)
 report.table(layers, "layerwise", index=False)
 report.show(lfcore.plots.layer_scores(layers, intervals, flagged=lfcore.steps.flagged_layers(dominance),
-                                      title=f"Layer-wise LRDS and SADS: {lm.name}"), "layerwise_scores")
+                                      title=f"Layer-wise LRDS and SADS: {lm.title}"), "layerwise_scores")
 
 # %% [markdown]
 # ## Each layer's own similarity map
@@ -151,7 +151,7 @@ report.show(lfcore.plots.layer_scores(layers, intervals, flagged=lfcore.steps.fl
 # %%
 few = lfcore.metrics.ordered(acts.select(ids=acts.ids[:p.maps.layer_sentences]), p.languages)
 report.show(lfcore.plots.layer_similarity_slider(lfcore.metrics.layer_maps(few), few, sentences,
-                                                 title=f"Similarity map per layer: {lm.name}"), "layer_maps")
+                                                 title=f"Similarity map per layer: {lm.title}"), "layer_maps")
 
 # %% [markdown]
 # With a live kernel, this widget draws the full map of any single layer (static HTML cannot run it).

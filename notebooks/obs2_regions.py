@@ -22,7 +22,7 @@
 # is off) and little elsewhere, compared with switching off a random 10% of all neurons.
 
 # %% tags=["parameters"]
-title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
+title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 model = {"spec": "gemma-3-270m", "revision": None, "dtype": "float32", "device_map": None, "site": None}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
@@ -173,7 +173,7 @@ cells = lfcore.uncertainty.deactivation_intervals(table.attrs["window_nll"], tab
 report.numbers(**lfcore.steps.table_numbers(table, cells))
 report.table(cells, "table1_intervals", index=False)
 report.show(lfcore.plots.deactivation_heatmap(table, cells, title=f"Perplexity increase (%) after deactivation: "
-                                                                 f"{lm.name}"), "table1_deactivation")
+                                                                 f"{lm.title}"), "table1_deactivation")
 
 # %% [markdown]
 # ## Appendix A: generations with a key region switched off

@@ -24,9 +24,9 @@
 # names) raise a warning: a mislabelled series would fake a flat trend.
 
 # %% tags=["parameters"]
-title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
+title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
-checkpoints = {"models": [{"spec": "gemma-3-270m", "label": "gemma-3-270m (final)"}],
+checkpoints = {"models": [{"spec": "gemma-3-270m", "label": "Gemma 3 270M (base, GGUF Q4_K_M), final"}],
                "note": "Offline: one final checkpoint, no series."}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
 capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}

@@ -25,7 +25,7 @@
 # default runs the single final checkpoint of Gemma 3 270M: the measurements, no trend.
 
 # %% tags=["parameters"]
-title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
+title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 checkpoints = {"models": [{"spec": "gemma-3-270m", "label": "gemma-3-270m (final)"}],
                "note": "Offline: one final checkpoint, no series."}

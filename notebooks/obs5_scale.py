@@ -21,10 +21,10 @@
 # everything else. It shows the measurements, not a scaling law.
 
 # %% tags=["parameters"]
-title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
+title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
-sizes = {"models": [{"spec": "smollm2-135m", "label": "SmolLM2-135M"},
-                    {"spec": "gemma-3-270m", "label": "Gemma-3-270M"}],
+sizes = {"models": [{"spec": "smollm2-135m", "label": "SmolLM2 135M Instruct (GGUF Q4_1)"},
+                    {"spec": "gemma-3-270m", "label": "Gemma 3 270M (base, GGUF Q4_K_M)"}],
          "note": "Offline: two different families, not one family at two sizes."}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
 capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
