@@ -3,8 +3,11 @@
 Only named, expensive results are cached (pooled activations, perplexity tables). A key is the hash of
 everything that determines the result (model id, revision, weight fingerprint and dtype, corpus and
 token digests, options, ``FORMAT``). Each entry is ``<key>.safetensors`` plus ``<key>.json``; the JSON is
-written last (it is the commit marker) and records the SHA-256 of the tensor file, checked on every read.
-A corrupt entry raises ``CacheError`` naming the file: it is never silently reused.
+written last (it is the commit marker) and records the SHA-256 of the tensor file and of its own labels
+(``meta``: sentence ids, languages, layers), both checked on every read. A corrupt entry raises
+``CacheError`` naming the file: it is never silently reused. ``Cache.check_writable`` lets a caller find an
+unwritable cache folder before the expensive step; a write that fails anyway warns and loses nothing but the
+cache entry (the caller still returns its result).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +29,7 @@ import torch
 from safetensors.torch import load, save
 
 PACKAGE = Path(__file__).resolve().parent
-FORMAT = 1  # bump when the layout of any cached result changes
+FORMAT = 2  # bump when the layout of any cached result changes (2: the JSON labels carry their own digest)
 
 
 class CacheError(RuntimeError):
@@ -74,12 +78,20 @@ def _paths(stem: str | Path) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
 
 
+def _meta_digest(meta) -> str:
+    """SHA-256 of labels as they read back from JSON (key order aside)."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
 def write_entry(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write ``stem.safetensors`` and ``stem.json`` atomically; the JSON carries the tensor digest."""
+    """Write ``stem.safetensors`` and ``stem.json`` atomically; the JSON carries the digests of the tensor file
+    and of ``meta`` (the labels), so an edit to either is caught on read."""
     meta_path, data_path = _paths(stem)
     blob = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
     atomic_write(data_path, blob)
-    record = {"format": FORMAT, "sha256": hashlib.sha256(blob).hexdigest(), "meta": meta}
+    meta = json.loads(json.dumps(meta, default=str))  # as it will read back
+    record = {"format": FORMAT, "sha256": hashlib.sha256(blob).hexdigest(), "meta_sha256": _meta_digest(meta),
+              "meta": meta}
     atomic_write(meta_path, json.dumps(record, indent=1, default=str).encode())
 
 
@@ -88,16 +100,23 @@ def read_entry(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     stem = Path(stem)
     meta_path, data_path = _paths(stem)
     try:
-        record = json.loads(meta_path.read_text())
+        record = json.loads(meta_path.read_text(encoding="utf-8"))
         blob = data_path.read_bytes()
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
         raise CacheError(f"cannot read result {stem}: {e}. Delete {meta_path} to recompute.") from e
-    if record.get("format") != FORMAT:
-        raise CacheError(f"{meta_path} has format {record.get('format')}, this lfcore writes {FORMAT}; recompute it")
-    if hashlib.sha256(blob).hexdigest() != record["sha256"]:
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        got = record.get("format") if isinstance(record, dict) else None
+        raise CacheError(f"{meta_path} has format {got}, this lfcore writes {FORMAT}; delete it to recompute")
+    if hashlib.sha256(blob).hexdigest() != record.get("sha256"):
         raise CacheError(f"{data_path} does not match the digest in {meta_path} (truncated or modified). "
                          f"Delete both files to recompute.")
-    return load(blob), record["meta"]
+    if _meta_digest(record.get("meta")) != record.get("meta_sha256"):
+        raise CacheError(f"the labels in {meta_path} do not match their digest (edited or damaged): they would "
+                         f"relabel the cached values. Delete {meta_path} and {data_path} to recompute.")
+    try:
+        return load(blob), record["meta"]
+    except Exception as e:  # a blob that matches its digest but safetensors cannot parse (written by another tool)
+        raise CacheError(f"cannot parse {data_path}: {e}. Delete both files to recompute.") from e
 
 
 def save_table(df: pd.DataFrame, path: str | os.PathLike, index: bool = True) -> tuple[Path, Path | None]:
@@ -188,9 +207,37 @@ class Cache:
             return None
         return read_entry(self.root / kind / key)
 
-    def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        if self.root is not None:
+    def check_writable(self, kind: str) -> None:
+        """Raise ``CacheError`` unless an entry of ``kind`` can be written here (nothing to check without a
+        root): call it before computing what will be stored, so that a read-only folder, or a file where a
+        folder should be, stops the run before the work instead of after it. ``result`` calls it on a miss.
+        Usage: ``cache.check_writable("activations")``."""
+        if self.root is None:
+            return
+        folder = self.root / kind
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".lfcore-write-test-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise CacheError(f"the result cache {folder} cannot be written ({type(e).__name__}: {e}); fix its "
+                             f"permissions, remove what is in the way, or choose another cache folder "
+                             f"(--cache-dir, $LFCORE_CACHE) or none (cache=None)") from None
+
+    def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> bool:
+        """Write an entry; True if written (False without a root). A write that fails (disk full, folder made
+        read-only meanwhile) warns and returns False: the caller keeps and returns its result, only the cache
+        entry is lost."""
+        if self.root is None:
+            return False
+        try:
             write_entry(self.root / kind / key, tensors, meta)
+        except OSError as e:
+            warnings.warn(f"could not write cache entry {self.root / kind / key} ({type(e).__name__}: {e}); the "
+                          f"result is returned but not cached", stacklevel=3)
+            return False
+        return True
 
     def result(self, kind: str, parts: dict, compute, encode, decode):
         """``compute()`` unless a result with the same ``parts`` is cached; counted as a hit or a miss.
@@ -204,6 +251,7 @@ class Cache:
             self.hits[kind] += 1
             return decode(*hit)
         self.misses[kind] += 1
+        self.check_writable(kind)  # before the work, not after it
         result = compute()
         self.put(kind, key, *encode(result))
         return result

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -38,10 +40,21 @@ def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_firs
     """Token ids and pooling weights (1.0 = pooled) of every record, one batched tokenizer call.
 
     Special tokens are fed but get weight 0 unless ``pool_special_tokens``; ``skip_first`` also zeroes the
-    first pooled token. Raises ``ValueError`` naming a record that has nothing left to pool.
+    first pooled token. Raises ``ValueError`` naming a record that has nothing left to pool; warns naming how
+    many sentences of which languages were cut at ``max_length`` (their means cover only the first tokens).
     """
     special = set(tok.all_special_ids)
     encoded = tok([r.text for r in records], truncation=True, max_length=max_length)["input_ids"]
+    full = [i for i, e in enumerate(encoded) if len(e) >= max_length]  # only these can have been cut
+    if full:
+        lengths = [len(e) for e in tok([records[i].text for i in full])["input_ids"]]
+        cut = Counter(records[i].lang for i, n in zip(full, lengths) if n > max_length)
+        if cut:
+            warnings.warn(f"{sum(cut.values())} sentence(s) were cut at max_length={max_length} tokens ("
+                          f"{', '.join(f'{lang}: {k}' for lang, k in cut.items())}): their means cover only their "
+                          f"first {max_length} tokens; raise capture.max_length (up to the model's position limit) to "
+                          f"pool whole sentences",
+                          stacklevel=3)
     weights = [_pool_weights(ids, special, pool_special_tokens, skip_first) for ids in encoded]
     for r, w in zip(records, weights):
         if not any(w):
@@ -302,6 +315,7 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     model, tok = lm.model, lm.tokenizer
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    site = site or lm.site
     layers, site_modules, width = select_sites(lm, layers, site)
     records = list(corpus)
     if not records:
@@ -354,6 +368,7 @@ def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] |
     firing site. ``meta["firing_sites"]`` lists the hooked inputs, one per layer.
     """
     model, tok = lm.model, lm.tokenizer
+    site = site or lm.site
     layers, _, width = select_sites(lm, layers, site)
     names = firing_sites(model, site)
     fire = [names[l] for l in layers]  # one per layer, in order

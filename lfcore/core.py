@@ -40,9 +40,14 @@ class Activations:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.values.dim() != 3:
+            raise ValueError(f"values must be (sentences, layers, neurons), got shape {tuple(self.values.shape)}")
         n, n_layers, _ = self.values.shape
-        assert len(self.sentence_ids) == len(self.langs) == len(self.token_counts) == n
-        assert len(self.layers) == n_layers
+        if not len(self.sentence_ids) == len(self.langs) == len(self.token_counts) == n:
+            raise ValueError(f"{n} rows of values, but {len(self.sentence_ids)} sentence ids, {len(self.langs)} "
+                             f"languages and {len(self.token_counts)} token counts: one label of each per row")
+        if len(self.layers) != n_layers:
+            raise ValueError(f"{n_layers} layer blocks of values, but {len(self.layers)} layer labels {self.layers}")
         pairs = list(zip(self.sentence_ids, self.langs))
         if len(set(pairs)) != len(pairs):
             dup = next(p for i, p in enumerate(pairs) if p in pairs[:i])  # quadratic, but only on the error path
@@ -95,8 +100,16 @@ class Activations:
         return x / norms
 
     def check_nonzero(self, norms: torch.Tensor) -> None:
-        """Raise ``ValueError`` naming the first sentence whose norm is 0: norms (n,) of whole rows, or
-        (n, n_layers) of each layer's block (the message then names the layer too)."""
+        """Raise ``ValueError`` naming the first sentence whose norm is 0, inf or nan: norms (n,) of whole rows,
+        or (n, n_layers) of each layer's block (the message then names the layer too). Every metric calls
+        this on the norms it needs anyway, so values edited after construction are checked at use for free."""
+        bad = ~torch.isfinite(norms)
+        if bad.any():
+            r, *b = bad.nonzero()[0].tolist()
+            where = f" in layer {self.layers[b[0]]}" if b else ""
+            raise ValueError(f"sentence {self.sentence_ids[r]!r} ({self.langs[r]}) has inf or nan activations"
+                             f"{where} (values changed after the Activations was built, which checked them): "
+                             f"no score is computed from them; recapture, or fix the code that edited .values")
         if (norms == 0).any():
             r, *b = (norms == 0).nonzero()[0].tolist()
             where = f" in layer {self.layers[b[0]]}" if b else ""

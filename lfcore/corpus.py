@@ -224,8 +224,24 @@ class ParallelCorpus:
 def _read_lines(path) -> tuple[str, list[str]]:
     """(display name, lines) of a text file or importlib resource; splits on "\\n" only (text may hold U+2028)."""
     p = path if hasattr(path, "read_text") else Path(path)
-    text = p.read_text(encoding="utf-8-sig")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[:e.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text (byte {e.start}: {e.reason}); save the file as UTF-8"
+                         ) from None
     return str(path), [line.rstrip("\r") for line in text.split("\n")]
+
+
+def sentence_id(value, where: str) -> str:
+    """``value`` as a sentence id (a string or an integer, as text); ``ValueError`` naming ``where`` for a null,
+    empty, bool, float or other value, which ``str`` would silently turn into an id like "None" or "1.0"."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ValueError(f"{where}: sentence id {value!r} ({type(value).__name__}) is not a non-empty string or an "
+                     f"integer; give every sentence an id")
 
 
 def from_jsonl(path, id_key: str = "id", lang_key: str = "lang", text_key: str = "text",
@@ -248,7 +264,7 @@ def from_jsonl(path, id_key: str = "id", lang_key: str = "lang", text_key: str =
         for key, arg in ((id_key, "id_key"), (lang_key, "lang_key"), (text_key, "text_key")):
             if key not in row:
                 raise ValueError(f"{src}:{n}: missing key {key!r} (keys: {sorted(row)}); pass {arg}= to use another")
-        records.append(Record(str(row[id_key]), row[lang_key], row[text_key]))
+        records.append(Record(sentence_id(row[id_key], f"{src}:{n}: {id_key!r}"), row[lang_key], row[text_key]))
         where.append(f"{src}:{n}")
     return ParallelCorpus(records, name=name or Path(src).stem, meta={"source": src}, where=where)
 
@@ -280,13 +296,14 @@ def from_tsv(path, name: str | None = None) -> ParallelCorpus:
         cells = line.split("\t")
         if len(cells) != len(header):
             raise ValueError(f"{src}:{n}: {len(cells)} tab-separated fields, the header has {len(header)}")
+        sid = sentence_id(cells[0], f"{src}:{n}: column 'id'")
         if long:
-            records.append(Record(*cells))
+            records.append(Record(sid, *cells[1:]))
             where.append(f"{src}:{n}")
         else:
             for lang, cell in zip(header[1:], cells[1:]):
                 if cell.strip():
-                    records.append(Record(cells[0], lang, cell))
+                    records.append(Record(sid, lang, cell))
                     where.append(f"{src}:{n} column {lang!r}")
     return ParallelCorpus(records, name=name or Path(src).stem, meta={"source": src}, where=where)
 
@@ -363,7 +380,8 @@ def from_hf_dataset(path, name: str | None = None, split: str = "train", langs: 
     for col in [id_column] + list((text_columns or {}).values()):
         if col is not None and col not in columns:
             raise ValueError(f"{label}: no column {col!r}; columns are {columns}")
-    ids = [str(v) for v in ds[id_column]] if id_column else [f"row-{i}" for i in range(len(ds))]
+    ids = ([sentence_id(v, f"{label}: row {i}, column {id_column!r}") for i, v in enumerate(ds[id_column])]
+           if id_column else [f"row-{i}" for i in range(len(ds))])
     if text_columns:
         per_lang = {lang: list(ds[col]) for lang, col in text_columns.items()}
     elif "translation" in columns:

@@ -29,7 +29,7 @@ from .core import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT, NeuronSet
 from .deactivate import deactivate
 from .fastattn import fused_attention
 from .hooks import module_device
-from .models import neuron_sites, neuron_width
+from .models import neuron_sites, neuron_width, position_limit
 from .uncertainty import deactivation_intervals
 
 FULL = "Full model"
@@ -142,6 +142,10 @@ def _check_head(model: nn.Module, ids: torch.Tensor) -> None:
     base, head, cap = _head(model)
     ids = ids[:8].unsqueeze(0).to(module_device(model.get_input_embeddings()))
     want = model(input_ids=ids, use_cache=False).logits.float()
+    if not torch.isfinite(want).all():
+        raise ValueError(f"{type(model).__name__} in {_dtype_of(model)} gives inf or nan logits on the first "
+                         f"tokens of the text: the model overflows its dtype (float16 does in e.g. Gemma 3). "
+                         f"Load it with dtype='bfloat16' or 'float32'.")
     got = _logits(head, cap, base(input_ids=ids, use_cache=False).last_hidden_state)
     scale = want.abs().max().clamp(min=1.0)
     if not torch.allclose(got, want.to(got.device), rtol=1e-2, atol=1e-2 * float(scale)):
@@ -150,11 +154,26 @@ def _check_head(model: nn.Module, ids: torch.Tensor) -> None:
                          f"its logits in a way lfcore's chunked loss does not know")
 
 
+def _check_seqlen(model: nn.Module, seqlen: int) -> None:
+    """Raise ``ValueError`` if a window of ``seqlen`` tokens exceeds the model's position limit (learned
+    positions would index past their table; rotary ones would score text beyond the trained context)."""
+    limit = position_limit(model)
+    if limit is not None and seqlen > limit:
+        raise ValueError(f"seqlen={seqlen} exceeds the {limit} positions of {type(model).__name__} "
+                         f"(max_position_embeddings); use perplexity.seqlen <= {limit}")
+
+
+def _dtype_of(model: nn.Module) -> str:
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
 @torch.inference_mode()
 def _score(model: nn.Module, windows, batch_size: int, chunk_tokens: int = 512, progress: bool = False,
-           check: bool = True):
+           check: bool = True, where: str = ""):
     """Summed fp32 NLL and scored-token count per window: two lists in window order. ``check``: first verify
-    that base model + head reproduce the model's logits (``_check_head``)."""
+    that base model + head reproduce the model's logits (``_check_head``). An inf or nan loss raises
+    ``ValueError`` naming the model dtype, the window and ``where`` (e.g. "language 'zh', condition 'Full'"):
+    a nan never reaches a table or the cache."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     base, head, cap = _head(model)
@@ -178,6 +197,11 @@ def _score(model: nn.Module, windows, batch_size: int, chunk_tokens: int = 512, 
         for s in range(0, len(targets), chunk_tokens):
             nll[s:s + chunk_tokens] = _nll(head, cap, h[s:s + chunk_tokens], targets[s:s + chunk_tokens]).cpu()
         per_window = torch.zeros(len(batch), dtype=torch.float64).index_add_(0, rows, nll.double())
+        if not torch.isfinite(per_window).all():
+            j = int((~torch.isfinite(per_window)).nonzero()[0])
+            raise ValueError(f"{type(model).__name__} in {_dtype_of(model)}: inf or nan loss in window {batch[j]} "
+                             f"of {len(windows)}{' (' + where + ')' if where else ''}: the model overflows its "
+                             f"dtype (float16 does in e.g. Gemma 3). Load it with dtype='bfloat16' or 'float32'.")
         for j, i in enumerate(batch):
             sums[i], counts[i] = float(per_window[j]), int(scored[j].sum())
     return sums, counts
@@ -223,6 +247,7 @@ def perplexity(model: nn.Module, tokenizer, texts: str | Sequence[str], seqlen: 
     token used, or None), and per-window ``window_nll`` (mean) and ``window_tokens`` (for resampling windows).
     """
     bos = start_token(tokenizer, add_bos)
+    _check_seqlen(model, seqlen)
     windows, stride = _windows(_token_ids(tokenizer, texts), seqlen, stride, bos)
     sums, counts = _score(model, windows, batch_size, chunk_tokens, progress)
     return _summary(sums, counts, seqlen, stride, bos)
@@ -248,12 +273,16 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
         raise ValueError("texts is empty: pass {lang: text or list of texts}")
     if FULL in sets or FULL_COLUMN in sets:
         raise ValueError(f"{FULL!r} is reserved for the baseline; rename that set")
-    blocks = {name: deactivate(lm.model, neurons) for name, neurons in sets.items()}  # validate all first
-    total = total_neurons or len(neuron_sites(lm.model)) * neuron_width(lm.model)
+    blocks = {name: deactivate(lm.model, neurons, lm.site) for name, neurons in sets.items()}  # validate all first
+    total = total_neurons or len(neuron_sites(lm.model, lm.site)) * neuron_width(lm.model, lm.site)
     bos = start_token(lm.tokenizer, add_bos)
     windows = {}
+    _check_seqlen(lm.model, seqlen)
     for lang, text in texts.items():
-        windows[lang], used_stride = _windows(_token_ids(lm.tokenizer, text), seqlen, stride, bos)
+        try:
+            windows[lang], used_stride = _windows(_token_ids(lm.tokenizer, text), seqlen, stride, bos)
+        except ValueError as e:
+            raise ValueError(f"perplexity text of language {lang!r}: {e}") from None
     results: dict[str, dict[str, dict]] = {lang: {} for lang in texts}
     conditions = [(FULL, contextlib.nullcontext())] + list(blocks.items())
     with tqdm(total=len(conditions) * len(texts), desc="deactivation table", disable=not progress) as bar:
@@ -261,7 +290,8 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
             with block:  # every language is evaluated while the hooks are live
                 for lang, wins in windows.items():
                     bar.set_postfix_str(f"{name} / {lang}")
-                    sums, counts = _score(lm.model, wins, batch_size, check=not any(results.values()))
+                    sums, counts = _score(lm.model, wins, batch_size, check=not any(results.values()),
+                                          where=f"language {lang!r}, condition {name!r}")
                     results[lang][name] = _summary(sums, counts, seqlen, used_stride, bos)
                     bar.update()
     rows = {}
@@ -366,7 +396,7 @@ def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limi
     if unknown:
         known = sorted(t for t in manager.all_subtasks if t.startswith(f"{task}_")) or manager.all_subtasks
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; lfcore has {', '.join(known)}")
-    block = deactivate(lm.model, neurons)
+    block = deactivate(lm.model, neurons, lm.site)
     with block:
         out = lm_eval.simple_evaluate(model=lm_eval_model(lm, batch_size), tasks=list(names.values()),
                                       task_manager=manager, limit=limit, log_samples=True, use_cache=None,
@@ -379,6 +409,11 @@ def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limi
         lls[lang] = [{"doc_id": s["doc_id"], "id": s["doc"].get("id", s["doc"].get("story_id")),
                       "target": s["target"], "loglikelihoods": [float(r[0]) for r in s["filtered_resps"]]}
                      for s in out["samples"][name]]
+        bad = next((d for d in lls[lang] if not all(map(math.isfinite, d["loglikelihoods"]))), None)
+        if bad is not None:  # an argmax over nan would still give an "accuracy"
+            raise ValueError(f"{lm.name} in {_dtype_of(lm.model)}: inf or nan log-likelihood in task {name}, "
+                             f"document {bad['doc_id']} (language {lang!r}): the model overflows its dtype "
+                             f"(float16 does in e.g. Gemma 3). Load it with dtype='bfloat16' or 'float32'.")
     df = pd.DataFrame(rows)
     df.attrs.update({"model": lm.meta(), "n_neurons": block.n_neurons, "limit": limit, "loglikelihoods": lls,
                      "lm_eval_version": importlib.metadata.version("lm_eval")})
@@ -419,7 +454,7 @@ def generate(lm, prompts: Mapping[str, Sequence[str]] | None, neurons_by_conditi
     language and prompt: condition, lang, index, prompt, output (decoded new tokens), output_ids.
     """
     prompts = DEFAULT_PROMPTS if prompts is None else prompts
-    blocks = {name: deactivate(lm.model, neurons) for name, neurons in neurons_by_condition.items()}
+    blocks = {name: deactivate(lm.model, neurons, lm.site) for name, neurons in neurons_by_condition.items()}
     device = module_device(lm.model.get_input_embeddings())
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
     eos = lm.model.generation_config.eos_token_id

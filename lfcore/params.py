@@ -18,8 +18,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from .corpus import check_language, load_corpus
 from .evaluate import DEFAULT_PROMPTS, tasks_dir
-from .models import BUNDLED
+from .models import BUNDLED, check_spec
+from .regions import check_threshold
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository checkout (notebooks/, params/, reports/)
 LANGS9 = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 BUNDLED_CORPORA = ("ntrex128", "ntrex128-passages")
 
@@ -41,20 +43,27 @@ _NON_EMPTY = _rule(lambda v: len(v) > 0, "must not be empty")
 
 
 class _Spec(BaseModel):
-    """A params section: unknown keys and wrong types are errors (no coercion of "16" to 16 or 1 to True)."""
+    """A params section: unknown keys, wrong types (no coercion of "16" to 16 or 1 to True) and inf/nan are errors."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Spec):
     """One model: a bundled key, ``tiny:<family>-<hidden>``, a folder or .gguf file (relative to the params
-    file), or a hub id with ``revision``. ``label``, ``step`` and ``params`` (parameter count) name it in plots."""
+    file), or a hub id with ``revision``. ``tokenizer`` (hub id or folder, with ``tokenizer_revision``) names a
+    tokenizer for a model without one (checkpoint branches). ``label``, ``step`` and ``params`` (parameter count)
+    name it in plots."""
 
     spec: str = "gemma-3-270m"
     revision: str | None = None
+    tokenizer: str | None = None
+    tokenizer_revision: str | None = None
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device_map: str | None = None
     label: str | None = None
+    # the neuron-site template for a model_type outside lfcore's table (models.neuron_sites), e.g.
+    # "model.language_model.layers.{layer}.mlp.down_proj"; None: the table's site
+    site: str | None = None
     step: Annotated[int | None, _at_least(0)] = None
     params: Annotated[float | None, _rule(lambda v: v > 0, "must be > 0")] = None
 
@@ -174,16 +183,18 @@ class Params(_Spec):
     robustness: RobustnessSpec = Field(default_factory=RobustnessSpec)
     maps: MapSpec = Field(default_factory=MapSpec)
     checkpoints: SeriesSpec = Field(default_factory=lambda: SeriesSpec(
-        models=[ModelSpec(label="gemma-3-270m (final)")],
+        models=[ModelSpec(label="Gemma 3 270M (base, GGUF Q4_K_M), final")],
         note="Offline there is no checkpoint series: this runs the single final checkpoint, so no trend can be "
              "read. The paper's series: lfcore reproduce params/paper_bloom_checkpoints.yaml (network and a GPU)."))
     sizes: SeriesSpec = Field(default_factory=lambda: SeriesSpec(
-        models=[ModelSpec(spec="smollm2-135m", label="SmolLM2-135M"), ModelSpec(label="Gemma-3-270M")],
+        models=[ModelSpec(spec="smollm2-135m", label="SmolLM2 135M Instruct (GGUF Q4_1)"),
+                ModelSpec(label="Gemma 3 270M (base, GGUF Q4_K_M)")],
         note="Caveat: SmolLM2-135M and Gemma 3 270M are different families (data, tokenizer, recipe), so the "
              "comparison mixes size with everything else. The paper's series: lfcore reproduce "
              "params/paper_bloom_sizes.yaml."))
     family: SeriesSpec = Field(default_factory=lambda: SeriesSpec(
-        models=[ModelSpec(spec="smollm2-135m", label="SmolLM2-135M"), ModelSpec(label="Gemma-3-270M")],
+        models=[ModelSpec(spec="smollm2-135m", label="SmolLM2 135M Instruct (GGUF Q4_1)"),
+                ModelSpec(label="Gemma 3 270M (base, GGUF Q4_K_M)")],
         note="Offline stand-in for the LLaMA2 family: the English-centric SmolLM2-135M (analysed in detail) beside "
              "the multilingual Gemma 3 270M. The paper's run: lfcore reproduce params/paper_llama2.yaml."))
 
@@ -200,7 +211,7 @@ def _notebook(path: Path) -> tuple[str, str, tuple[str, ...]]:
 
 # notebook key (its file name up to the first "_") -> (jupytext source stem, title, params sections injected into
 # it), read from the notebooks: observations first, then the appendices
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     path.stem.split("_")[0]: _notebook(path)
     for path in sorted(NOTEBOOK_DIR.glob("*.py"), key=lambda f: (not f.stem.startswith("obs"), f.stem))}
@@ -232,6 +243,8 @@ def _message(e: dict) -> str:
         return f"unknown key {where!r} ({hint}known keys here: {', '.join(known)})"
     if kind == "literal_error":
         return f"{where}: {value!r} is not one of {e['ctx']['expected']}"
+    if kind == "finite_number":
+        return f"{where}: {value!r} is not a finite number"
     if kind == "value_error":
         return f"{where}: {e['ctx']['error']}"
     if kind in ("model_type", "model_attributes_type"):
@@ -269,16 +282,31 @@ def _corpus(source: str):
 
 
 def _model_path(m: ModelSpec, base: Path, where: str) -> None:
-    """Resolve a folder or .gguf spec relative to the params file; leave keys and hub ids alone."""
+    """Resolve a folder or .gguf spec (and a tokenizer folder) relative to the params file; leave keys and hub
+    ids alone."""
+    if m.tokenizer is not None and (m.tokenizer.startswith((".", "/", "~")) or (base / m.tokenizer).exists()):
+        m.tokenizer = _resolve(m.tokenizer, base, f"{where}.tokenizer")
     if m.spec in BUNDLED or m.spec.startswith("tiny:"):
         return
+    parts = Path(m.spec).parts
+    if len(parts) > 1 and (base / parts[0]).is_dir() and not (base / m.spec).exists():
+        raise ParamsError(f"{where}.spec: {m.spec!r}: no such local path {base / m.spec} (paths are relative to the "
+                          f"params file's folder), and it is not a hub id; check the path")
+    try:
+        check_spec(m.spec)
+    except ValueError as e:
+        raise ParamsError(f"{where}.spec: {e}") from None
     if m.spec.startswith((".", "/", "~")) or m.spec.endswith(".gguf") or (base / m.spec).exists():
         m.spec = _resolve(m.spec, base, f"{where}.spec")
 
 
-def _check(p: Params, base: Path, present: set[str]) -> None:
-    """Cross-field checks: files exist, languages and sentences exist in the corpus, windows, task and prompts."""
+def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None:
+    """Cross-field checks: files exist, languages and sentences exist in the corpus, windows, task and prompts,
+    thresholds are reachable (when ``regions`` is given, or ``whole`` file runs a notebook that uses it)."""
     if "notebooks" in present:
+        if not p.notebooks:
+            raise ParamsError(f"notebooks: the list is empty, so nothing would run; list some of {', '.join(NOTEBOOKS)}"
+                              f" or leave the key out for all")
         for i, nb in enumerate(p.notebooks):
             if nb not in NOTEBOOKS:
                 raise ParamsError(f"notebooks[{i}]: unknown notebook {nb!r} (known: {', '.join(NOTEBOOKS)})")
@@ -315,22 +343,46 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
     _check_languages(p.accuracy.languages, "accuracy.languages", task_langs, f"task {p.accuracy.task!r}")
     prompts = p.generation.prompts or DEFAULT_PROMPTS
     _check_languages(p.generation.languages, "generation.languages", prompts, "generation.prompts")
-    for i, lang in enumerate(p.generation.languages if "obs2" in p.notebooks else []):
+    for i, lang in enumerate(p.generation.languages if {"obs2", "appendix"} & set(p.notebooks) else []):
         if lang not in p.languages:
-            raise ParamsError(f"generation.languages[{i}]: {lang!r} is not in languages {p.languages}: obs2 switches "
+            raise ParamsError(f"generation.languages[{i}]: {lang!r} is not in languages {p.languages}: obs2 and the "
+                              f"appendix switch "
                               f"off each generation language's key region, and key regions are found for `languages` "
                               f"only; add {lang!r} to languages or remove it from generation.languages")
     _model_path(p.model, base, "model")
     for name in ("checkpoints", "sizes", "family"):
         for i, m in enumerate(getattr(p, name).models):
             _model_path(m, base, f"{name}.models[{i}]")
+    if "regions" in present or (whole and any("regions" in NOTEBOOKS[nb][2] for nb in p.notebooks)):
+        _check_thresholds(p)
 
 
-def params_from_dict(data: dict, base: str | Path = ".", source: str = "params") -> Params:
-    """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name)."""
+def _check_thresholds(p: Params) -> None:
+    """``regions.threshold`` and every ``regions.sweep`` value must be reachable with ``languages``."""
+    named = [("regions.threshold", p.regions.threshold)] + [(f"regions.sweep[{i}]", t)
+                                                           for i, t in enumerate(p.regions.sweep)]
+    for where, t in named:
+        try:
+            check_threshold(t, len(p.languages), where)
+        except ValueError as e:
+            raise ParamsError(f"{e} (languages: {p.languages})") from None
+
+
+def params_unchecked(data: dict, source: str = "params") -> Params:
+    """Typed ``Params`` from a parsed mapping, keys, types and ranges checked but no file or language: what a
+    params file asks for before the files it names exist (``lfcore.rehearse`` builds them from it)."""
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as e:
+        raise ParamsError(f"{source}: {_message(e.errors()[0])}") from None
+
+
+def params_from_dict(data: dict, base: str | Path = ".", source: str = "params", whole: bool = True) -> Params:
+    """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name). ``whole``: the
+    mapping is a whole params file (False: a notebook's sections, whose other sections go unused)."""
     try:
         p = Params.model_validate(data or {})
-        _check(p, Path(base).resolve(), set(data or {}))
+        _check(p, Path(base).resolve(), set(data or {}), whole)
     except ValidationError as e:
         raise ParamsError(f"{source}: {_message(e.errors()[0])}") from None
     except ParamsError as e:
@@ -338,21 +390,60 @@ def params_from_dict(data: dict, base: str | Path = ".", source: str = "params")
     return p
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a mapping with the same key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ParamsError(f"{key_node.start_mark.name}:{line}: key {key!r} appears twice in one mapping "
+                                  f"(first at line {seen[key]}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: str | Path) -> Params:
-    """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file."""
+    """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file.
+
+    Usage: ``p = load_params("params/default.yaml")``. A file that is empty (or only comments), not UTF-8, not
+    valid YAML, or has a key twice in one mapping is an error: none of them starts a run.
+    """
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+    try:
+        loader = _UniqueKeyLoader(text)
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        raise ParamsError(f"{path}: the params file is empty; write at least one key (e.g. title: my run), "
+                          f"or copy params/default.yaml to run the defaults")
     return params_from_dict(data, path.parent, str(path))
 
 
-def notebook_params(base_dir: str | Path = ".", **sections) -> Params:
-    """Validate a notebook's parameters cell (the sections it uses); other sections keep their defaults."""
-    return params_from_dict(sections, base_dir, "notebook parameters")
+def repo_path(path: str | Path) -> Path:
+    """``path`` resolved against the repository root, so a notebook parameter means the same file from any
+    working directory (plain papermill, JupyterLab, the runner): ``repo_path("reports/x") == ROOT / "reports/x"``;
+    an absolute path stays as it is."""
+    return (ROOT / Path(path).expanduser()).resolve()
+
+
+def notebook_params(base_dir: str | Path = ROOT, **sections) -> Params:
+    """Validate a notebook's parameters cell (the sections it uses); other sections keep their defaults.
+    Relative paths in it resolve against ``base_dir``, the repository root (see ``repo_path``)."""
+    return params_from_dict(sections, base_dir, "notebook parameters", whole=False)
 
 
 def sections_for(p: Params, notebook: str) -> dict:

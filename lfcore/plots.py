@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 from .core import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT
 
 TEMPLATE = "plotly_white"
+_COUNT_HOVER = "%{fullData.name}, layer %{x}: %{y:,} key neurons<extra></extra>"
 LRDS_COLOR, SADS_COLOR, THIRD_COLOR = "#d62728", "#1f77b4", "#2ca02c"
 
 
@@ -103,7 +104,7 @@ def layer_similarity_slider(maps, acts, corpus=None, title: str = "Similarity ma
         fig.add_trace(_heatmap(maps[b], labels, name=f"layer {layer}", visible=b == 0))
     steps = [dict(method="update", label=str(layer),
                   args=[{"visible": [k == b for k in range(len(acts.layers))]},
-                        {"title": f"{title}: layer {layer}"}]) for b, layer in enumerate(acts.layers)]
+                        {"title": {"text": f"{title}: layer {layer}"}}]) for b, layer in enumerate(acts.layers)]
     _square_axes(fig, *_block_ticks(acts, labels))
     fig.update_layout(title=f"{title}: layer {acts.layers[0]}", template=TEMPLATE, height=700, width=760,
                       sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="layer "), pad=dict(t=40))])
@@ -158,7 +159,8 @@ def headline_scores(intervals: pd.DataFrame, title: str = "LRDS and SADS (whole 
 
 def key_regions_per_layer(per_layer: pd.DataFrame, title: str = "Key neurons per layer") -> go.Figure:
     """Figure 5 for one model: stacked key-neuron counts per layer (``KeyRegions.per_layer()``)."""
-    fig = go.Figure([go.Bar(x=list(per_layer.index), y=per_layer[lang].tolist(), name=lang) for lang in per_layer])
+    fig = go.Figure([go.Bar(x=list(per_layer.index), y=per_layer[lang].tolist(), name=lang, hovertemplate=_COUNT_HOVER)
+                     for lang in per_layer])
     fig.update_layout(barmode="stack", title=title, template=TEMPLATE, xaxis_title="layer",
                       yaxis_title="key neurons", height=420)
     return fig
@@ -175,13 +177,14 @@ def key_regions_threshold_slider(regions, thresholds: Sequence[float],
     for k, df in enumerate(tables):
         for lang in langs:
             fig.add_trace(go.Bar(x=list(df.index), y=df[lang].tolist(), name=lang, legendgroup=lang,
-                                 showlegend=k == 0, visible=k == 0))
+                                 visible=k == 0, hovertemplate=_COUNT_HOVER))  # a hidden step lists no legend
     sklr = [int(df.to_numpy().sum()) for df in tables]
     steps = [dict(method="update", label=f"{t:g}",
                   args=[{"visible": [j // len(langs) == k for j in range(len(thresholds) * len(langs))]},
-                        {"title": f"{title}: z > {t:g} (SKLR {sklr[k]})"}]) for k, t in enumerate(thresholds)]
-    fig.update_layout(barmode="stack", title=f"{title}: z > {thresholds[0]:g} (SKLR {sklr[0]})", template=TEMPLATE,
-                      height=460, xaxis_title="layer", yaxis_title="key neurons",
+                        {"title": {"text": f"{title}: z > {t:g} (SKLR {sklr[k]:,})"}}])
+             for k, t in enumerate(thresholds)]
+    fig.update_layout(barmode="stack", title=f"{title}: z > {thresholds[0]:g} (SKLR {sklr[0]:,})", template=TEMPLATE,
+                      height=460, xaxis_title="layer", yaxis_title="key neurons", legend=dict(orientation="h", y=1.1),
                       sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix="z threshold "), pad=dict(t=40))])
     return fig
 
@@ -200,23 +203,28 @@ def deactivation_heatmap(table: pd.DataFrame, intervals: pd.DataFrame | None = N
     """Table 1/4 as a heatmap: rows = evaluated language, columns = deactivated set, cells = % increase.
 
     table: ``evaluate.deactivation_table``; intervals: ``uncertainty.deactivation_intervals`` (hover).
-    The colour axis stops at the 95th percentile of the cells, so one huge diagonal cell does not wash out
-    the rest; the printed numbers are exact.
+    Increases span orders of magnitude (a few % off the diagonal, tens of thousands % on it), so the colour is
+    log10(1 + increase) with the colour bar labelled in %, and a decrease is drawn as 0; the printed numbers
+    and the hover are the raw percentages.
     """
 
     cells = table.drop(index=[KEY_NUMBER, KEY_PERCENT], errors="ignore").drop(columns=[FULL_COLUMN])
-    text = [[f"{v:.0f}%" for v in row] for row in cells.to_numpy()]
-    hover = [[f"×{c} on {r}: {v:+.1f}%" for c, v in zip(cells.columns, row)]
+    raw = cells.to_numpy(dtype=float)
+    text = [[f"{v:,.0f}%" for v in row] for row in raw]
+    hover = [[f"×{c} on {r}: {v:+,.1f}%" for c, v in zip(cells.columns, row)]
              for r, row in zip(cells.index, cells.to_numpy())]
     if intervals is not None:
         ci = intervals.set_index(["lang", "condition"])
-        hover = [[h + (f"<br>interval [{ci.loc[(r, c), 'ci_low']:+.1f}%, {ci.loc[(r, c), 'ci_high']:+.1f}%]"
+        hover = [[h + (f"<br>interval [{ci.loc[(r, c), 'ci_low']:+,.1f}%, {ci.loc[(r, c), 'ci_high']:+,.1f}%]"
                        if (r, c) in ci.index else "") for h, c in zip(row, cells.columns)]
                  for r, row in zip(cells.index, hover)]
-    fig = go.Figure(go.Heatmap(z=_list(cells.to_numpy(), 2), x=[f"×{c}" for c in cells.columns], y=list(cells.index),
-                               text=text, texttemplate="%{text}", hovertext=hover, hoverinfo="text",
-                               colorscale="Reds", zmin=0, zmax=float(np.nanpercentile(cells.to_numpy(), 95)) or None,
-                               colorbar=dict(title="% increase")))
+    top = max(1.0, float(np.nanmax(raw)) if np.isfinite(raw).any() else 1.0)
+    ticks = [t for t in (0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000) if t <= top]
+    fig = go.Figure(go.Heatmap(z=_list(np.log10(1 + np.clip(raw, 0, None)), 4), x=[f"×{c}" for c in cells.columns],
+                               y=list(cells.index), text=text, texttemplate="%{text}", hovertext=hover,
+                               hoverinfo="text", colorscale="Reds", zmin=0, zmax=float(np.log10(1 + top)),
+                               colorbar=dict(title="% increase (log)", tickvals=_list(np.log10(1 + np.array(ticks)), 4),
+                                             ticktext=[f"{t:,}%" for t in ticks])))
     fig.update_yaxes(autorange="reversed", title="evaluated language")
     fig.update_layout(title=title, template=TEMPLATE, xaxis_title="deactivated key region", height=460)
     return fig
@@ -352,12 +360,12 @@ def accuracy_bars(acc: pd.DataFrame, group: str | None = None, title: str = "Cro
     return fig
 
 
-def mimebundle(fig: go.Figure) -> dict:
-    """Display data for a figure: plotly's JSON mime type plus an HTML div without plotly.js.
+def mimebundle(fig: go.Figure, plotlyjs: bool = False) -> dict:
+    """Display data for a figure: plotly's JSON mime type plus an HTML div (with plotly.js if ``plotlyjs``).
 
-    JupyterLab and VS Code render the JSON interactively; nbconvert's HTML export uses the div, which
-    needs ``window.Plotly`` (the report template embeds plotly.js once, offline).
+    JupyterLab and VS Code render the JSON interactively; nbconvert's HTML export uses the div, which needs
+    ``window.Plotly``: ``Report.show`` embeds plotly.js (offline, ~4.8 MB) in a notebook's first figure only.
     """
-    div = pio.to_html(fig, full_html=False, include_plotlyjs=False, include_mathjax=False,
+    div = pio.to_html(fig, full_html=False, include_plotlyjs=plotlyjs, include_mathjax=False,
                       default_width="100%", validate=False, config={"responsive": True})
     return {"application/vnd.plotly.v1+json": fig.to_plotly_json(), "text/html": div}

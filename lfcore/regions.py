@@ -6,6 +6,7 @@ sum_{i<j} a_i[k] a_j[k] over that language's normalised vectors, computed in clo
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -150,13 +151,44 @@ class KeyRegions:
         return df
 
 
+def max_zscore(n_langs: int) -> float:
+    """The largest z-score (population std) any neuron can reach with ``n_langs`` languages: sqrt(L - 1).
+
+    Proof: the L z-scores sum to 0 and their squares to L, so the other L-1 sum to -z_1 and, by Cauchy-Schwarz,
+    their squares are at least z_1^2 / (L-1); hence z_1^2 (1 + 1/(L-1)) <= L, i.e. z_1 <= sqrt(L - 1).
+    """
+    return math.sqrt(n_langs - 1)
+
+
+def check_threshold(threshold: float, n_langs: int, where: str = "threshold") -> None:
+    """Raise ``ValueError`` unless some z-score can exceed ``threshold`` with ``n_langs`` languages
+    (``max_zscore``); a threshold at or above it gives empty key regions that look like a finding.
+    ``where`` names the parameter in the message. Usage: ``check_threshold(2.0, len(langs))``."""
+    if not math.isfinite(threshold):
+        raise ValueError(f"{where}: {threshold!r} is not a finite number; the paper uses 2.0")
+    top = max_zscore(n_langs)
+    if threshold >= top:
+        raise ValueError(f"{where}: {threshold:g} can never be exceeded with {n_langs} languages: the largest "
+                         f"z-score (population std) is sqrt({n_langs} - 1) = {top:.3f}, so every key region would "
+                         f"be empty. Use a threshold below {top:.3f}, e.g. {math.floor(7.5 * top) / 10:g}, "
+                         f"or more languages (the paper's 2.0 needs at least 6).")
+
+
 def key_regions(acts: Activations, threshold: float = 2.0) -> KeyRegions:
     """Each language's key region: neurons whose contribution z-score exceeds ``threshold`` (paper: 2).
 
-    With L languages and the population std, no z-score can exceed sqrt(L - 1).
+    With L languages no z-score can exceed ``max_zscore(L)`` = sqrt(L - 1): a threshold at or above it raises
+    ``ValueError`` (``check_threshold``), as does a language with fewer than 2 sentences (eq. 11 sums over
+    pairs of a language's sentences, so one sentence scores 0 everywhere).
     """
     if len(acts.languages) < 2:
         raise ValueError("key regions need at least 2 languages")
+    check_threshold(threshold, len(acts.languages))
+    counts = {lang: acts.langs.count(lang) for lang in acts.languages}
+    single = [lang for lang, c in counts.items() if c < 2]
+    if single:
+        raise ValueError(f"key regions need at least 2 sentences per language (eq. 11 sums over pairs of a "
+                         f"language's sentences); {single} have 1. Select more sentences (corpus.select(langs, n))")
     scores, langs = contribution_scores(acts)
     z, valid = zscores(scores)
     n_layers, width = len(acts.layers), acts.width

@@ -13,6 +13,7 @@ from IPython.display import HTML, display
 
 from .cache import Cache, atomic_write, save_table
 from .metrics import similarity
+from .params import repo_path
 from .plots import key_regions_per_layer, mimebundle, similarity_map
 
 RUNNER_ENV = "LFCORE_NOTEBOOK_RUNNER"  # set by ``runner.reproduce`` for its kernels: no live frontend, no widgets
@@ -32,17 +33,31 @@ def explore_layers(acts, corpus=None):
 
 
 def explore_threshold(regions, thresholds: list[float]):
-    """An ipywidgets slider over z thresholds showing key neurons per layer (needs a live kernel)."""
+    """An ipywidgets slider over z thresholds showing key neurons per layer (needs a live kernel).
+
+    The slider spans the sweep and the threshold in use; a threshold outside the sweep is said, not clamped."""
     if os.environ.get(RUNNER_ENV):
         return HTML(WIDGET_NOTE)
     import ipywidgets  # only in a live kernel
 
+    low, high = min(thresholds), max(thresholds)
+
     def show(threshold: float):
         r = regions.with_threshold(threshold)
-        display(mimebundle(key_regions_per_layer(r.per_layer(), f"z > {threshold:g}: SKLR {r.sklr}")), raw=True)
+        if not low <= threshold <= high:
+            display(HTML(f"<p class='lf-widget-note'>z &gt; {threshold:g} is outside the sweep [{low:g}, {high:g}] "
+                         "(regions.sweep)</p>"))
+        display(mimebundle(key_regions_per_layer(r.per_layer(), f"z > {threshold:g}: SKLR {r.sklr:,}")), raw=True)
 
     return ipywidgets.interactive(show, threshold=ipywidgets.FloatSlider(
-        value=regions.threshold, min=min(thresholds), max=max(thresholds), step=0.1, description="z threshold"))
+        value=regions.threshold, min=min(low, regions.threshold), max=max(high, regions.threshold), step=0.1,
+        description="z threshold"))
+
+
+
+def number(v) -> str:
+    """A number for reading: thousands separators from 10,000 on, else 4 significant digits."""
+    return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
 
 
 def _plain(obj):
@@ -60,11 +75,14 @@ class Report:
     Files land under ``out_dir``: ``figures/<name>.json``, ``tables/<name>.csv`` (+ ``.json`` with the
     frame's ``attrs``) and ``summary.json``, rewritten after every change so a failed run still records
     what it reached, with the hit and miss counts of the notebook's ``cache`` (a ``cache.Cache``, not owned).
+    A relative ``out_dir`` is relative to the repository root (``params.repo_path``), whatever the working
+    directory.
     """
 
     def __init__(self, out_dir: str | Path = ".", notebook: str = "", cache: Cache | None = None):
-        self.dir = Path(out_dir)
+        self.dir = repo_path(out_dir)
         self.cache = cache
+        self.plotlyjs_sent = False  # the first figure shown carries plotly.js, for nbconvert's HTML
         self.notebook = notebook
         self.headline: dict = {}
         self.warnings: list[str] = []
@@ -72,10 +90,12 @@ class Report:
         self.files: dict[str, list[str]] = {"tables": [], "figures": []}
 
     def show(self, fig, name: str):
-        """Save ``fig`` as ``figures/<name>.json`` and display it (interactive and static)."""
+        """Save ``fig`` as ``figures/<name>.json`` and display it (interactive and static; the first figure
+        embeds plotly.js, so ``jupyter nbconvert --to html`` draws every figure offline)."""
         atomic_write(self.dir / f"figures/{name}.json", fig.to_json())
         self._add("figures", f"figures/{name}.json")
-        display(mimebundle(fig), raw=True)
+        display(mimebundle(fig, plotlyjs=not self.plotlyjs_sent), raw=True)
+        self.plotlyjs_sent = True
 
     def table(self, df: pd.DataFrame, name: str, shown: pd.DataFrame | None = None, index: bool = True,
               fold: int = 20):
@@ -84,12 +104,13 @@ class Report:
         save_table(df, self.dir / f"tables/{name}.csv", index=index)
         self._add("tables", f"tables/{name}.csv")
         shown = df if shown is None else shown
-        with pd.option_context("display.max_colwidth", None):  # show generated text in full
+        # generated text in full; numbers with thousands separators
+        with pd.option_context("display.max_colwidth", None, "display.float_format", number):
             if len(shown) <= fold:
                 return display(shown)
             display(HTML(f"<details><summary>table <code>{html.escape(name)}</code>: {len(shown)} rows "
                          f"(click to show; CSV: tables/{html.escape(name)}.csv)</summary>"
-                         f"{shown.to_html(index=index, float_format=lambda v: f'{v:.4g}')}</details>"))
+                         f"{shown.to_html(index=index, float_format=number)}</details>"))
 
     def numbers(self, **values) -> None:
         """Record headline numbers (shown on the index page and stored in summary.json)."""
@@ -131,12 +152,14 @@ _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block body_header -%}{{ super() }}<nav class="lf-nav"><a href="index.html">&larr; all reports</a>
 &middot; {{ resources.lf_title }}</nav>{%- endblock body_header -%}
 """
+PLOTLYJS_MARK = "* plotly.js v"  # the licence header of the embedded bundle
 WIDGET_NOTE = ("<p class='lf-widget-note'>[interactive control: open the .ipynb in JupyterLab to use it; "
                "the static figure next to it covers the same ground]</p>")
 
 
 def render_html(ipynb: str | Path, html_path: str | Path, title: str = "") -> Path:
-    """A self-contained, offline HTML report of an executed notebook: plotly.js embedded once, no CDN.
+    """A self-contained, offline HTML report of an executed notebook: plotly.js embedded once (the notebook's
+    first figure carries it; else the page head), no CDN. ``lfcore render NOTEBOOK.ipynb`` runs it.
 
     Widget outputs are dropped: under the runner the ``explore_*`` helpers print ``WIDGET_NOTE`` instead of a
     widget, so any widget left is a library's progress bar, which means nothing without a live kernel."""
@@ -146,6 +169,8 @@ def render_html(ipynb: str | Path, html_path: str | Path, title: str = "") -> Pa
     from plotly.offline import get_plotlyjs
 
     nb = nbformat.read(str(ipynb), as_version=4)
+    carried = any(PLOTLYJS_MARK in o.get("data", {}).get("text/html", "")
+                  for cell in nb.cells for o in cell.get("outputs", []))
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         if "outputs" in cell:
@@ -153,6 +178,7 @@ def render_html(ipynb: str | Path, html_path: str | Path, title: str = "") -> Pa
                             if "application/vnd.jupyter.widget-view+json" not in o.get("data", {})]
     exporter = HTMLExporter(extra_loaders=[jinja2.DictLoader({"lfcore_report.html.j2": _TEMPLATE})],
                             template_file="lfcore_report.html.j2")
-    body, _ = exporter.from_notebook_node(nb, resources={"plotly_js": get_plotlyjs(), "lf_title": html.escape(title),
+    plotly_js = "" if carried else get_plotlyjs()
+    body, _ = exporter.from_notebook_node(nb, resources={"plotly_js": plotly_js, "lf_title": html.escape(title),
                                                          "metadata": {"name": title or Path(ipynb).stem}})
     return atomic_write(Path(html_path), body)

@@ -2,8 +2,9 @@
 
 ``reproduce(params_file)`` executes each notebook's jupytext source with papermill, injecting its sections of
 the params file, and writes the executed ``.ipynb``, a self-contained offline HTML report and ``index.html``
-linking every report, table and figure. CLI: ``lfcore reproduce PARAMS [--only obs1,obs2] [--out DIR]`` and
-``lfcore scores MODEL``.
+linking every report, table and figure. CLI: ``lfcore reproduce PARAMS [--only obs1,obs2] [--out DIR]
+[--rehearse]``, ``lfcore render NOTEBOOK.ipynb [-o OUT.html]``, ``lfcore scores MODEL`` and
+``lfcore revisions REPO_ID``.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import os
 import re
 import resource
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -24,14 +26,16 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .cache import Cache, atomic_write, code_digest, make_key
+from .cache import Cache, CacheError, atomic_write, code_digest, make_key
 from .corpus import load_corpus
+from .lock import FolderBusy, hold_folder
 from .metrics import layerwise, scores
 from .models import BUNDLED, cache_root
-from .params import (LANGS9, NOTEBOOK_DIR, NOTEBOOKS, CaptureSpec, ModelSpec, Params, ParamsError, load_params,
+from .params import (LANGS9, NOTEBOOK_DIR, NOTEBOOKS, ROOT, CaptureSpec, ModelSpec, Params, ParamsError, load_params,
                      sections_for)
-from .regions import key_regions
-from .report import RUNNER_ENV, render_html
+from .regions import check_threshold, key_regions
+from .rehearse import prepare
+from .report import RUNNER_ENV, number, render_html
 from .steps import activations, cache_dir, load
 
 
@@ -62,7 +66,7 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
     """A digest of everything an executed notebook depends on: its source, its parameters, lfcore's files, the
     versions of the libraries that compute, and the size and time of every local file the parameters name.
 
-    None when an input can change without the digest seeing it: a hub model without a pinned commit (a
+    None when an input can change without the digest seeing it: a hub model or tokenizer without a pinned commit (a
     40-hex ``revision``) or a hub dataset; such notebooks always execute (their steps still use the cache).
     """
     files, hub = [], []
@@ -74,6 +78,9 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
                 if not (spec in BUNDLED or spec.startswith("tiny:") or Path(spec).is_absolute()
                         or re.fullmatch(r"[0-9a-f]{40}", rev)):
                     hub.append(spec)
+                tok, tok_rev = v.get("tokenizer"), v.get("tokenizer_revision") or ""
+                if tok and not (Path(tok).is_absolute() or re.fullmatch(r"[0-9a-f]{40}", tok_rev)):
+                    hub.append(tok)  # a hub tokenizer without a pinned commit
             for x in v.values():
                 walk(x)
         elif isinstance(v, list):
@@ -92,6 +99,25 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
     libs = {lib: version(lib) for lib in ("torch", "transformers", "lm_eval", "numpy", "pandas", "plotly")}
     return make_key(source=notebook_source, parameters=sections, out_dir=parameters.get("out_dir"),
                     lfcore=code_digest("."), libs=libs, files=files)
+
+
+def _portable(v):
+    """Parameters with every absolute path made relative to the repository root (``params.repo_path`` resolves
+    them back), so an executed notebook carries no absolute path of the machine that made it."""
+    if isinstance(v, dict):
+        return {k: _portable(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_portable(x) for x in v]
+    return os.path.relpath(v, ROOT) if isinstance(v, str) and Path(v).is_absolute() else v
+
+
+def _name_paths(ipynb: Path, stem: str) -> None:
+    """Papermill's record of the input and output in an executed notebook, by repository path and file name
+    (papermill stores the whole input notebook and the output's absolute path)."""
+    nb = json.loads(ipynb.read_text(encoding="utf-8")) if ipynb.exists() else {}
+    if "papermill" in nb.get("metadata", {}):
+        nb["metadata"]["papermill"].update(input_path=f"notebooks/{stem}.py", output_path=ipynb.name)
+        atomic_write(ipynb, json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def _ipc_kernel_manager():
@@ -149,6 +175,8 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
     step whose own inputs are unchanged. ``<out>/runs.json`` and the index are rewritten as each notebook starts
     (its old record dropped) and finishes (its new record added), so an interrupted call never leaves a record
     that describes other files. Each notebook keeps the params file it was executed with as ``<stem>/params.yaml``.
+    Before the first notebook the cache is checked writable (``CacheError``) and ``out`` is held for this call
+    (``lock.hold_folder``): a second call into the same ``out`` meanwhile raises ``FolderBusy``.
     """
     threads_env = {} if threads is None else {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     quiet = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # progress bars mean nothing in a report
@@ -156,10 +184,22 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
         return _run_notebooks(params_file, only, out, cache, kernel, force, log)
 
 
-def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[NotebookRun]:
-    import jupytext
-    import papermill
+def rehearse(params_file: str | Path, only: list[str] | None = None, out: str | Path | None = None,
+             threads: int | None = None, log=print) -> list[NotebookRun]:
+    """``reproduce`` a params file unchanged against a local, offline stand-in for the hub (``lfcore.rehearse``):
+    tiny random models and datasets under the ids and revisions it names, a tiny Bible corpus at its paths, all in
+    a temporary folder removed afterwards. Reports go to ``out`` (default ``reports/<stem>-rehearsal``). CLI:
+    ``lfcore reproduce params/paper_llama2.yaml --rehearse``."""
+    params_file = Path(params_file)
+    out = Path(out or Path("reports") / f"{params_file.stem}-rehearsal")
+    with tempfile.TemporaryDirectory(prefix="lfcore-rehearse-") as tmp:
+        log(f"[lfcore] rehearsal: building a local hub for {params_file} in {tmp} ...")
+        copy, env = prepare(params_file, tmp)
+        with _environ(**env):
+            return reproduce(copy, only=only, out=out, cache=Path(tmp) / "results", threads=threads, log=log)
 
+
+def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[NotebookRun]:
     params_file = Path(params_file)
     if not NOTEBOOK_DIR.is_dir():
         raise ParamsError(f"the notebooks folder is not at {NOTEBOOK_DIR}: lfcore reproduce runs the notebooks of a "
@@ -171,7 +211,20 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
         raise ParamsError(f"unknown notebook(s) {unknown}; known: {', '.join(NOTEBOOKS)}")
     out = Path(out or Path("reports") / params_file.stem).resolve()
     cache = Path(cache or cache_dir(out)).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ParamsError(f"--out {out}: cannot create the output folder ({type(e).__name__}: {e})") from None
+    Cache(cache).check_writable("activations")  # a cache that cannot take results stops the run before it starts
+    with hold_folder(out):
+        return _run_held(p, params_file, keys, out, cache, kernel, force, log)
+
+
+def _run_held(p, params_file, keys, out, cache, kernel, force, log) -> list[NotebookRun]:
+    """``_run_notebooks`` once the output folder is held."""
+    import jupytext
+    import papermill
+
     params_text = params_file.read_text(encoding="utf-8")
     atomic_write(out / "params.yaml", params_text)
     runs, known = [], _previous_runs(out)
@@ -181,6 +234,7 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
         source = (NOTEBOOK_DIR / f"{stem}.py").read_text(encoding="utf-8")
         parameters = {**sections_for(p, key), "title": p.title, "out_dir": str(work), "cache_dir": str(cache)}
         inputs = inputs_digest(source, parameters)
+        parameters = _portable(parameters)
         last = known.get(key)
         if (not force and inputs and last and last.status == "ok" and last.inputs == inputs and ipynb.exists()
                 and last.html and last.html.exists() and (work / "summary.json").exists()):
@@ -203,6 +257,7 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
         except Exception as e:  # papermill saved the notebook with the traceback; report and go on
             error = _failure(stem, e, ipynb, html_path)
         seconds, cpu = time.time() - start, _children_cpu() - cpu_start
+        _name_paths(ipynb, stem)
         try:
             render_html(ipynb, html_path, f"{title} ({params_file.name})")
         except Exception as e:
@@ -263,10 +318,15 @@ def _fmt(v) -> str:
     if isinstance(v, dict):
         return " &middot; ".join(f"{html.escape(str(k))} {_fmt(x)}" for k, x in v.items())
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+        return number(v)
     if isinstance(v, list) and all(isinstance(x, (int, float)) for x in v):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return html.escape(str(v))
+
+
+def _label(key: str) -> str:
+    """A headline key as a reader's label: ``SKLR_percent_of_neurons`` -> ``SKLR, % of neurons``."""
+    return key.replace("_percent_", ", % ").replace("_", " ")
 
 
 _INDEX_CSS = """
@@ -294,7 +354,7 @@ def _card(r: NotebookRun, params_text: str) -> str:
     cpu = f" ({r.cpu_seconds:.0f} s CPU)" if r.cpu_seconds else ""
     cpu += f", executed {r.finished}" + (" (inputs unchanged since)" if r.reused else "") if r.finished else ""
     hits = _fmt(s.get("cache", {}).get("hits", {})) or "none"
-    head = "".join(f"<tr><th>{e(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in s.get("headline", {}).items())
+    head = "".join(f"<tr><th>{e(_label(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in s.get("headline", {}).items())
     files = "".join(f"<li><a href='{e(r.stem)}/{e(f)}'>{e(f)}</a></li>"
                     for f in s.get("tables", []) + s.get("figures", []))
     warn = "".join(f"<p class='warn'>warning: {e(w)}</p>" for w in s.get("warnings", []))
@@ -313,7 +373,8 @@ def write_index(out: Path, p: Params, params_file: Path, runs: list[NotebookRun]
             f"<style>{_INDEX_CSS}</style></head><body><h1>{e(p.title)}</h1>"
             f"<p>params of the latest call: <a href='params.yaml'>{e(params_file.name)}</a> (each notebook links "
             f"the params it was executed with) &middot; generated {time.strftime('%Y-%m-%d %H:%M')} &middot; lfcore "
-            f"{__version__}, torch {torch.__version__} &middot; cache: <code>{e(str(cache))}</code></p>"
+            f"{__version__}, torch {torch.__version__} &middot; cache (from here): "
+            f"<code>{e(os.path.relpath(cache, out))}</code></p>"
             f"{''.join(_card(r, params_text) for r in runs)}"
             f"<h2>Parameters of the latest call</h2><pre>{e(params_text)}</pre></body></html>")
     return atomic_write(out / "index.html", page)
@@ -323,9 +384,12 @@ def write_index(out: Path, p: Params, params_file: Path, runs: list[NotebookRun]
 
 
 def _scores(args) -> int:
-    m = ModelSpec(spec=args.model, revision=args.revision, dtype=args.dtype)
-    lm = load(m)
+    if len(set(args.langs)) < 2 or len(set(args.langs)) != len(args.langs):
+        raise ParamsError(f"--langs: need at least 2 distinct languages, got {args.langs}")
+    check_threshold(args.threshold, len(args.langs), "--threshold")  # before the model loads, not after capture
     corpus = load_corpus(args.corpus).select(args.langs, args.n, args.seed)
+    m = ModelSpec(spec=args.model, revision=args.revision, dtype=args.dtype, site=args.site, tokenizer=args.tokenizer)
+    lm = load(m)
     cache = Cache((args.cache_dir or cache_root() / "results") if args.cache else None)
     acts = activations(lm, corpus, CaptureSpec(batch_size=args.batch_size), cache)
     s = scores(acts)
@@ -336,6 +400,62 @@ def _scores(args) -> int:
     print(layerwise(acts).to_string(index=False, float_format=lambda v: f"{v:.4f}"), "\n")
     print(f"key regions (z > {args.threshold:g}):")
     print(regions.summary().to_string(float_format=lambda v: f"{v:.2f}"))
+    return 0
+
+
+def _render(args) -> int:
+    ipynb = Path(args.notebook)
+    if ipynb.suffix != ".ipynb" or not ipynb.is_file():
+        raise ParamsError(f"render: {ipynb} is not an .ipynb file (execute a notebook first, e.g. with papermill)")
+    print(render_html(ipynb, Path(args.output or ipynb.with_suffix(".html")), args.title or ipynb.stem))
+    return 0
+
+
+def _at_least(low: int):
+    """An argparse type: an integer of at least ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {low}")
+        return value
+    return parse
+
+
+def _natural(name: str) -> list:
+    """Sort key that orders digits by value: global_step1000 before global_step10000."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def revisions(repo_id: str, repo_type: str = "model") -> list[tuple[str, str, str]]:
+    """The branches, tags and conversions of a hub repository as (kind, name, commit), branches in natural order:
+    ``revisions("bigscience/bloom-7b1-intermediate")``. Needs the network; raises ``ValueError`` with one line
+    when the hub cannot be reached (``HF_HUB_OFFLINE``, no network) or the repository is unknown or gated."""
+    import httpx2
+    from huggingface_hub import list_repo_refs
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    try:
+        refs = list_repo_refs(repo_id, repo_type=repo_type)
+    except OfflineModeIsEnabled:
+        raise ValueError(f"cannot list the revisions of {repo_id}: HF_HUB_OFFLINE is set; unset it on a machine "
+                         f"with network") from None
+    except (httpx2.HTTPError, OSError) as e:  # huggingface_hub talks through httpx2
+        raise ValueError(f"cannot list the revisions of {repo_id}: the hub is unreachable "
+                         f"({type(e).__name__}); run this on a machine with network") from None
+    except HfHubHTTPError as e:
+        raise ValueError(f"cannot list the revisions of {repo_id} ({repo_type}): "
+                         f"{str(e).splitlines()[0]}") from None
+    rows = [("branch", r.name, r.target_commit) for r in sorted(refs.branches, key=lambda r: _natural(r.name))]
+    rows += [("tag", r.name, r.target_commit) for r in sorted(refs.tags, key=lambda r: _natural(r.name))]
+    return rows + [("convert", r.ref, r.target_commit) for r in refs.converts]
+
+
+def _revisions(args) -> int:
+    for kind, name, commit in revisions(args.repo, args.repo_type):
+        print(f"{kind:8} {name:40} {commit}")
     return 0
 
 
@@ -351,30 +471,60 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--cache-dir", help="result cache (default: $LFCORE_CACHE/results, else <out>/cache)")
     r.add_argument("--force", action="store_true", help="execute notebooks whose inputs are unchanged since their "
                    "last successful run (default: keep that run)")
-    r.add_argument("--threads", type=int, help="CPU threads per notebook kernel (default: torch's choice; "
+    r.add_argument("--rehearse", action="store_true", help="run the params file unchanged against a local offline "
+                   "hub of tiny random models and datasets under the ids and revisions it names (reports go to "
+                   "reports/<stem>-rehearsal): a mistake that would fail on the cluster fails here first")
+    r.add_argument("--threads", type=_at_least(1), help="CPU threads per notebook kernel (default: torch's choice; "
                    "1 on a CPU shared with other busy processes)")
+    h = sub.add_parser("render", help="an executed notebook as a self-contained offline HTML page (plotly.js "
+                       "embedded once, no external requests)")
+    h.add_argument("notebook", help="executed .ipynb, e.g. from papermill")
+    h.add_argument("-o", "--output", help="HTML file (default: the notebook's path with .html)")
+    h.add_argument("--title", default="", help="title shown in the page's top bar")
     s = sub.add_parser("scores", help="print LRDS/SADS (overall and per layer) and key-region sizes of a model")
     s.add_argument("model", help="bundled key (gemma-3-270m, smollm2-135m), tiny:<family>-<hidden>, folder or hub id")
     s.add_argument("--revision")
+    s.add_argument("--tokenizer", help="tokenizer hub id or folder, for a model without one (checkpoint branches)")
     s.add_argument("--dtype", choices=["float32", "bfloat16", "float16", "auto"], default="float32")
     s.add_argument("--langs", nargs="+", default=LANGS9, help="language codes (default: the paper's nine)")
-    s.add_argument("--n", type=int, default=100, help="sentences per language (default 100)")
+    s.add_argument("--n", type=_at_least(2), default=100, help="sentences per language (default 100)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--corpus", default="ntrex128", help="corpus spec (default: bundled NTREX-128)")
     s.add_argument("--threshold", type=float, default=2.0, help="z threshold for key regions (default 2)")
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--batch-size", type=_at_least(1), default=16)
+    s.add_argument("--site", help="neuron-site template for a model type outside lfcore's table, e.g. "
+                   "'model.language_model.layers.{layer}.mlp.down_proj' (default: the table's)")
     s.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True, help="reuse cached activations")
     s.add_argument("--cache-dir", help="cache folder (default: $LFCORE_CACHE/results or ~/.cache/lfcore/results)")
+    v = sub.add_parser("revisions", help="list a hub repository's branches and tags (needs network), e.g. "
+                       "lfcore revisions bigscience/bloom-7b1-intermediate")
+    v.add_argument("repo", help="hub repository id")
+    v.add_argument("--repo-type", choices=["model", "dataset"], default="model")
+    for p in (r, s, h, v):
+        p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     try:
         if args.command == "scores":
             return _scores(args)
+        if args.command == "render":
+            return _render(args)
+        if args.command == "revisions":
+            return _revisions(args)
         stems = {v[0]: k for k, v in NOTEBOOKS.items()}
         only = [stems.get(k.strip(), k.strip()) for k in args.only.split(",")] if args.only else None
-        runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
-                         force=args.force)
-    except ParamsError as e:
-        print(f"lfcore: {e}", file=sys.stderr)
+        if args.rehearse:
+            runs = rehearse(args.params, only=only, out=args.out, threads=args.threads)
+        else:
+            runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
+                             force=args.force)
+    except (ValueError, OSError, LookupError, CacheError, FolderBusy, KeyboardInterrupt) as e:
+        if args.debug:
+            raise
+        if isinstance(e, KeyboardInterrupt):
+            print("lfcore: interrupted", file=sys.stderr)
+            return 130
+        what = "" if isinstance(e, ParamsError) else f"{type(e).__name__}: "
+        print(f"lfcore: {what}{' '.join(str(e).split())} (--debug shows the traceback)", file=sys.stderr)
         return 2
     failed = [r for r in runs if r.status != "ok"]
     for r in failed:

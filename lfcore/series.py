@@ -86,10 +86,17 @@ def run_series(models: list[ModelSpec], corpus, capture: CaptureSpec, threshold:
     return points
 
 
+def language_mean(accuracy: pd.DataFrame) -> tuple[float, float]:
+    """Accuracy over languages as lm-eval's group score (what the authors' run.py reports for ``xstorycloze``): the
+    mean weighted by item count ``n``, and that mean's standard error (languages independent).
+    ``language_mean(crosslingual_accuracy(lm, langs, "xstorycloze_xl"))`` -> (acc, se)."""
+    w = accuracy.n / accuracy.n.sum()  # (languages,)
+    return float((w * accuracy.acc).sum()), float(((w * accuracy.acc_stderr) ** 2).sum() ** 0.5)
+
+
 def series_table(points: list[SeriesPoint]) -> pd.DataFrame:
     """One row per model: label, step, params, revision, fingerprint, LRDS, SADS (with ``*_ci_low``/``*_ci_high``
-    when measured with intervals), SKLR, and the mean accuracy over languages with its standard error
-    (sqrt(sum se^2) / k, languages independent)."""
+    when measured with intervals), SKLR, and the accuracy over languages with its standard error (``language_mean``)."""
     rows = []
     for i, p in enumerate(points):
         row = {"label": label(p.spec), "step": p.spec.step if p.spec.step is not None else i, "params": p.n_params,
@@ -99,8 +106,7 @@ def series_table(points: list[SeriesPoint]) -> pd.DataFrame:
             for metric, r in p.intervals[p.intervals.layer.astype(str) == "all"].set_index("metric").iterrows():
                 row.update({f"{metric}_ci_low": r.ci_low, f"{metric}_ci_high": r.ci_high, f"{metric}_p": r.p_value})
         if p.accuracy is not None:
-            row["acc"] = float(p.accuracy.acc.mean())
-            row["acc_stderr"] = float((p.accuracy.acc_stderr ** 2).sum() ** 0.5 / len(p.accuracy))
+            row["acc"], row["acc_stderr"] = language_mean(p.accuracy)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -24,7 +24,7 @@ from .core import FULL_COLUMN, Activations
 from .corpus import from_hf_dataset, load_corpus
 from .diagnostics import compare_pooling, exclude_dominant
 from .evaluate import DEFAULT_PROMPTS, FULL, crosslingual_accuracy, deactivation_table, generate, start_token
-from .models import load_model
+from .models import BUNDLED, load_model
 from .params import (AccuracySpec, CaptureSpec, CorpusSpec, GenerationSpec, ModelSpec, PerplexitySpec,
                      RobustnessSpec, UncertaintySpec)
 from .regions import random_neurons
@@ -47,11 +47,13 @@ def activations(lm, corpus, cfg: CaptureSpec, cache: Cache) -> Activations:
 
 def load(m: ModelSpec):
     """``models.load_model`` for a ``ModelSpec``."""
-    return load_model(m.spec, revision=m.revision, dtype=m.dtype, device_map=m.device_map)
+    return load_model(m.spec, revision=m.revision, dtype=m.dtype, device_map=m.device_map, site=m.site,
+                      tokenizer=m.tokenizer, tokenizer_revision=m.tokenizer_revision)
 
 
 def label(m: ModelSpec) -> str:
-    return m.label or (f"{m.spec}@{m.revision}" if m.revision else Path(m.spec).name)
+    """How a model is named in tables and plots: its ``label``, what a bundled key is, or id@revision."""
+    return m.label or BUNDLED.get(m.spec) or (f"{m.spec}@{m.revision}" if m.revision else Path(m.spec).name)
 
 
 def sentences(c: CorpusSpec, langs: list[str]):

@@ -35,8 +35,9 @@ def tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
 
 
-def model(family: str, hidden: int = 32, layers: int = 3, seed: int = 0):
-    """A random causal LM of ``family`` ("bloom", "llama", "gemma3") in fp32, eval mode."""
+def model(family: str, hidden: int = 32, layers: int = 3, seed: int = 0, positions: int = 512):
+    """A random causal LM of ``family`` ("bloom", "llama", "gemma3") in fp32, eval mode; ``positions``: the
+    ``max_position_embeddings`` of the rotary families (BLOOM's ALiBi has none)."""
     from transformers import AutoModelForCausalLM, BloomConfig, Gemma3TextConfig, LlamaConfig
 
     torch.manual_seed(seed)
@@ -47,11 +48,11 @@ def model(family: str, hidden: int = 32, layers: int = 3, seed: int = 0):
     elif family == "llama":
         config = LlamaConfig(hidden_size=hidden, intermediate_size=hidden * 3 // 2, num_hidden_layers=layers,
                              num_attention_heads=heads, num_key_value_heads=heads // 2,
-                             max_position_embeddings=512, **common)
+                             max_position_embeddings=positions, **common)
     elif family == "gemma3":
         config = Gemma3TextConfig(hidden_size=hidden, intermediate_size=hidden * 5 // 4, num_hidden_layers=layers,
                                   num_attention_heads=heads, num_key_value_heads=heads // 2, head_dim=8,
-                                  max_position_embeddings=512, sliding_window=16, **common)
+                                  max_position_embeddings=positions, sliding_window=16, **common)
     else:
         raise ValueError(f"tiny model family {family!r} is not one of {', '.join(FAMILIES)}")
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()

@@ -1,9 +1,18 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: lfcore
+#     language: python
+#     name: lfcore
+# ---
+
 # %% [markdown]
 # # Appendix C: an English-centric family (LLaMA2 in the paper)
 #
 # Zeng et al., COLING 2025, Appendix C: Figure 8 (similarity maps of LLaMA2 7b/13b/70b), Figure 9 (layer-wise LRDS
 # and SADS of LLaMA2-7b), Table 4 (deactivation on LLaMA2-7b, with a random set slightly larger than the largest
-# key region), Figure 10 (metrics across sizes) and Figure 11 (key neurons per language on LLaMA2-7b).
+# key region), Figure 10 (metrics across sizes) and Figure 11 (key neurons per language on LLaMA2-7b); and
+# Appendix A's Table 3 (LLaMA2-7b generations with a key region switched off).
 #
 # **What the paper reports.** The same findings as for BLOOM, weaker: LLaMA2 saw about 10% non-English data, so the
 # same-meaning bands are fainter, LRDS fluctuates more across layers (high in the last layers), and the key
@@ -16,10 +25,10 @@
 # mixtures, not scale.
 
 # %% tags=["parameters"]
-title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
+title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
-family = {"models": [{"spec": "smollm2-135m", "label": "SmolLM2-135M"},
-                     {"spec": "gemma-3-270m", "label": "Gemma-3-270M"}],
+family = {"models": [{"spec": "smollm2-135m", "label": "SmolLM2 135M Instruct (GGUF Q4_1)"},
+                     {"spec": "gemma-3-270m", "label": "Gemma 3 270M (base, GGUF Q4_K_M)"}],
           "note": ("Offline stand-in for the LLaMA2 family: the English-centric SmolLM2-135M (analysed in detail) "
                    "beside the multilingual Gemma 3 270M. The paper's run: lfcore reproduce params/paper_llama2.yaml.")}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
@@ -28,11 +37,12 @@ regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
 perplexity = {"source": "ntrex128-passages", "documents": 2, "max_tokens": 256, "seqlen": 64, "stride": None,
               "batch_size": 8, "random_percent": 10.0, "seed": 0}
 accuracy = {"task": "xcopa_xl", "languages": ["en", "id", "vi", "zh"], "limit": 40, "batch_size": 16}
+generation = {"languages": ["en", "zh", "fr"], "prompts": None, "prompts_per_language": 2, "max_new_tokens": 24}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
 maps = {"sentences": 100, "layer_sentences": 12, "family_sentences": 40}
-out_dir = "../reports/interactive/appendix_llama2"  # JupyterLab runs write here (git-ignored)
-cache_dir = "../reports/interactive/cache"
+out_dir = "reports/interactive/appendix_llama2"  # relative to the repository root (git-ignored)
+cache_dir = "reports/interactive/cache"
 
 # %%
 import lfcore.cache
@@ -48,9 +58,9 @@ import lfcore.steps
 import lfcore.uncertainty
 
 p = lfcore.params.notebook_params(languages=languages, family=family, corpus=corpus, capture=capture, regions=regions,
-                                  perplexity=perplexity, accuracy=accuracy, uncertainty=uncertainty,
-                                  diagnostics=diagnostics, maps=maps)
-cache = lfcore.cache.Cache(cache_dir)
+                                  perplexity=perplexity, accuracy=accuracy, generation=generation,
+                                  uncertainty=uncertainty, diagnostics=diagnostics, maps=maps)
+cache = lfcore.cache.Cache(lfcore.params.repo_path(cache_dir))
 report = lfcore.report.Report(out_dir, notebook="appendix", cache=cache)
 print(p.family.note)
 
@@ -78,7 +88,7 @@ dominance = lfcore.diagnostics.exclusion_table(acts, p.diagnostics.k, p.diagnost
 report.numbers(flagged_layers=lfcore.steps.flagged_layers(dominance))
 layers = lfcore.metrics.layerwise(acts)
 report.show(lfcore.plots.layer_scores(layers, intervals, flagged=lfcore.steps.flagged_layers(dominance),
-                                      title=f"Layer-wise LRDS and SADS: {lm.name}"), "fig9_layerwise")
+                                      title=f"Layer-wise LRDS and SADS: {lm.title}"), "fig9_layerwise")
 report.table(dominance, "fig9_layerwise_and_dominance", index=False)
 
 # %% [markdown]
@@ -87,9 +97,9 @@ report.table(dominance, "fig9_layerwise_and_dominance", index=False)
 # %%
 key = lfcore.regions.key_regions(acts, p.regions.threshold)
 report.table(key.summary(), "fig11_key_region_sizes")
-report.show(lfcore.plots.key_region_sizes(key.sizes(), title=f"Key neurons per language: {lm.name}"),
+report.show(lfcore.plots.key_region_sizes(key.sizes(), title=f"Key neurons per language: {lm.title}"),
             "fig11_key_region_sizes")
-report.show(lfcore.plots.key_regions_per_layer(key.per_layer(), title=f"Key neurons per layer: {lm.name}"),
+report.show(lfcore.plots.key_regions_per_layer(key.per_layer(), title=f"Key neurons per layer: {lm.title}"),
             "key_regions_per_layer")
 
 # %% [markdown]
@@ -109,7 +119,17 @@ cells = lfcore.uncertainty.deactivation_intervals(table.attrs["window_nll"], tab
 report.numbers(**lfcore.steps.table_numbers(table, cells))
 report.table(cells, "table4_intervals", index=False)
 report.show(lfcore.plots.deactivation_heatmap(table, cells, title=f"Perplexity increase (%) after deactivation: "
-                                                                 f"{lm.name}"), "table4_deactivation")
+                                                                 f"{lm.title}"), "table4_deactivation")
+
+# %% [markdown]
+# ### Table 3 (Appendix A): generations with a key region switched off
+#
+# Greedy continuations of short news prompts, with the full model and with each listed language's key region
+# off, as Observation II does for BLOOM. The paper saw LLaMA2-7b's Chinese and French break down and its English
+# hold.
+
+# %%
+report.table(lfcore.steps.generations(lm, p.generation, sets, cache), "table3_generations")
 del lm, acts
 
 # %% [markdown]

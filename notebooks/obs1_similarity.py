@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: lfcore
+#     language: python
+#     name: lfcore
+# ---
+
 # %% [markdown]
 # # Observation I: same language, similar activations; same meaning, similar activations
 #
@@ -23,16 +31,16 @@
 # parameters cell; opened directly (JupyterLab + jupytext), it runs the offline default.
 
 # %% tags=["parameters"]
-title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
+title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
-model = {"spec": "gemma-3-270m", "revision": None, "dtype": "float32", "device_map": None}
+model = {"spec": "gemma-3-270m", "revision": None, "dtype": "float32", "device_map": None, "site": None}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
 capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
 maps = {"sentences": 100, "layer_sentences": 12, "family_sentences": 40}
-out_dir = "../reports/interactive/obs1_similarity"  # JupyterLab runs write here (git-ignored)
-cache_dir = "../reports/interactive/cache"
+out_dir = "reports/interactive/obs1_similarity"  # relative to the repository root (git-ignored)
+cache_dir = "reports/interactive/cache"
 
 # %%
 import lfcore.cache
@@ -45,7 +53,7 @@ import lfcore.steps
 
 p = lfcore.params.notebook_params(languages=languages, model=model, corpus=corpus, capture=capture,
                                   uncertainty=uncertainty, diagnostics=diagnostics, maps=maps)
-cache = lfcore.cache.Cache(cache_dir)
+cache = lfcore.cache.Cache(lfcore.params.repo_path(cache_dir))
 report = lfcore.report.Report(out_dir, notebook="obs1", cache=cache)
 
 # %% [markdown]
@@ -74,7 +82,7 @@ print(f"activations: {tuple(acts.values.shape)} (sentences x layers x neurons pe
 # %%
 shown = lfcore.metrics.ordered(acts.select(ids=acts.ids[:p.maps.sentences]), p.languages)
 report.show(lfcore.plots.similarity_map(lfcore.metrics.similarity(shown), shown, sentences,
-                                        title=f"Similarity map: {lm.name}"), "similarity_map")
+                                        title=f"Similarity map: {lm.title}"), "similarity_map")
 
 # %% [markdown]
 # ## LRDS and SADS, with their uncertainty
@@ -87,7 +95,7 @@ report.show(lfcore.plots.similarity_map(lfcore.metrics.similarity(shown), shown,
 # %%
 intervals = lfcore.steps.intervals(acts, p.uncertainty, cache)
 report.numbers(**lfcore.steps.interval_numbers(intervals))
-report.show(lfcore.plots.headline_scores(intervals, title=f"LRDS and SADS: {lm.name}"), "headline_scores")
+report.show(lfcore.plots.headline_scores(intervals, title=f"LRDS and SADS: {lm.title}"), "headline_scores")
 report.table(intervals, "score_intervals", index=False)
 
 # %% [markdown]
@@ -102,7 +110,7 @@ report.table(intervals, "score_intervals", index=False)
 # %%
 dominance = lfcore.diagnostics.exclusion_table(acts, p.diagnostics.k, p.diagnostics.share)
 report.table(dominance, "dominance", index=False)
-report.show(lfcore.plots.exclusion(dominance, p.diagnostics.k, title=f"Dominant neurons per layer: {lm.name}"),
+report.show(lfcore.plots.exclusion(dominance, p.diagnostics.k, title=f"Dominant neurons per layer: {lm.title}"),
             "dominance")
 clean = lfcore.steps.intervals(lfcore.steps.without_dominant(acts, dominance, p.diagnostics.k), p.uncertainty,
                                      cache, per_layer=False)
@@ -121,7 +129,7 @@ report.table(clean, "score_intervals_without_dominant", index=False)
 pooling = lfcore.steps.first_token_effect(lm, sentences, acts, p.capture, p.diagnostics.first_token_sentences,
                                           cache)
 report.table(pooling, "first_token_effect", index=False)
-report.show(lfcore.plots.pooling(pooling, title=f"First-token effect: {lm.name}"), "first_token_effect")
+report.show(lfcore.plots.pooling(pooling, title=f"First-token effect: {lm.title}"), "first_token_effect")
 
 # %% [markdown]
 # ## Figure 3: LRDS and SADS layer by layer
@@ -134,7 +142,7 @@ report.show(lfcore.plots.pooling(pooling, title=f"First-token effect: {lm.name}"
 layers = lfcore.metrics.layerwise(acts)
 report.table(layers, "layerwise", index=False)
 report.show(lfcore.plots.layer_scores(layers, intervals, flagged=lfcore.steps.flagged_layers(dominance),
-                                      title=f"Layer-wise LRDS and SADS: {lm.name}"), "layerwise_scores")
+                                      title=f"Layer-wise LRDS and SADS: {lm.title}"), "layerwise_scores")
 
 # %% [markdown]
 # ## Each layer's own similarity map
@@ -145,7 +153,7 @@ report.show(lfcore.plots.layer_scores(layers, intervals, flagged=lfcore.steps.fl
 # %%
 few = lfcore.metrics.ordered(acts.select(ids=acts.ids[:p.maps.layer_sentences]), p.languages)
 report.show(lfcore.plots.layer_similarity_slider(lfcore.metrics.layer_maps(few), few, sentences,
-                                                 title=f"Similarity map per layer: {lm.name}"), "layer_maps")
+                                                 title=f"Similarity map per layer: {lm.title}"), "layer_maps")
 
 # %% [markdown]
 # With a live kernel, this widget draws the full map of any single layer (static HTML cannot run it).

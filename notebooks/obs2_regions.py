@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: lfcore
+#     language: python
+#     name: lfcore
+# ---
+
 # %% [markdown]
 # # Observation II: key linguistic regions, and what happens when they are switched off
 #
@@ -14,9 +22,9 @@
 # is off) and little elsewhere, compared with switching off a random 10% of all neurons.
 
 # %% tags=["parameters"]
-title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
+title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
-model = {"spec": "gemma-3-270m", "revision": None, "dtype": "float32", "device_map": None}
+model = {"spec": "gemma-3-270m", "revision": None, "dtype": "float32", "device_map": None, "site": None}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
 capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
 regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
@@ -26,8 +34,8 @@ generation = {"languages": ["en", "zh", "fr"], "prompts": None, "prompts_per_lan
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
 robustness = {"seeds": [0, 1, 2], "lape": False}
-out_dir = "../reports/interactive/obs2_regions"  # JupyterLab runs write here (git-ignored)
-cache_dir = "../reports/interactive/cache"
+out_dir = "reports/interactive/obs2_regions"  # relative to the repository root (git-ignored)
+cache_dir = "reports/interactive/cache"
 
 # %%
 import lfcore.cache
@@ -44,7 +52,7 @@ import lfcore.uncertainty
 p = lfcore.params.notebook_params(languages=languages, model=model, corpus=corpus, capture=capture, regions=regions,
                                   perplexity=perplexity, generation=generation, uncertainty=uncertainty,
                                   diagnostics=diagnostics, robustness=robustness)
-cache = lfcore.cache.Cache(cache_dir)
+cache = lfcore.cache.Cache(lfcore.params.repo_path(cache_dir))
 report = lfcore.report.Report(out_dir, notebook="obs2", cache=cache)
 
 # %% [markdown]
@@ -167,7 +175,7 @@ cells = lfcore.uncertainty.deactivation_intervals(table.attrs["window_nll"], tab
 report.numbers(**lfcore.steps.table_numbers(table, cells))
 report.table(cells, "table1_intervals", index=False)
 report.show(lfcore.plots.deactivation_heatmap(table, cells, title=f"Perplexity increase (%) after deactivation: "
-                                                                 f"{lm.name}"), "table1_deactivation")
+                                                                 f"{lm.title}"), "table1_deactivation")
 
 # %% [markdown]
 # ## Appendix A: generations with a key region switched off

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: lfcore
+#     language: python
+#     name: lfcore
+# ---
+
 # %% [markdown]
 # # Observation III: over training, linguistic regions shrink and activations become language-agnostic
 #
@@ -16,9 +24,9 @@
 # names) raise a warning: a mislabelled series would fake a flat trend.
 
 # %% tags=["parameters"]
-title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
+title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
-checkpoints = {"models": [{"spec": "gemma-3-270m", "label": "gemma-3-270m (final)"}],
+checkpoints = {"models": [{"spec": "gemma-3-270m", "label": "Gemma 3 270M (base, GGUF Q4_K_M), final"}],
                "note": ("Offline there is no checkpoint series: this runs the single final checkpoint, so no trend "
                         "can be read. The paper's series: lfcore reproduce params/paper_bloom_checkpoints.yaml "
                         "(network and a GPU).")}
@@ -26,8 +34,8 @@ corpus = {"source": "ntrex128", "n": 100, "seed": 0}
 capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
 regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
-out_dir = "../reports/interactive/obs3_training"  # JupyterLab runs write here (git-ignored)
-cache_dir = "../reports/interactive/cache"
+out_dir = "reports/interactive/obs3_training"  # relative to the repository root (git-ignored)
+cache_dir = "reports/interactive/cache"
 
 # %%
 import lfcore.cache
@@ -39,7 +47,7 @@ import lfcore.steps
 
 p = lfcore.params.notebook_params(languages=languages, checkpoints=checkpoints, corpus=corpus, capture=capture,
                                   regions=regions, uncertainty=uncertainty)
-cache = lfcore.cache.Cache(cache_dir)
+cache = lfcore.cache.Cache(lfcore.params.repo_path(cache_dir))
 report = lfcore.report.Report(out_dir, notebook="obs3", cache=cache)
 print(p.checkpoints.note)
 

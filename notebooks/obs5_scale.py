@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: lfcore
+#     language: python
+#     name: lfcore
+# ---
+
 # %% [markdown]
 # # Observation V: larger models align languages better
 #
@@ -13,10 +21,10 @@
 # everything else. It shows the measurements, not a scaling law.
 
 # %% tags=["parameters"]
-title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
+title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
-sizes = {"models": [{"spec": "smollm2-135m", "label": "SmolLM2-135M"},
-                    {"spec": "gemma-3-270m", "label": "Gemma-3-270M"}],
+sizes = {"models": [{"spec": "smollm2-135m", "label": "SmolLM2 135M Instruct (GGUF Q4_1)"},
+                    {"spec": "gemma-3-270m", "label": "Gemma 3 270M (base, GGUF Q4_K_M)"}],
          "note": ("Caveat: SmolLM2-135M and Gemma 3 270M are different families (data, tokenizer, recipe), so the "
                   "comparison mixes size with everything else. The paper's series: lfcore reproduce "
                   "params/paper_bloom_sizes.yaml.")}
@@ -25,8 +33,8 @@ capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "s
 regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
 accuracy = {"task": "xcopa_xl", "languages": ["en", "id", "vi", "zh"], "limit": 40, "batch_size": 16}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
-out_dir = "../reports/interactive/obs5_scale"  # JupyterLab runs write here (git-ignored)
-cache_dir = "../reports/interactive/cache"
+out_dir = "reports/interactive/obs5_scale"  # relative to the repository root (git-ignored)
+cache_dir = "reports/interactive/cache"
 
 # %%
 import lfcore.cache
@@ -38,7 +46,7 @@ import lfcore.steps
 
 p = lfcore.params.notebook_params(languages=languages, sizes=sizes, corpus=corpus, capture=capture, regions=regions,
                                   accuracy=accuracy, uncertainty=uncertainty)
-cache = lfcore.cache.Cache(cache_dir)
+cache = lfcore.cache.Cache(lfcore.params.repo_path(cache_dir))
 report = lfcore.report.Report(out_dir, notebook="obs5", cache=cache)
 print(p.sizes.note)
 

@@ -242,7 +242,7 @@ def test_task_folder_lists_tasks_and_groups():
     manager = ev.task_manager()
     for lang in ["en", "id", "vi", "zh"]:
         assert f"xcopa_xl_{lang}" in manager.all_subtasks
-    for lang in ["ar", "es", "hi", "id", "zh", "en"]:
+    for lang in ["ar", "en", "es", "eu", "hi", "id", "my", "ru", "sw", "te", "zh"]:  # all 11 of XStoryCloze
         assert f"xstorycloze_xl_{lang}" in manager.all_subtasks
     assert {"xcopa_xl", "xstorycloze_xl"} <= set(manager.all_groups)
 
@@ -376,3 +376,13 @@ def test_gemma_deactivation_perplexity_and_xcopa(gemma):
     print(full[["lang", "acc", "n"]].to_dict("records"), dead[["lang", "acc", "n"]].to_dict("records"))
     a, b = full.attrs["loglikelihoods"]["zh"], dead.attrs["loglikelihoods"]["zh"]
     assert full["n"].tolist() == [3] and all(s["loglikelihoods"] != t["loglikelihoods"] for s, t in zip(a, b))
+
+
+def test_accuracy_over_languages_is_weighted_by_items_as_lm_evals_group():
+    from lfcore.series import language_mean
+
+    acc = pd.DataFrame({"lang": ["en", "zh"], "acc": [0.9, 0.5], "acc_stderr": [0.03, 0.04], "n": [300, 100]})
+    mean, se = language_mean(acc)
+    assert mean == pytest.approx(0.8) and se == pytest.approx(((0.75 * 0.03) ** 2 + (0.25 * 0.04) ** 2) ** 0.5)
+    equal = acc.assign(n=[1511, 1511])  # XStoryCloze: every language 1511 items, so the plain mean
+    assert language_mean(equal)[0] == pytest.approx(0.7)

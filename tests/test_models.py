@@ -50,15 +50,6 @@ def test_bad_inputs_say_what_to_do(tmp_path):
         load_model("bigscience/bloom-560m", revision="main")
 
 
-def test_corrupt_converted_folder_is_reported(tmp_path):
-    folder = tmp_path / "conv"
-    folder.mkdir()
-    (folder / "model.safetensors").write_bytes(b"abc")
-    (folder / "lfcore-manifest.json").write_text(json.dumps({"files": {"model.safetensors": "0" * 64}}))
-    with pytest.raises(RuntimeError, match="corrupt.*delete that folder"):
-        models._converted_ok(folder)
-
-
 @pytest.mark.real
 def test_bundled_conversion_is_cached_and_verified(smollm):
     """The GGUF was converted once to a safetensors folder with a manifest; reloading takes that folder."""
@@ -102,3 +93,33 @@ def test_bloom_slow_but_exact_is_refused():
     config.slow_but_exact = False
     assert len(models.neuron_sites(AutoModelForCausalLM.from_config(config))) == 2
     assert models.position_limit(AutoModelForCausalLM.from_config(config)) is None  # ALiBi: no table
+
+
+def test_a_model_without_tokenizer_files_says_how_to_name_one(tmp_path, tiny_folder):
+    from conftest import make_tiny
+
+    weights_only = tmp_path / "checkpoint"  # as a bloom-7b1-intermediate branch: config and weights only
+    make_tiny("bloom").save_pretrained(weights_only)
+    with pytest.raises(ValueError, match=r"tokenizer: bigscience/bloom-7b1.*tokenizer="):
+        load_model(weights_only)
+    lm = load_model(weights_only, tokenizer=tiny_folder)
+    assert lm.tokenizer("hello").input_ids and lm.meta()["tokenizer"] == str(tiny_folder)
+    assert "tokenizer" not in load_model(tiny_folder).meta()  # the model's own tokenizer: key unchanged
+
+
+def test_revisions_offline_is_one_clear_line(monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    from lfcore.runner import main
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert main(["revisions", "bigscience/bloom-7b1-intermediate"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "HF_HUB_OFFLINE" in err and "bloom-7b1-intermediate" in err
+
+
+def test_reports_name_bundled_models_as_what_they_are(tiny_folder):
+    lm = load_model(tiny_folder)
+    assert lm.title == str(tiny_folder)
+    lm.name, lm.source = "gemma-3-270m", "bundled"
+    assert lm.title == "Gemma 3 270M (base, GGUF Q4_K_M)"

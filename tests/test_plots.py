@@ -54,6 +54,8 @@ def test_layer_slider_has_one_step_per_layer(acts, corpus):
     assert [s.label for s in steps] == [str(l) for l in acts.layers]
     assert [t.visible for t in fig.data] == [True] + [False] * (len(acts.layers) - 1)
     assert steps[1].args[0]["visible"] == [False, True, False]
+    # plotly.js 3+ drops a plain-string title in an update: the step must pass {"title": {"text": ...}}
+    assert steps[1].args[1] == {"title": {"text": f"Similarity map per layer: layer {acts.layers[1]}"}}
 
 
 def test_similarity_maps_side_by_side(acts, corpus):
@@ -81,7 +83,10 @@ def test_key_region_figures(acts):
     sweep = plots.key_regions_threshold_slider(key, [1.0, 1.5, 2.0])
     _plain(sweep)
     assert len(sweep.data) == 3 * len(key.langs) and len(sweep.layout.sliders[0].steps) == 3
-    assert f"SKLR {key.with_threshold(1.0).sklr}" in sweep.layout.title.text
+    assert f"SKLR {key.with_threshold(1.0).sklr:,}" in sweep.layout.title.text
+    step = sweep.layout.sliders[0].steps[1]
+    assert step.args[1]["title"]["text"].endswith(f"z > 1.5 (SKLR {key.with_threshold(1.5).sklr:,})")
+    assert all(t.showlegend is not False for t in sweep.data)  # each step's visible bars list every language
     sizes = plots.key_region_sizes(pd.DataFrame({"step 1": key.sizes(), "step 2": key.sizes()}))
     assert [t.name for t in sizes.data] == ["step 1", "step 2"]
 
@@ -99,6 +104,16 @@ def test_deactivation_heatmap_labels_cells_and_intervals():
     assert data["text"][1][1] == "80%" and "interval [-1.0%, +99.0%]" in data["hovertext"][0][0]
 
 
+def test_deactivation_heatmap_colours_on_a_log_scale_with_raw_numbers():
+    table = pd.DataFrame({FULL_COLUMN: [1.0, 1.0, 1.0], "fr": [25_013.0, 820.0, -3.0], "es": [4.0, 187.0, 0.5]},
+                         index=pd.Index(["fr", "es", "pt"], name="lang"))
+    data = _plain(plots.deactivation_heatmap(table))["data"][0]
+    assert data["text"][0][0] == "25,013%" and data["hovertext"][0][0] == "×fr on fr: +25,013.0%"
+    assert data["z"][1][0] == pytest.approx(2.914, abs=1e-3)  # log10(1 + 820): 820% is mid-scale, not white
+    assert data["z"][2][0] == 0 and data["zmax"] == pytest.approx(4.398, abs=1e-3)
+    assert "10,000%" in data["colorbar"]["ticktext"]
+
+
 def test_series_and_accuracy_error_bars():
     table = pd.DataFrame({"label": ["a", "b"], "step": [1, 2], "lrds": [0.2, 0.1], "sklr": [100, 50],
                           "acc": [0.5, 0.6], "acc_stderr": [0.05, 0.04]})
@@ -111,6 +126,12 @@ def test_series_and_accuracy_error_bars():
     assert [t.name for t in bars.data] == ["m1", "m2"] and bars.data[0].error_y.array == (0.05, 0.05)
     lines = plots.by_layer(pd.DataFrame({"a": [1, 2], "b": [3, 4]}), "key neurons")
     assert len(lines.data) == 2
+
+
+def test_mimebundle_embeds_plotlyjs_only_when_asked(acts, corpus):
+    fig = plots.similarity_map(metrics.similarity(acts), acts, corpus)
+    html = plots.mimebundle(fig, plotlyjs=True)["text/html"]
+    assert html.count("* plotly.js v") == 1 and "<script src=" not in html  # offline, for plain nbconvert
 
 
 def test_mimebundle_is_interactive_and_static_without_plotlyjs(acts, corpus):
@@ -127,3 +148,12 @@ def test_plots_do_not_mutate_inputs(acts):
     before = acts.values.clone()
     plots.similarity_map(metrics.similarity(acts), acts)
     assert torch.equal(before, acts.values)
+
+
+def test_threshold_widget_spans_a_threshold_outside_the_sweep(acts, monkeypatch):
+    from lfcore import report
+
+    monkeypatch.delenv(report.RUNNER_ENV, raising=False)
+    key = regions.key_regions(acts, threshold=2.2)  # below sqrt(6 - 1), the largest z-score with 6 languages
+    slider = report.explore_threshold(key, [1.0, 1.5, 2.0]).children[0]
+    assert (slider.min, slider.max, slider.value) == (1.0, 2.2, 2.2)  # not clamped to the sweep's 2.0

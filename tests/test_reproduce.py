@@ -107,7 +107,8 @@ def test_paths_are_relative_to_the_params_file(tmp_path, monkeypatch):
     lines = [json.dumps({"id": f"s{i}", "lang": lang, "text": f"{lang} {i}"}) for i in range(3) for lang in ("en", "fr")]
     (tmp_path / "sub" / "data" / "c.jsonl").write_text("\n".join(lines))
     path = _write(tmp_path / "sub", {"languages": ["en", "fr"], "corpus": {"source": "data/c.jsonl", "n": 2},
-                                     "generation": {"languages": ["en", "fr"]}})
+                                     "generation": {"languages": ["en", "fr"]},
+                                     "regions": {"threshold": 0.5, "sweep": [0.5]}})  # 2 languages: z <= 1
     monkeypatch.chdir(tmp_path)  # the working directory does not matter
     p = lfcore.params.load_params(path)
     assert p.corpus.source == str((tmp_path / "sub" / "data" / "c.jsonl").resolve())
@@ -152,7 +153,8 @@ def test_perplexity_text_from_a_multi_config_dataset(tmp_path, monkeypatch):
         (tmp_path / name / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
         readme += [f"- config_name: {name}", "  data_files:", "  - split: test", f"    path: {name}/test.jsonl"]
     (tmp_path / "README.md").write_text("\n".join(readme + ["---", ""]))
-    p = lfcore.params.params_from_dict({"languages": ["ar", "en"], "generation": {"languages": ["en"]}, "perplexity": {
+    p = lfcore.params.params_from_dict({"languages": ["ar", "en"], "generation": {"languages": ["en"]},
+                                        "regions": {"sweep": [0.5], "threshold": 0.5}, "perplexity": {
         "source": f"hf:{tmp_path}", "hf_configs": configs, "documents": 2, "max_tokens": None, "revision": None}})
     texts = lfcore.steps.perplexity_texts(p.perplexity, p.languages)
     assert texts == {"ar": ["arabic document 0.", "arabic document 1."],
@@ -188,16 +190,32 @@ def test_parameters_cell_holds_plain_literals(key):
     p, defaults = lfcore.params.notebook_params(**{n: values[n] for n in sections}), lfcore.params.Params()
     for n in sections:
         assert getattr(p, n) == getattr(defaults, n), f"{stem}: parameters cell {n} differs from lfcore.params"
-    # jupytext keeps the tag through a round trip (pyproject's cell_metadata_filter keeps "tags")
+    # jupytext keeps the tag through a round trip (notebooks/jupytext.toml's cell_metadata_filter keeps "tags")
     again = jupytext.reads(jupytext.writes(nb, fmt="py:percent"), fmt="py:percent")
     assert any("parameters" in c.metadata.get("tags", []) for c in again.cells)
 
 
-def test_jupytext_config_keeps_tags():
+def test_jupytext_config_keeps_tags_and_kernel_in_notebooks_only():
     import tomllib
 
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["jupytext"]
+    from jupytext.config import find_jupytext_configuration_file
+
+    config = tomllib.loads((ROOT / "notebooks" / "jupytext.toml").read_text())
     assert "py:percent" in config["formats"] and "tags" in config["cell_metadata_filter"].split(",")
+    assert "kernelspec" in config["notebook_metadata_filter"].split(",")
+    assert "jupytext" not in tomllib.loads((ROOT / "pyproject.toml").read_text()).get("tool", {})
+    assert find_jupytext_configuration_file(str(ROOT / "notebooks")) == str(ROOT / "notebooks" / "jupytext.toml")
+
+
+@pytest.mark.parametrize("key", list(NOTEBOOKS))
+def test_notebook_names_the_project_kernel_and_round_trips(key):
+    from jupytext.config import load_jupytext_configuration_file
+
+    path = ROOT / "notebooks" / f"{NOTEBOOKS[key][0]}.py"
+    nb = jupytext.read(path)
+    assert nb.metadata["kernelspec"] == {"display_name": "lfcore", "language": "python", "name": "lfcore"}
+    config = load_jupytext_configuration_file(str(ROOT / "notebooks" / "jupytext.toml"))
+    assert jupytext.writes(nb, fmt="py:percent", config=config) == path.read_text(encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------- cache units
@@ -300,6 +318,7 @@ def test_identical_checkpoints_warn(tmp_path, tiny_tokenizer):
         tiny.model("llama", seed=3).save_pretrained(tmp_path / name)
         tiny_tokenizer.save_pretrained(tmp_path / name)
     p = lfcore.params.params_from_dict({"languages": ["en", "zh", "fr"], "corpus": {"n": 3},
+                                        "regions": {"threshold": 1.0, "sweep": [1.0]},
                                         "checkpoints": {"models": [{"spec": "ckpt-a", "step": 1},
                                                                    {"spec": "ckpt-b", "step": 2}]}}, tmp_path, "test")
     cache = lfcore.cache.Cache(tmp_path / "cache")
@@ -521,3 +540,22 @@ def test_cli_scores(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "LRDS" in out and "SADS" in out and "SKLR" in out and "key_neurons" in out
     assert list(tmp_path.glob("activations/*.json"))
+
+
+# ------------------------------------------------------------------------------- paths in notebooks
+
+
+def test_notebook_paths_resolve_against_the_repository_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert lfcore.params.repo_path("reports/interactive/obs1") == ROOT / "reports" / "interactive" / "obs1"
+    assert lfcore.params.repo_path(tmp_path / "x") == tmp_path / "x"
+    report = lfcore.report.Report("reports/interactive/obs1_similarity", None, "obs1")
+    assert report.dir == ROOT / "reports" / "interactive" / "obs1_similarity"
+
+
+def test_injected_parameters_carry_no_absolute_path():
+    params = {"out_dir": str(ROOT / "reports" / "smoke" / "obs1"), "corpus": {"files": {"en": str(ROOT / "a.txt")}},
+              "languages": ["en"], "n": 3}
+    assert lfcore.runner._portable(params) == {"out_dir": "reports/smoke/obs1", "corpus": {"files": {"en": "a.txt"}},
+                                               "languages": ["en"], "n": 3}
+    assert lfcore.runner._label("SKLR_percent_of_neurons") == "SKLR, % of neurons"

@@ -29,7 +29,7 @@ def acts():
 
 
 def test_threshold_sweep_is_monotone_and_ends_empty(acts):
-    kr = regions.key_regions(acts)
+    kr = regions.key_regions(acts, threshold=1.5)  # 4 languages: z <= sqrt(3)
     df = robustness.threshold_sweep(kr, n=15)
     assert list(df.columns) == ["threshold", "lang", "key_neurons", "percent", "sklr"]
     assert df.threshold.min() == 1.0 and df.threshold.max() == pytest.approx(math.sqrt(len(kr.langs) - 1))
