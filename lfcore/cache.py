@@ -4,10 +4,13 @@ Only named, expensive results are cached (pooled activations, perplexity tables)
 everything that determines the result (model id, revision, weight fingerprint and dtype, corpus and
 token digests, options, ``FORMAT``). Each entry is ``<key>.safetensors`` plus ``<key>.json``; the JSON is
 written last (it is the commit marker) and records the SHA-256 of the tensor file, checked on every read.
-A corrupt entry raises ``CacheError`` naming the file: it is never silently reused.
+A corrupt entry raises ``CacheError`` naming the file: it is never silently reused. ``Store.lock`` serialises
+the computation of one key between processes (jobs on a cluster sharing the folder): the second waits and reads.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -101,3 +104,20 @@ class Store:
 
     def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         write_entry(self._stem(kind, key), tensors, meta)
+
+    @contextlib.contextmanager
+    def lock(self, kind: str, key: str):
+        """Hold an exclusive lock on ``kind/key`` for the length of a block; another process asking for the same
+        key waits. Usage: ``with store.lock(kind, key): hit = store.get(kind, key) or compute-and-put``.
+
+        An ``fcntl.flock`` on ``<root>/<kind>/.<key>.lock``: released by the kernel when the holder exits or is
+        killed, so a dead job never blocks the next. (On NFS, Linux maps it to a POSIX lock the server holds.)
+        """
+        path = self.root / kind / f".{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)

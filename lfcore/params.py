@@ -36,9 +36,23 @@ def _non_empty(factory):
 
 
 @dataclass
+class ResourceSpec:
+    """What one job asks the scheduler for under ``lfcore reproduce --executor slurm|local`` (``lfcore.jobs``):
+    GPUs, CPU cores and memory on one node, a time limit and, on SLURM, a partition. The params file's
+    ``resources`` section holds the default; a model's own ``resources`` replaces it for that model's jobs."""
+
+    gpus: int = _at_least(0, 1)
+    cpus: int = _at_least(1, 8)
+    mem_gb: float = _ranged(64.0, lambda v: v > 0, "must be > 0")
+    time_min: int = _at_least(1, 240)
+    partition: str | None = None
+
+
+@dataclass
 class ModelSpec:
     """One model: a bundled key, ``tiny:<family>-<hidden>``, a folder or .gguf file (relative to the params
-    file), or a hub id with ``revision``. ``label``, ``step`` and ``params`` (parameter count) name it in plots."""
+    file), or a hub id with ``revision``. ``label``, ``step`` and ``params`` (parameter count) name it in plots;
+    ``resources`` (optional) is what each of its jobs asks a cluster for (``lfcore.jobs``)."""
 
     spec: str = "gemma-3-270m"
     revision: str | None = None
@@ -47,6 +61,7 @@ class ModelSpec:
     label: str | None = None
     step: int | None = _at_least(0, None)
     params: float | None = _ranged(None, lambda v: v > 0, "must be > 0")
+    resources: ResourceSpec | None = None
 
 
 @dataclass
@@ -171,6 +186,7 @@ class Params:
     checkpoints: SeriesSpec = field(default_factory=SeriesSpec)
     sizes: SeriesSpec = field(default_factory=SeriesSpec)
     family: SeriesSpec = field(default_factory=SeriesSpec)
+    resources: ResourceSpec = field(default_factory=ResourceSpec)  # per job, unless a model has its own
 
 
 # notebook key -> (jupytext source stem, title, params sections injected into it)
@@ -351,18 +367,21 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
             _model_path(m, base, f"{name}.models[{i}]")
 
 
-def params_from_dict(data: dict, base: str | Path = ".", source: str = "params") -> Params:
-    """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name)."""
+def params_from_dict(data: dict, base: str | Path = ".", source: str = "params", check: bool = True) -> Params:
+    """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name). ``check=False``
+    checks keys and types only (no files, corpora or languages looked up: enough to plan or estimate jobs)."""
     try:
         p = _build(data or {}, Params, "")
-        _check(p, Path(base).resolve(), set(data or {}))
+        if check:
+            _check(p, Path(base).resolve(), set(data or {}))
     except ParamsError as e:
         raise ParamsError(f"{source}: {e}") from None
     return p
 
 
-def load_params(path: str | Path) -> Params:
-    """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file."""
+def load_params(path: str | Path, check: bool = True) -> Params:
+    """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file.
+    ``check=False``: keys and types only (see ``params_from_dict``)."""
     import yaml
 
     path = Path(path)
@@ -372,7 +391,7 @@ def load_params(path: str | Path) -> Params:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
-    return params_from_dict(data, path.parent, str(path))
+    return params_from_dict(data, path.parent, str(path), check)
 
 
 def notebook_params(base_dir: str | Path = ".", **sections) -> Params:

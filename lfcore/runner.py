@@ -2,7 +2,9 @@
 
 ``reproduce(params_file)`` executes each notebook's jupytext source with papermill, injecting its sections of
 the params file, and writes the executed ``.ipynb``, a self-contained offline HTML report and ``index.html``
-linking every report, table and figure. CLI: ``lfcore reproduce PARAMS [--only obs1,obs2] [--out DIR]`` and
+linking every report, table and figure. With ``executor`` "local" or "slurm" the expensive steps first run as
+jobs (``lfcore.jobs``) and the notebooks then read them from the cache. CLI: ``lfcore reproduce PARAMS
+[--only obs1,obs2] [--out DIR] [--executor sequential|local|slurm]``, ``lfcore estimate PARAMS`` and
 ``lfcore scores MODEL``.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import atomic_write
+from .jobs import JobsFailed, estimate, read_records, run_jobs
 from .params import LANGS9, NOTEBOOKS, CaptureSpec, ModelSpec, Params, ParamsError, load_params, sections_for
 from .report import RUNNER_ENV, render_html
 from .steps import ResultCache, cache_dir, code_digest, digest, load
@@ -131,7 +134,8 @@ def _environ(**values):
 
 def reproduce(params_file: str | Path, only: list[str] | None = None, out: str | Path | None = None,
               cache: str | Path | None = None, kernel: str = "python3", threads: int | None = None,
-              force: bool = False, log=print) -> list[NotebookRun]:
+              force: bool = False, executor: str = "sequential", retries: int = 1,
+              log=print) -> list[NotebookRun]:
     """Execute the notebooks of a params file with papermill and render their HTML reports and the index.
 
     ``only`` restricts to notebook keys (default: the file's ``notebooks``); ``out`` defaults to
@@ -145,14 +149,20 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
     step whose own inputs are unchanged. ``<out>/runs.json`` and the index are rewritten as each notebook starts
     (its old record dropped) and finishes (its new record added), so an interrupted call never leaves a record
     that describes other files. Each notebook keeps the params file it was executed with as ``<stem>/params.yaml``.
+
+    ``executor`` "local" (worker processes) or "slurm" first runs the expensive steps of every model as jobs
+    (``jobs.run_jobs``: logs in ``<out>/jobs``, a failed job retried ``retries`` times, then ``JobsFailed``
+    raised before any notebook executes); "sequential" computes them in the notebooks.
     """
+    if executor not in ("sequential", "local", "slurm"):
+        raise ParamsError(f"executor {executor!r}: use 'sequential', 'local' or 'slurm'")
     threads_env = {} if threads is None else {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     quiet = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # progress bars mean nothing in a report
     with _environ(**{RUNNER_ENV: "1"}, **quiet, **threads_env):
-        return _run_notebooks(params_file, only, out, cache, kernel, force, log)
+        return _run_notebooks(params_file, only, out, cache, kernel, force, executor, retries, log)
 
 
-def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[NotebookRun]:
+def _run_notebooks(params_file, only, out, cache, kernel, force, executor, retries, log) -> list[NotebookRun]:
     import jupytext
     import papermill
 
@@ -170,6 +180,8 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
     out.mkdir(parents=True, exist_ok=True)
     params_text = params_file.read_text(encoding="utf-8")
     atomic_write(out / "params.yaml", params_text)
+    if executor != "sequential":
+        run_jobs(p, cache, out / "jobs", executor, keys, retries, log=log)
     runs, known = [], _previous_runs(out)
     for key in keys:
         stem, title, _ = NOTEBOOKS[key]
@@ -346,6 +358,22 @@ def _scores(args) -> int:
     return 0
 
 
+def _estimate(args) -> int:
+    records = read_records(args.cache_dir)
+    if not records:
+        raise ParamsError(f"no job records in {Path(args.cache_dir) / 'jobs'}: run lfcore reproduce PARAMS "
+                          f"--executor local|slurm with this cache first")
+    table = estimate(load_params(args.params, check=False), records)
+    devices = sorted({r["device"] for r in records})
+    print(f"Based on {len(records)} job records in {args.cache_dir} (measured on {', '.join(devices)}): per step "
+          f"kind, the median wall seconds per parameter per work unit, scaled linearly to each model's parameter "
+          f"count (ModelSpec.params or a record of the model) and work units, times the GPUs the job asks for.")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(f"total: {table.gpu_hours.sum():.3g} GPU-hours" + (" (rows without a parameter count or a record of "
+          "their kind are left out: NaN)" if table.gpu_hours.isna().any() else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``lfcore`` console script."""
     parser = argparse.ArgumentParser(prog="lfcore", description="Linguistic regions and semantic alignment "
@@ -360,6 +388,16 @@ def main(argv: list[str] | None = None) -> int:
                    "last successful run (default: keep that run)")
     r.add_argument("--threads", type=int, help="CPU threads per notebook kernel (default: torch's choice; "
                    "1 on a CPU shared with other busy processes)")
+    r.add_argument("--executor", choices=["sequential", "local", "slurm"], default="sequential",
+                   help="sequential: the notebooks compute every step (default); local or slurm: first run the "
+                   "expensive steps of every model as jobs (worker processes here, or SLURM jobs with the params' "
+                   "resources), then execute the notebooks on the filled cache")
+    r.add_argument("--retries", type=int, default=1, help="resubmit a failed job this many times (default 1)")
+    e = sub.add_parser("estimate", help="GPU-hours of the jobs of a params file, scaled from the job records "
+                       "(measured wall times) in a result cache")
+    e.add_argument("params", help="params YAML file to estimate, e.g. params/paper_bloom_checkpoints.yaml")
+    e.add_argument("--cache-dir", required=True, help="result cache holding job records (<cache>/jobs/*.json), "
+                   "e.g. reports/smoke/cache after lfcore reproduce params/smoke.yaml --executor local")
     s = sub.add_parser("scores", help="print LRDS/SADS (overall and per layer) and key-region sizes of a model")
     s.add_argument("model", help="bundled key (gemma-3-270m, smollm2-135m), tiny:<family>-<hidden>, folder or hub id")
     s.add_argument("--revision")
@@ -376,13 +414,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "scores":
             return _scores(args)
+        if args.command == "estimate":
+            return _estimate(args)
         stems = {v[0]: k for k, v in NOTEBOOKS.items()}
         only = [stems.get(k.strip(), k.strip()) for k in args.only.split(",")] if args.only else None
         runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
-                         force=args.force)
+                         force=args.force, executor=args.executor, retries=args.retries)
     except ParamsError as e:
         print(f"lfcore: {e}", file=sys.stderr)
         return 2
+    except JobsFailed as e:
+        print(f"lfcore: {e}", file=sys.stderr)
+        return 1
     failed = [r for r in runs if r.status != "ok"]
     for r in failed:
         print(f"lfcore: {r.error}", file=sys.stderr)
