@@ -169,8 +169,7 @@ def _parameters(s: Step, cluster: str) -> dict:
     return params
 
 
-def _failure(s: Step, job, attempts: int) -> str:
-    err = job.exception()
+def _failure(s: Step, job, err: Exception, attempts: int) -> str:
     lines = [line for line in str(err).strip().splitlines() if line.strip()]
     return (f"{s.name} failed after {attempts} attempt(s) (job {job.job_id}): "
             f"{lines[-1] if lines else type(err).__name__}\n  log: {job.paths.stderr} (and {job.paths.stdout})")
@@ -207,7 +206,7 @@ def run_jobs(p: Params, cache: str | Path, folder: str | Path, cluster: str = "s
             if not job.done():
                 continue
             del live[sid]
-            if job.exception() is None:
+            if (err := job.exception()) is None:
                 records.append(job.result())
             elif attempts[sid] <= retries:
                 attempts[sid] += 1
@@ -216,7 +215,7 @@ def run_jobs(p: Params, cache: str | Path, folder: str | Path, cluster: str = "s
                 executor.update_parameters(**_parameters(s, cluster))
                 live[sid] = (s, executor.submit(run_step, s, p, str(cache)))
             else:
-                failures.append(_failure(s, job, attempts[sid]))
+                failures.append(_failure(s, job, err, attempts[sid]))
         states = [job.state for _, job in live.values()]
         pending = sum(st in ("PENDING", "REQUEUED", "READY", "CONFIGURING") for st in states)
         now = (len(records), len(states) - pending, pending, len(failures))
