@@ -160,9 +160,10 @@ class JobsFailed(RuntimeError):
 
 
 def _parameters(s: Step, cluster: str) -> dict:
-    """submitit ``update_parameters`` for a step (generic names; the partition only on SLURM)."""
+    """submitit ``update_parameters`` for a step (generic names; the partition only on SLURM). Steps of one kind
+    with the same resources get the same parameters, so they go out as one SLURM array."""
     r = s.resources
-    params = dict(name=f"lfcore-{s.kind}-{label(s.model)}"[:60], nodes=1, tasks_per_node=1, gpus_per_node=r.gpus,
+    params = dict(name=f"lfcore-{s.kind}", nodes=1, tasks_per_node=1, gpus_per_node=r.gpus,
                   cpus_per_task=r.cpus, mem_gb=r.mem_gb, timeout_min=r.time_min)
     if r.partition and cluster == "slurm":
         params["slurm_partition"] = r.partition
@@ -176,14 +177,16 @@ def _failure(s: Step, job, err: Exception, attempts: int) -> str:
 
 
 def run_jobs(p: Params, cache: str | Path, folder: str | Path, cluster: str = "slurm",
-             notebooks: list[str] | None = None, retries: int = 1, poll_s: float | None = None, log=print) -> list[dict]:
+             notebooks: list[str] | None = None, retries: int = 1, poll_s: float | None = None,
+             log=print) -> list[dict]:
     """Submit every planned step without a record in ``cache`` as a job (``cluster``: "slurm" or "local"), log
     progress (done, running, pending, failed) until all end, resubmit a failed job up to ``retries`` times, and
     return the new records. Raises ``JobsFailed`` naming each failed job's model, step and log files.
 
     ``folder`` keeps submitit's pickles and logs (``<folder>/<job id>_0_log.err``); on SLURM both it and ``cache``
     must be on a filesystem the compute nodes share. ``poll_s``: seconds between state checks (default 2 locally,
-    30 on SLURM, whose accounting should not be asked more often). Usage: ``run_jobs(p, "reports/x/cache", "reports/x/jobs")``.
+    30 on SLURM, whose accounting should not be asked more often).
+    Usage: ``run_jobs(p, "reports/x/cache", "reports/x/jobs", "slurm")``.
     """
     poll_s = poll_s or (2.0 if cluster == "local" else 30.0)
     steps = plan(p, notebooks)
@@ -193,7 +196,7 @@ def run_jobs(p: Params, cache: str | Path, folder: str | Path, cluster: str = "s
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     live, attempts = {}, {s.id: 1 for s in todo}
     groups: dict[str, list[Step]] = {}
-    for s in todo:  # one array job per set of resources
+    for s in todo:  # one array job per step kind and set of resources
         groups.setdefault(json.dumps(_parameters(s, cluster), sort_keys=True), []).append(s)
     for group in groups.values():
         executor.update_parameters(**_parameters(group[0], cluster))

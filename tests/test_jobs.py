@@ -71,8 +71,8 @@ def _compute_once(root: str, log: str, out: str) -> None:
 
 def test_two_processes_computing_one_key_compute_it_once(tmp_path):
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_compute_once, args=(str(tmp_path / "c"), str(tmp_path / "log"), str(tmp_path / f"{i}")))
-             for i in range(2)]
+    args = [(str(tmp_path / "c"), str(tmp_path / "log"), str(tmp_path / f"{i}")) for i in range(2)]
+    procs = [ctx.Process(target=_compute_once, args=a) for a in args]
     for proc in procs:
         proc.start()
     for proc in procs:
@@ -130,7 +130,8 @@ def test_series_steps_fill_what_the_series_reads(tmp_path):
     """The series notebooks (obs3-5, the appendix's family) read captures, whole-model intervals and accuracy
     through ``series.run_series``: after the planned steps (here in this process) it computes nothing."""
     smoke = yaml.safe_load(SMOKE.read_text())
-    p = load_params(_smoke(tmp_path, checkpoints={**smoke["checkpoints"], "models": smoke["checkpoints"]["models"][:2]}))
+    two = {**smoke["checkpoints"], "models": smoke["checkpoints"]["models"][:2]}
+    p = load_params(_smoke(tmp_path, checkpoints=two))
     steps = lfcore.jobs.plan(p, ["obs4"])
     assert sorted(s.kind for s in steps) == ["accuracy", "accuracy", "capture", "capture"]
     for s in steps:
