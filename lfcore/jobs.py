@@ -123,6 +123,7 @@ def run_step(step: Step, p: Params, cache: str) -> dict:
           f"{', '.join(step.notebooks)}", flush=True)
     rc = ResultCache(cache)
     lm = load(step.model)
+    loaded = time.time()
     corpus = sentences(p.corpus, p.languages)
     acts = rc.activations(lm, corpus, p.capture)
     if step.kind == "capture":
@@ -146,7 +147,7 @@ def run_step(step: Step, p: Params, cache: str) -> dict:
         accuracy(lm, p.accuracy, rc)
     record = {"id": step.id, "kind": step.kind, "model": label(step.model), "spec": step.model.spec,
               "revision": step.model.revision, "parts": list(step.parts), "notebooks": list(step.notebooks),
-              "seconds": round(time.time() - start, 3), "gpus": torch.cuda.device_count(),
+              "seconds": round(time.time() - start, 3), "load_seconds": round(loaded - start, 3), "gpus": torch.cuda.device_count(),
               "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
               "n_params": sum(x.numel() for x in lm.model.parameters()), "work": work_units(step.kind, p),
               "cache": rc.summary(), "host": socket.gethostname(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -241,22 +242,25 @@ def read_records(cache: str | Path) -> list[dict]:
 def estimate(p: Params, records: list[dict], notebooks: list[str] | None = None) -> pd.DataFrame:
     """GPU-hours of every planned step of ``p``, scaled from measured job ``records`` (``read_records``).
 
-    Per step kind, the measured rate is the median over records of wall seconds per parameter per work unit
-    (``work_units``); a step's estimate is that rate x its model's parameter count (``ModelSpec.params``, else a
-    record of the same model) x its work units x the GPUs it asks for (``device_map`` runs the layers one GPU after
-    another, so a job holds all its GPUs for its whole wall time). Linear in parameters and work: a guide to the
+    Per step kind, two rates are the medians over records: loading, in wall seconds per parameter, and computing
+    (the rest of the job), in wall seconds per parameter per work unit (``work_units``). A step's estimate is
+    (load rate + compute rate x its work units) x its model's parameter count (``ModelSpec.params``, else a record
+    of the same model) x the GPUs it asks for (``device_map`` runs the layers one GPU after another, so a job
+    holds all its GPUs for its whole wall time). Linear in parameters and work: a guide to the
     order of magnitude, only as good as the records are close to the target (same GPU type, batches that fill
     it). One row per step, with how many records its rate comes from."""
-    rates: dict[str, list[float]] = {}
+    rates: dict[str, list[tuple[float, float]]] = {}
     sizes: dict[tuple, int] = {}
     for r in records:
-        rates.setdefault(r["kind"], []).append(r["seconds"] / (r["n_params"] * r["work"]))
+        rates.setdefault(r["kind"], []).append((r["load_seconds"] / r["n_params"],
+                                                (r["seconds"] - r["load_seconds"]) / (r["n_params"] * r["work"])))
         sizes[(r["spec"], r["revision"])] = r["n_params"]
     rows = []
     for s in plan(p, notebooks):
         n = s.model.params or sizes.get((s.model.spec, s.model.revision))
-        rate = float(pd.Series(rates.get(s.kind, [float("nan")])).median())
-        hours = rate * n * work_units(s.kind, p) * max(s.resources.gpus, 1) / 3600 if n else float("nan")
+        load_rate, rate = pd.DataFrame(rates.get(s.kind, [(float("nan"),) * 2])).median()
+        seconds = (load_rate + rate * work_units(s.kind, p)) * n if n else float("nan")
+        hours = seconds * max(s.resources.gpus, 1) / 3600
         rows.append({"kind": s.kind, "model": label(s.model), "gpus": s.resources.gpus, "n_params": n,
                      "work": work_units(s.kind, p), "gpu_hours": hours, "records": len(rates.get(s.kind, []))})
     return pd.DataFrame(rows)

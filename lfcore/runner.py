@@ -366,8 +366,9 @@ def _estimate(args) -> int:
     table = estimate(load_params(args.params, check=False), records)
     devices = sorted({r["device"] for r in records})
     print(f"Based on {len(records)} job records in {args.cache_dir} (measured on {', '.join(devices)}): per step "
-          f"kind, the median wall seconds per parameter per work unit, scaled linearly to each model's parameter "
-          f"count (ModelSpec.params or a record of the model) and work units, times the GPUs the job asks for.")
+          f"kind, the median load seconds per parameter and compute seconds per parameter per work unit, scaled "
+          f"linearly to each model's parameter count (ModelSpec.params or a record of the model) and work units, "
+          f"times the GPUs the job asks for. Rates measured on one device type hold for that type only.")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(f"total: {table.gpu_hours.sum():.3g} GPU-hours" + (" (rows without a parameter count or a record of "
           "their kind are left out: NaN)" if table.gpu_hours.isna().any() else ""))

@@ -186,12 +186,12 @@ def test_killed_worker_is_retried_then_reported(tmp_path, monkeypatch):
 def test_estimate_scales_recorded_costs():
     p = load_params(ROOT / "params" / "paper_bloom_checkpoints.yaml", check=False)
     work = {k: lfcore.jobs.work_units(k, p) for k in ("capture", "accuracy")}
-    records = [{"kind": k, "spec": "x", "revision": None, "seconds": 10.0, "gpus": 1, "n_params": 1e6,
-                "work": work[k] / 100, "device": "cpu"} for k in work]
+    records = [{"kind": k, "spec": "x", "revision": None, "seconds": 12.0, "load_seconds": 2.0, "gpus": 1,
+                "n_params": 1e6, "work": work[k] / 100, "device": "cpu"} for k in work]
     table = lfcore.jobs.estimate(p, records)
     assert len(table) == 2 * len(p.checkpoints.models)
-    # 10 s per 1e6 parameters and 1/100 of the work: x 7.07e9 / 1e6 parameters, x 100 work, 1 GPU
-    assert table.gpu_hours.tolist() == pytest.approx([10 * 7069016064 / 1e6 * 100 / 3600] * len(table))
+    # 1e6 parameters: 2 s to load, 10 s for 1/100 of the work; x 7.07e9 / 1e6 parameters, x 100 work, 1 GPU
+    assert table.gpu_hours.tolist() == pytest.approx([(2 + 10 * 100) * 7069016064 / 1e6 / 3600] * len(table))
     assert ResourceSpec().gpus == 1 and (table.records == 1).all()
 
 
