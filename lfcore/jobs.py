@@ -124,8 +124,9 @@ def run_step(step: Step, p: Params, cache: str) -> dict:
     rc = ResultCache(cache)
     lm = load(step.model)
     loaded = time.time()
-    corpus = sentences(p.corpus, p.languages)
-    acts = rc.activations(lm, corpus, p.capture)
+    if step.kind != "accuracy":  # key regions and intervals come from the activations; accuracy needs none
+        corpus = sentences(p.corpus, p.languages)
+        acts = rc.activations(lm, corpus, p.capture)
     if step.kind == "capture":
         if "intervals" in step.parts:
             score_intervals(acts, p.uncertainty, rc)
