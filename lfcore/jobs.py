@@ -179,11 +179,12 @@ def _failure(s: Step, job, err: Exception, attempts: int) -> str:
 
 
 def run_jobs(p: Params, cache: str | Path, folder: str | Path, cluster: str = "slurm",
-             notebooks: list[str] | None = None, retries: int = 1, poll_s: float | None = None,
-             log=print) -> list[dict]:
-    """Submit every planned step without a record in ``cache`` as a job (``cluster``: "slurm" or "local"), log
-    progress (done, running, pending, failed) until all end, resubmit a failed job up to ``retries`` times, and
-    return the new records. Raises ``JobsFailed`` naming each failed job's model, step and log files.
+             notebooks: list[str] | None = None, retries: int = 1, max_jobs: int | None = None,
+             poll_s: float | None = None, log=print) -> list[dict]:
+    """Submit every planned step without a record in ``cache`` as a job (``cluster``: "slurm" or "local"), at most
+    ``max_jobs`` at a time (None: all at once), log progress (done, running, pending, failed) until all end,
+    resubmit a failed job up to ``retries`` times, and return the new records. Raises ``JobsFailed`` naming each
+    failed job's model, step and log files.
 
     ``folder`` keeps submitit's pickles and logs (``<folder>/<job id>_0_log.err``); on SLURM both it and ``cache``
     must be on a filesystem the compute nodes share. ``poll_s``: seconds between state checks (default 2 locally,
@@ -196,17 +197,23 @@ def run_jobs(p: Params, cache: str | Path, folder: str | Path, cluster: str = "s
     log(f"[lfcore] jobs: {len(steps)} planned, {len(steps) - len(todo)} already recorded in {Path(cache) / 'jobs'}"
         f", {len(todo)} to submit ({cluster})")
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
-    live, attempts = {}, {s.id: 1 for s in todo}
-    groups: dict[str, list[Step]] = {}
-    for s in todo:  # one array job per step kind and set of resources
-        groups.setdefault(json.dumps(_parameters(s, cluster), sort_keys=True), []).append(s)
-    for group in groups.values():
-        executor.update_parameters(**_parameters(group[0], cluster))
-        with executor.batch():
-            submitted = [(s, executor.submit(run_step, s, p, str(cache))) for s in group]
-        live.update({s.id: (s, job) for s, job in submitted})
+    live, waiting, attempts = {}, list(todo), {s.id: 1 for s in todo}
+
+    def submit(batch: list[Step]) -> None:
+        groups: dict[str, list[Step]] = {}
+        for s in batch:  # one array job per step kind and set of resources
+            groups.setdefault(json.dumps(_parameters(s, cluster), sort_keys=True), []).append(s)
+        for group in groups.values():
+            executor.update_parameters(**_parameters(group[0], cluster))
+            with executor.batch():
+                jobs = [executor.submit(run_step, s, p, str(cache)) for s in group]
+            live.update({s.id: (s, job) for s, job in zip(group, jobs)})
+
     records, failures, last = [], [], None
-    while live:
+    while live or waiting:
+        free = len(waiting) if max_jobs is None else max(0, max_jobs - len(live))
+        submit(waiting[:free])
+        waiting = waiting[free:]
         for sid, (s, job) in list(live.items()):
             if not job.done():
                 continue
@@ -217,13 +224,12 @@ def run_jobs(p: Params, cache: str | Path, folder: str | Path, cluster: str = "s
                 attempts[sid] += 1
                 log(f"[lfcore] {s.name} failed (job {job.job_id}, log {job.paths.stderr}); resubmitting "
                     f"(attempt {attempts[sid]} of {retries + 1})")
-                executor.update_parameters(**_parameters(s, cluster))
-                live[sid] = (s, executor.submit(run_step, s, p, str(cache)))
+                waiting.insert(0, s)
             else:
                 failures.append(_failure(s, job, err, attempts[sid]))
         states = [job.state for _, job in live.values()]
-        pending = sum(st in ("PENDING", "REQUEUED", "READY", "CONFIGURING") for st in states)
-        now = (len(records), len(states) - pending, pending, len(failures))
+        pending = sum(st in ("PENDING", "REQUEUED", "READY", "CONFIGURING") for st in states) + len(waiting)
+        now = (len(records), len(states) - pending + len(waiting), pending, len(failures))
         if now != last:
             log(f"[lfcore] jobs: {now[0]} done, {now[1]} running, {now[2]} pending, {now[3]} failed (of {len(todo)})")
             last = now

@@ -134,7 +134,7 @@ def _environ(**values):
 
 def reproduce(params_file: str | Path, only: list[str] | None = None, out: str | Path | None = None,
               cache: str | Path | None = None, kernel: str = "python3", threads: int | None = None,
-              force: bool = False, executor: str = "sequential", retries: int = 1,
+              force: bool = False, executor: str = "sequential", retries: int = 1, max_jobs: int | None = None,
               log=print) -> list[NotebookRun]:
     """Execute the notebooks of a params file with papermill and render their HTML reports and the index.
 
@@ -151,18 +151,18 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
     that describes other files. Each notebook keeps the params file it was executed with as ``<stem>/params.yaml``.
 
     ``executor`` "local" (worker processes) or "slurm" first runs the expensive steps of every model as jobs
-    (``jobs.run_jobs``: logs in ``<out>/jobs``, a failed job retried ``retries`` times, then ``JobsFailed``
-    raised before any notebook executes); "sequential" computes them in the notebooks.
+    (``jobs.run_jobs``: at most ``max_jobs`` at a time, logs in ``<out>/jobs``, a failed job retried ``retries``
+    times, then ``JobsFailed`` raised before any notebook executes); "sequential" computes them in the notebooks.
     """
     if executor not in ("sequential", "local", "slurm"):
         raise ParamsError(f"executor {executor!r}: use 'sequential', 'local' or 'slurm'")
     threads_env = {} if threads is None else {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     quiet = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # progress bars mean nothing in a report
     with _environ(**{RUNNER_ENV: "1"}, **quiet, **threads_env):
-        return _run_notebooks(params_file, only, out, cache, kernel, force, executor, retries, log)
+        return _run_notebooks(params_file, only, out, cache, kernel, force, (executor, retries, max_jobs), log)
 
 
-def _run_notebooks(params_file, only, out, cache, kernel, force, executor, retries, log) -> list[NotebookRun]:
+def _run_notebooks(params_file, only, out, cache, kernel, force, jobs, log) -> list[NotebookRun]:
     import jupytext
     import papermill
 
@@ -180,8 +180,9 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, executor, retri
     out.mkdir(parents=True, exist_ok=True)
     params_text = params_file.read_text(encoding="utf-8")
     atomic_write(out / "params.yaml", params_text)
+    executor, retries, max_jobs = jobs
     if executor != "sequential":
-        run_jobs(p, cache, out / "jobs", executor, keys, retries, log=log)
+        run_jobs(p, cache, out / "jobs", executor, keys, retries, max_jobs, log=log)
     runs, known = [], _previous_runs(out)
     for key in keys:
         stem, title, _ = NOTEBOOKS[key]
@@ -394,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                    "expensive steps of every model as jobs (worker processes here, or SLURM jobs with the params' "
                    "resources), then execute the notebooks on the filled cache")
     r.add_argument("--retries", type=int, default=1, help="resubmit a failed job this many times (default 1)")
+    r.add_argument("--max-jobs", type=int, help="at most this many jobs submitted at a time (default: all; with "
+                   "--executor local, the worker processes this machine's memory and GPUs can hold)")
     e = sub.add_parser("estimate", help="GPU-hours of the jobs of a params file, scaled from the job records "
                        "(measured wall times) in a result cache")
     e.add_argument("params", help="params YAML file to estimate, e.g. params/paper_bloom_checkpoints.yaml")
@@ -420,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         stems = {v[0]: k for k, v in NOTEBOOKS.items()}
         only = [stems.get(k.strip(), k.strip()) for k in args.only.split(",")] if args.only else None
         runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
-                         force=args.force, executor=args.executor, retries=args.retries)
+                         force=args.force, executor=args.executor, retries=args.retries, max_jobs=args.max_jobs)
     except ParamsError as e:
         print(f"lfcore: {e}", file=sys.stderr)
         return 2

@@ -171,7 +171,8 @@ def test_killed_worker_is_retried_then_reported(tmp_path, monkeypatch):
     killer.start()
     try:
         with pytest.raises(lfcore.jobs.JobsFailed) as e:
-            lfcore.jobs.run_jobs(p, tmp_path / "cache", folder, "local", retries=1, poll_s=0.2, log=logged.append)
+            lfcore.jobs.run_jobs(p, tmp_path / "cache", folder, "local", retries=1, max_jobs=1, poll_s=0.2,
+                                 log=logged.append)
     finally:
         stop.set()
         killer.join()
