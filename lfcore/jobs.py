@@ -211,9 +211,6 @@ def run_jobs(p: Params, cache: str | Path, folder: str | Path, cluster: str = "s
 
     records, failures, last = [], [], None
     while live or waiting:
-        free = len(waiting) if max_jobs is None else max(0, max_jobs - len(live))
-        submit(waiting[:free])
-        waiting = waiting[free:]
         for sid, (s, job) in list(live.items()):
             if not job.done():
                 continue
@@ -227,6 +224,9 @@ def run_jobs(p: Params, cache: str | Path, folder: str | Path, cluster: str = "s
                 waiting.insert(0, s)
             else:
                 failures.append(_failure(s, job, err, attempts[sid]))
+        free = len(waiting) if max_jobs is None else max(0, max_jobs - len(live))
+        submit(waiting[:free])
+        waiting = waiting[free:]
         states = [job.state for _, job in live.values()]
         pending = sum(st in ("PENDING", "REQUEUED", "READY", "CONFIGURING") for st in states) + len(waiting)
         now = (len(records), len(states) - pending + len(waiting), pending, len(failures))
