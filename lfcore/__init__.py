@@ -4,7 +4,7 @@ Modules: ``models`` (loading, neuron-site table), ``corpus`` (parallel text), ``
 hooks), ``capture`` (pooled activations), ``metrics`` (similarity map, LRDS, SADS), ``regions`` (key
 linguistic regions), ``deactivate``, ``evaluate``, ``plots``, ``cache``; for the reports: ``params`` (YAML
 parameter sets), ``steps`` (cached steps the notebooks call), ``series`` (checkpoint and size series), ``report``
-(figures, tables, HTML) and ``runner`` (papermill runner, ``lfcore`` CLI).
+(figures, tables, HTML), ``runner`` (papermill runner, ``lfcore`` CLI) and ``jobs`` (the steps as cluster jobs).
 Import the module you need; nothing heavy happens at import time.
 """
 

@@ -7,10 +7,13 @@ written last (it is the commit marker) and records the SHA-256 of the tensor fil
 (``meta``: sentence ids, languages, layers), both checked on every read. A corrupt entry raises
 ``CacheError`` naming the file: it is never silently reused. ``Store.check_writable`` lets a caller find an
 unwritable cache folder before the expensive step; a write that fails anyway warns and loses nothing but the
-cache entry (the caller still returns its result).
+cache entry (the caller still returns its result). ``Store.lock`` serialises
+the computation of one key between processes (jobs on a cluster sharing the folder): the second waits and reads.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -143,3 +146,20 @@ class Store:
                           f"result is returned but not cached", stacklevel=2)
             return False
         return True
+
+    @contextlib.contextmanager
+    def lock(self, kind: str, key: str):
+        """Hold an exclusive lock on ``kind/key`` for the length of a block; another process asking for the same
+        key waits. Usage: ``with store.lock(kind, key): hit = store.get(kind, key) or compute-and-put``.
+
+        An ``fcntl.flock`` on ``<root>/<kind>/.<key>.lock``: released by the kernel when the holder exits or is
+        killed, so a dead job never blocks the next. (On NFS, Linux maps it to a POSIX lock the server holds.)
+        """
+        path = self.root / kind / f".{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)

@@ -40,11 +40,25 @@ def _non_empty(factory):
 
 
 @dataclass
+class ResourceSpec:
+    """What one job asks the scheduler for under ``lfcore reproduce --executor slurm|local`` (``lfcore.jobs``):
+    GPUs, CPU cores and memory on one node, a time limit and, on SLURM, a partition. The params file's
+    ``resources`` section holds the default; a model's own ``resources`` replaces it for that model's jobs."""
+
+    gpus: int = _at_least(0, 1)
+    cpus: int = _at_least(1, 8)
+    mem_gb: float = _ranged(64.0, lambda v: v > 0, "must be > 0")
+    time_min: int = _at_least(1, 240)
+    partition: str | None = None
+
+
+@dataclass
 class ModelSpec:
     """One model: a bundled key, ``tiny:<family>-<hidden>``, a folder or .gguf file (relative to the params
     file), or a hub id with ``revision``. ``tokenizer`` (hub id or folder, with ``tokenizer_revision``) names a
     tokenizer for a model without one (checkpoint branches). ``label``, ``step`` and ``params`` (parameter count)
-    name it in plots."""
+    name it in plots.;
+    ``resources`` (optional) is what each of its jobs asks a cluster for (``lfcore.jobs``)."""
 
     spec: str = "gemma-3-270m"
     revision: str | None = None
@@ -58,6 +72,7 @@ class ModelSpec:
     site: str | None = None
     step: int | None = _at_least(0, None)
     params: float | None = _ranged(None, lambda v: v > 0, "must be > 0")
+    resources: ResourceSpec | None = None
 
 
 @dataclass
@@ -182,6 +197,7 @@ class Params:
     checkpoints: SeriesSpec = field(default_factory=SeriesSpec)
     sizes: SeriesSpec = field(default_factory=SeriesSpec)
     family: SeriesSpec = field(default_factory=SeriesSpec)
+    resources: ResourceSpec = field(default_factory=ResourceSpec)  # per job, unless a model has its own
 
 
 # notebook key -> (jupytext source stem, title, params sections injected into it)
@@ -395,21 +411,16 @@ def _check_thresholds(p: Params) -> None:
             raise ParamsError(f"{e} (languages: {p.languages})") from None
 
 
-def params_unchecked(data: dict, source: str = "params") -> Params:
-    """Typed ``Params`` from a parsed mapping, keys, types and ranges checked but no file or language: what a
-    params file asks for before the files it names exist (``lfcore.rehearse`` builds them from it)."""
-    try:
-        return _build(data or {}, Params, "")
-    except ParamsError as e:
-        raise ParamsError(f"{source}: {e}") from None
-
-
-def params_from_dict(data: dict, base: str | Path = ".", source: str = "params", whole: bool = True) -> Params:
+def params_from_dict(data: dict, base: str | Path = ".", source: str = "params", whole: bool = True,
+                     check: bool = True) -> Params:
     """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name). ``whole``: the
-    mapping is a whole params file (False: a notebook's sections, whose other sections go unused)."""
+    mapping is a whole params file (False: a notebook's sections, whose other sections go unused).
+    ``check=False`` checks keys, types and ranges only, no file, corpus or language looked up: what a params file
+    asks for before the files it names exist (``lfcore.rehearse`` builds them), or to plan and estimate jobs."""
     try:
         p = _build(data or {}, Params, "")
-        _check(p, Path(base).resolve(), set(data or {}), whole)
+        if check:
+            _check(p, Path(base).resolve(), set(data or {}), whole)
     except ParamsError as e:
         raise ParamsError(f"{source}: {e}") from None
     return p
@@ -430,8 +441,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def load_params(path: str | Path) -> Params:
+def load_params(path: str | Path, check: bool = True) -> Params:
     """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file.
+    ``check=False``: keys, types and ranges only (see ``params_from_dict``).
 
     Usage: ``p = load_params("params/default.yaml")``. A file that is empty (or only comments), not UTF-8, not
     valid YAML, or has a key twice in one mapping is an error: none of them starts a run.
@@ -455,7 +467,7 @@ def load_params(path: str | Path) -> Params:
     if data is None:
         raise ParamsError(f"{path}: the params file is empty; write at least one key (e.g. title: my run), "
                           f"or copy params/default.yaml to run the defaults")
-    return params_from_dict(data, path.parent, str(path))
+    return params_from_dict(data, path.parent, str(path), check=check)
 
 
 def repo_path(path: str | Path) -> Path:

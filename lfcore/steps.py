@@ -75,41 +75,56 @@ class ResultCache:
         """``compute()`` (a DataFrame) unless a frame with the same ``parts`` is cached.
 
         A hit equals the computed frame exactly: float columns are stored as tensors (JSON would round them),
-        everything else as pandas' table JSON, ``attrs`` as JSON (Python's float repr is exact).
+        everything else as pandas' table JSON, ``attrs`` as JSON (Python's float repr is exact). A miss computes
+        under the key's lock (``Store.lock``): a job computing the same key meanwhile is waited for and read.
         """
         import torch
 
         from .cache import make_key
 
         key = make_key(kind=kind, **parts)
-        if self.store is not None and (hit := self.store.get(kind, key)) is not None:
-            self.hits[kind] += 1
-            columns, meta = hit
-            df = pd.read_json(io.StringIO(meta["frame"]), orient="table")
-            for i, values in columns.items():  # exact float columns, by position
-                df.isetitem(int(i), values.numpy())
-            df.attrs.update(meta["attrs"])
+        if self.store is None:
+            self.misses[kind] += 1
+            return compute()
+        if (df := self._read(kind, key)) is not None:
             return df
-        self.misses[kind] += 1
-        if self.store is not None:
-            self.store.check_writable(kind)  # before the work, not after it
-        df = compute()
-        if self.store is not None:
+        self.store.check_writable(kind)  # before the work, not after it
+        with self.store.lock(kind, key):
+            if (df := self._read(kind, key)) is not None:  # another job wrote it while this one waited
+                return df
+            self.misses[kind] += 1
+            df = compute()
             columns = {str(i): torch.from_numpy(df.iloc[:, i].to_numpy(copy=True))  # (rows,)
                        for i, dtype in enumerate(df.dtypes) if isinstance(dtype, np.dtype) and dtype.kind == "f"}
             self.store.put(kind, key, columns, {"frame": df.to_json(orient="table", force_ascii=False),
                                                 "attrs": df.attrs})
         return df
 
+    def _read(self, kind: str, key: str) -> pd.DataFrame | None:
+        """The cached frame of ``key`` (counted as a hit), or None."""
+        if (hit := self.store.get(kind, key)) is None:
+            return None
+        self.hits[kind] += 1
+        columns, meta = hit
+        df = pd.read_json(io.StringIO(meta["frame"]), orient="table")
+        for i, values in columns.items():  # exact float columns, by position
+            df.isetitem(int(i), values.numpy())
+        df.attrs.update(meta["attrs"])
+        return df
+
     def activations(self, lm, corpus, cfg: CaptureSpec):
-        """``capture.capture`` with this cache; a new cache entry counts as a miss."""
+        """``capture.capture`` with this cache; a new cache entry counts as a miss. The capture runs under a lock
+        named by the model, corpus and options, so a job capturing the same sentences meanwhile is waited for."""
         from .capture import capture
 
         folder = None if self.store is None else self.store.root / "activations"
-        before = set(folder.glob("*.json")) if folder and folder.exists() else set()
-        acts = capture(lm, corpus, batch_size=cfg.batch_size, max_length=cfg.max_length, progress=False,
-                       pool_special_tokens=cfg.pool_special_tokens, skip_first=cfg.skip_first, cache=self.store)
-        after = set(folder.glob("*.json")) if folder and folder.exists() else set()
+        lock = (contextlib.nullcontext() if self.store is None else
+                self.store.lock("activations", digest([lm.meta(), corpus.fingerprint(), dataclasses.asdict(cfg)])))
+        with lock:
+            before = set(folder.glob("*.json")) if folder and folder.exists() else set()
+            acts = capture(lm, corpus, batch_size=cfg.batch_size, max_length=cfg.max_length, progress=False,
+                           pool_special_tokens=cfg.pool_special_tokens, skip_first=cfg.skip_first, cache=self.store)
+            after = set(folder.glob("*.json")) if folder and folder.exists() else set()
         (self.misses if after - before or self.store is None else self.hits)["activations"] += 1
         return acts
 
