@@ -144,7 +144,8 @@ report.table(lfcore.steps.lape_comparison(lm, sentences, key, p.robustness, p.ca
 #
 # Perplexity is measured on held-out text in each language (offline: NTREX-128 news passages; the paper: XL-Sum),
 # cut to `max_tokens` tokens per language when set (equal cost per language) and scored in windows of `seqlen`
-# tokens. Each column switches off one set: a language's key region, or a random set
+# tokens (`perplexity.windows`: overlapping windows with a start token each, or the authors' disjoint ones; see
+# the README, "paper vs lfcore"). Each column switches off one set: a language's key region, or a random set
 # of the stated share of all neurons. Cells are the % increase over the full model; the last two rows give the
 # size of each set.
 
