@@ -187,7 +187,7 @@ class Params:
 # capture without special tokens (run.py generate_hidden_states_*: add_special_tokens=False, every token pooled);
 # XL-Sum validation[:500] joined by "\n\n", tokenised once, disjoint windows, tail dropped (lib/data.py get_xlsum,
 # lib/eval.py eval_ppl_wikitext); 1e-5 added to normalised values (run.py find_max_average_neurons: + 10e-6);
-# 50 sentences per map in Fig 8 (paper, Appendix C). Model dtype: PAPER_DTYPE.
+# 50 sentences per language in each map of Fig 8 (read from the figure). Model dtype: PAPER_DTYPE.
 PROTOCOLS: dict[str, dict[str, dict]] = {
     "lfcore": {},
     "paper": {"capture": {"add_special_tokens": False},
