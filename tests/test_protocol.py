@@ -167,3 +167,17 @@ def test_epsilon_is_added_to_every_normalised_value():
     assert kr.meta["epsilon"] == eps
     with pytest.raises(ValueError, match="epsilon=-1 must be >= 0"):
         key_regions(acts, epsilon=-1)
+
+
+def test_the_table_step_keys_on_the_window_scheme(tiny_llama, tmp_path):
+    from lfcore.params import PerplexitySpec
+    from lfcore.steps import ResultCache, deactivation_table
+
+    cache = ResultCache(tmp_path)
+    texts = {lang: [corpus_mod.bundled_passages().records_for(lang)[0].text[:300]] for lang in ("en", "zh")}
+    tables = {w: deactivation_table(tiny_llama, texts, {}, PerplexitySpec(seqlen=16, windows=w), cache)
+              for w in ("overlapping", "disjoint")}
+    assert cache.misses["deactivation"] == 2 and not cache.hits
+    assert {w: t.attrs["windows"] for w, t in tables.items()} == {"overlapping": "overlapping", "disjoint": "disjoint"}
+    assert tables["disjoint"].attrs["bos_token_id"] is None
+    assert tables["overlapping"].attrs["bos_token_id"] == tiny_llama.tokenizer.bos_token_id
