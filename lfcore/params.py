@@ -2,9 +2,9 @@
 
 An unknown key, a wrong type, a value out of its field's range (``_ranged``), a missing file or an unknown
 language raises ``ParamsError`` naming the key path and the file. ``protocol`` (``PROTOCOLS``) resolves at load
-time to concrete per-item values: a preset fills each of its items the file does not set itself. Paths are relative to the params file and
-are stored resolved. ``NOTEBOOKS`` lists each notebook with the sections of the params file injected into its
-papermill ``parameters`` cell.
+time to concrete per-item values: a preset fills each of its items the file does not set itself. Paths are
+relative to the params file and are stored resolved. ``NOTEBOOKS`` lists each notebook with the sections of the
+params file injected into its papermill ``parameters`` cell.
 """
 from __future__ import annotations
 
@@ -207,7 +207,7 @@ def resolve_protocol(data: dict) -> dict:
     spec without a ``dtype`` gets ``PAPER_DTYPE``'s. Unknown protocols are left to the type check.
     """
     name = data.get("protocol", "lfcore")
-    if name not in PROTOCOLS:
+    if not isinstance(name, str) or name not in PROTOCOLS:
         return data
     out = dict(data)
     for section, items in PROTOCOLS[name].items():
