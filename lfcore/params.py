@@ -1,9 +1,10 @@
 """Parameter sets: a YAML file checked against ``Params`` (nested dataclasses), and the notebook table.
 
 An unknown key, a wrong type, a value out of its field's range (``_ranged``), a missing file or an unknown
-language raises ``ParamsError`` naming the key path and the file. Paths are relative to the params file and
-are stored resolved. ``NOTEBOOKS`` lists each notebook with the sections of the params file injected into its
-papermill ``parameters`` cell.
+language raises ``ParamsError`` naming the key path and the file. ``protocol`` (``PROTOCOLS``) resolves at load
+time to concrete per-item values: a preset fills each of its items the file does not set itself. Paths are
+relative to the params file and are stored resolved. ``NOTEBOOKS`` lists each notebook with the sections of the
+params file injected into its papermill ``parameters`` cell.
 """
 from __future__ import annotations
 
@@ -98,12 +99,15 @@ class CaptureSpec:
     max_length: int = _at_least(1, 512)
     pool_special_tokens: bool = False
     skip_first: bool = False
+    # feed the special tokens the tokenizer adds (e.g. BOS, then not pooled); false: the text's tokens only
+    add_special_tokens: bool = True
 
 
 @dataclass
 class RegionSpec:
     threshold: float = 2.0
     sweep: list[float] = _non_empty(lambda: [1.0, 1.5, 2.0, 2.5])
+    epsilon: float = _at_least(0.0, 0.0)  # added to every normalised value before the contribution scores
 
 
 @dataclass
@@ -118,7 +122,11 @@ class PerplexitySpec:
     documents: int = _at_least(1, 3)
     max_tokens: int | None = _at_least(1, None)  # cut each language's text to this many tokens (equal cost)
     seqlen: int = _at_least(3, 256)  # tokens per window, start token included
-    stride: int | None = _at_least(1, None)  # at most seqlen - 1; None: windows overlap as little as possible
+    # overlapping: a start token per window, every token scored once; disjoint: the text tokenised as the
+    # tokenizer does (its own special tokens once), cut into windows of seqlen, the tail dropped
+    windows: Literal["overlapping", "disjoint"] = "overlapping"
+    stride: int | None = _at_least(1, None)  # overlapping: at most seqlen - 1 (None: overlap as little as
+    # possible); disjoint: None or seqlen
     batch_size: int = _at_least(1, 4)
     # % of all neurons in the random set; None: just above the largest key region (the paper's Table 4)
     random_percent: float | None = _ranged(10.0, lambda v: 0 < v <= 100, "must be in (0, 100]")
@@ -181,6 +189,7 @@ class SeriesSpec:
 @dataclass
 class Params:
     title: str = "lfcore report"
+    protocol: Literal["lfcore", "paper"] = "lfcore"  # the preset of PROTOCOLS this file's items start from
     notebooks: list[str] = field(default_factory=lambda: list(NOTEBOOKS))
     languages: list[str] = field(default_factory=lambda: list(LANGS9))
     model: ModelSpec = field(default_factory=ModelSpec)
@@ -198,6 +207,48 @@ class Params:
     sizes: SeriesSpec = field(default_factory=SeriesSpec)
     family: SeriesSpec = field(default_factory=SeriesSpec)
     resources: ResourceSpec = field(default_factory=ResourceSpec)  # per job, unless a model has its own
+
+
+# Protocol presets: section -> {item: value}, filled in where a params file does not set the item itself.
+# "lfcore" is the dataclass defaults. "paper" follows the authors' released code (X-LANCE/LinguaFranca):
+# capture without special tokens (run.py generate_hidden_states_*: add_special_tokens=False, every token pooled);
+# XL-Sum validation[:500] joined by "\n\n", tokenised once, disjoint windows, tail dropped (lib/data.py get_xlsum,
+# lib/eval.py eval_ppl_wikitext); 1e-5 added to normalised values (run.py find_max_average_neurons: + 10e-6);
+# 50 sentences per language in each map of Fig 8 (read from the figure). Model dtype: PAPER_DTYPE.
+PROTOCOLS: dict[str, dict[str, dict]] = {
+    "lfcore": {},
+    "paper": {"capture": {"add_special_tokens": False},
+              "perplexity": {"windows": "disjoint", "split": "validation", "documents": 500},
+              "regions": {"epsilon": 1e-5},
+              "maps": {"family_sentences": 50}},
+}
+# run.py loads a final model without torch_dtype (float32) and an intermediate checkpoint (a revision) "auto"
+PAPER_DTYPE = {False: "float32", True: "auto"}  # keyed by: the model spec names a revision
+
+
+def resolve_protocol(data: dict) -> dict:
+    """A params mapping with its ``protocol`` preset filled in: each preset item the mapping does not set.
+
+    Usage: ``resolve_protocol({"protocol": "paper", "regions": {"threshold": 2.5}})`` gives
+    ``regions: {threshold: 2.5, epsilon: 1e-5}`` and the paper's other items. Under ``paper`` every model
+    spec without a ``dtype`` gets ``PAPER_DTYPE``'s. Unknown protocols are left to the type check.
+    """
+    name = data.get("protocol", "lfcore")
+    if not isinstance(name, str) or name not in PROTOCOLS:
+        return data
+    out = dict(data)
+    for section, items in PROTOCOLS[name].items():
+        given = out.get(section) or {}
+        if isinstance(given, dict):
+            out[section] = {**items, **given}
+    if name == "paper":
+        def dtype(m):
+            return {"dtype": PAPER_DTYPE[bool(m.get("revision"))], **m} if isinstance(m, dict) else m
+        out["model"] = dtype(out.get("model") or {})
+        for series in ("checkpoints", "sizes", "family"):
+            if isinstance(out.get(series), dict) and isinstance(out[series].get("models"), list):
+                out[series] = {**out[series], "models": [dtype(m) for m in out[series]["models"]]}
+    return out
 
 
 # notebook key -> (jupytext source stem, title, params sections injected into it)
@@ -370,9 +421,18 @@ def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None
         if c.n > complete:
             raise ParamsError(f"corpus.n: {c.n} sentences per language asked, but corpus {c.source} has only "
                               f"{complete} sentence ids in every one of languages {p.languages}")
-    if p.perplexity.stride is not None and p.perplexity.stride >= p.perplexity.seqlen:
-        raise ParamsError(f"perplexity.stride: {p.perplexity.stride} must be below perplexity.seqlen "
-                          f"({p.perplexity.seqlen}): each window re-reads at least one token as context")
+    pp = p.perplexity
+    if pp.windows == "disjoint" and pp.stride not in (None, pp.seqlen):
+        raise ParamsError(f"perplexity.stride: {pp.stride} with perplexity.windows: disjoint must be null or "
+                          f"perplexity.seqlen ({pp.seqlen}): disjoint windows follow one another")
+    if pp.windows == "overlapping" and pp.stride is not None and pp.stride >= pp.seqlen:
+        raise ParamsError(f"perplexity.stride: {pp.stride} must be below perplexity.seqlen ({pp.seqlen}): "
+                          f"each window re-reads at least one token as context (windows that do not overlap: "
+                          f"perplexity.windows: disjoint)")
+    if pp.windows == "disjoint" and pp.add_bos:
+        raise ParamsError("perplexity.add_bos: true with perplexity.windows: disjoint: disjoint windows carry no "
+                          "start token of their own (the text is tokenised once, as the tokenizer does); set "
+                          "add_bos to null or windows to overlapping")
     if p.perplexity.source.startswith("hf:"):
         _check_languages(p.languages, "languages", p.perplexity.hf_configs or {}, "perplexity.hf_configs")
     else:
@@ -418,7 +478,7 @@ def params_from_dict(data: dict, base: str | Path = ".", source: str = "params",
     ``check=False`` checks keys, types and ranges only, no file, corpus or language looked up: what a params file
     asks for before the files it names exist (``lfcore.rehearse`` builds them), or to plan and estimate jobs."""
     try:
-        p = _build(data or {}, Params, "")
+        p = _build(resolve_protocol(data or {}), Params, "")
         if check:
             _check(p, Path(base).resolve(), set(data or {}), whole)
     except ParamsError as e:

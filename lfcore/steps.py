@@ -123,7 +123,8 @@ class ResultCache:
         with lock:
             before = set(folder.glob("*.json")) if folder and folder.exists() else set()
             acts = capture(lm, corpus, batch_size=cfg.batch_size, max_length=cfg.max_length, progress=False,
-                           pool_special_tokens=cfg.pool_special_tokens, skip_first=cfg.skip_first, cache=self.store)
+                           pool_special_tokens=cfg.pool_special_tokens, skip_first=cfg.skip_first,
+                           add_special_tokens=cfg.add_special_tokens, cache=self.store)
             after = set(folder.glob("*.json")) if folder and folder.exists() else set()
         (self.misses if after - before or self.store is None else self.hits)["activations"] += 1
         return acts
@@ -200,17 +201,18 @@ def key_region_sets(regions, cfg: PerplexitySpec) -> dict:
 
 
 def deactivation_table(lm, texts: dict, sets: dict, cfg: PerplexitySpec, cache: ResultCache) -> pd.DataFrame:
-    """``evaluate.deactivation_table`` through the cache (key: weights, texts, sets, window options, start token,
-    code)."""
+    """``evaluate.deactivation_table`` through the cache (key: weights, texts, sets, window scheme and options,
+    start token, code)."""
     from .evaluate import deactivation_table as compute
     from .evaluate import start_token
 
+    bos = start_token(lm.tokenizer, cfg.add_bos) if cfg.windows == "overlapping" else None
     parts = dict(model=lm.meta(), texts=digest(texts), sets=digest(sets), seqlen=cfg.seqlen, stride=cfg.stride,
-                 batch_size=cfg.batch_size, bos=start_token(lm.tokenizer, cfg.add_bos),
+                 batch_size=cfg.batch_size, bos=bos, windows=cfg.windows,
                  code=code_digest("evaluate.py", "deactivate.py", "hooks.py", "fastattn.py", "models.py"))
     return cache.frame("deactivation", parts, lambda: compute(lm, texts, sets, seqlen=cfg.seqlen, stride=cfg.stride,
                                                               batch_size=cfg.batch_size, add_bos=cfg.add_bos,
-                                                              progress=False))
+                                                              windows=cfg.windows, progress=False))
 
 
 def accuracy(lm, cfg: AccuracySpec, cache: ResultCache, neurons=None) -> pd.DataFrame:
