@@ -6,7 +6,9 @@ which never touches a model: ``metrics`` (similarity map, LRDS, SADS), ``regions
 table), ``corpus`` (parallel text), ``hooks`` (context-managed hooks), ``capture`` (one streaming pass: pooled
 activations, firing counts), ``deactivate``, ``evaluate``, ``cache`` (content-keyed results); for the
 reports: ``params`` (YAML parameter sets), ``steps`` (cached steps the notebooks call), ``series`` (checkpoint
-and size series), ``report`` (figures, tables, HTML) and ``runner`` (papermill runner, ``lfcore`` CLI).
+and size series), ``report`` (figures, tables, HTML), ``runner`` (papermill runner, ``lfcore`` CLI), ``lock``
+(one run per output folder), ``rehearse`` (an offline stand-in for the hub) and ``jobs`` (the steps as cluster
+jobs).
 Import the module you need; nothing heavy happens at import time.
 """
 

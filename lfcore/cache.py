@@ -7,11 +7,14 @@ written last (it is the commit marker) and records the SHA-256 of the tensor fil
 (``meta``: sentence ids, languages, layers), both checked on every read. A corrupt entry raises
 ``CacheError`` naming the file: it is never silently reused. ``Cache.check_writable`` lets a caller find an
 unwritable cache folder before the expensive step; a write that fails anyway warns and loses nothing but the
-cache entry (the caller still returns its result).
+cache entry (the caller still returns its result). ``Cache.lock`` serialises the computation of one key
+between processes (jobs on a cluster sharing the folder): the second waits and reads.
 """
 from __future__ import annotations
 
 import ast
+import contextlib
+import fcntl
 import functools
 import hashlib
 import io
@@ -239,22 +242,47 @@ class Cache:
             return False
         return True
 
+    @contextlib.contextmanager
+    def lock(self, kind: str, key: str):
+        """Hold an exclusive lock on ``kind/key`` for the length of a block; another process asking for the same
+        key waits. Usage: ``with cache.lock(kind, key): hit = cache.get(kind, key) or compute-and-put``;
+        ``result`` does this on every miss.
+
+        An ``fcntl.flock`` on ``<root>/<kind>/.<key>.lock``: released by the kernel when the holder exits or is
+        killed, so a dead job never blocks the next. (On NFS, Linux maps it to a POSIX lock the server holds.)
+        """
+        path = self.root / kind / f".{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     def result(self, kind: str, parts: dict, compute, encode, decode):
         """``compute()`` unless a result with the same ``parts`` is cached; counted as a hit or a miss.
 
         >>> acts = cache.result("activations", meta, run, Activations.entry, Activations.from_entry)
 
         ``encode(result)`` gives (tensors, JSON-able meta) to store, ``decode(tensors, meta)`` the result back.
+        A miss checks the folder writable, then computes under the key's ``lock``: a job computing the same key
+        meanwhile is waited for and read.
         """
         key = make_key(kind=kind, **parts)
-        if (hit := self.get(kind, key)) is not None:
-            self.hits[kind] += 1
-            return decode(*hit)
-        self.misses[kind] += 1
-        self.check_writable(kind)  # before the work, not after it
-        result = compute()
-        self.put(kind, key, *encode(result))
-        return result
+        if (hit := self.get(kind, key)) is None and self.root is not None:
+            self.check_writable(kind)  # before the work, not after it
+            with self.lock(kind, key):
+                if (hit := self.get(kind, key)) is None:  # else another job wrote it while this one waited
+                    self.misses[kind] += 1
+                    result = compute()
+                    self.put(kind, key, *encode(result))
+                    return result
+        if hit is None:  # no root: nothing cached
+            self.misses[kind] += 1
+            return compute()
+        self.hits[kind] += 1
+        return decode(*hit)
 
     def frame(self, kind: str, parts: dict, compute) -> pd.DataFrame:
         """``compute()`` (a DataFrame) unless a frame with the same ``parts`` is cached.

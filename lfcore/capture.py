@@ -36,18 +36,24 @@ def _pool_weights(ids: list[int], special: set[int], pool_special_tokens: bool, 
     return w
 
 
-def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_first: bool):
+def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_first: bool,
+             add_special_tokens: bool = True):
     """Token ids and pooling weights (1.0 = pooled) of every record, one batched tokenizer call.
 
-    Special tokens are fed but get weight 0 unless ``pool_special_tokens``; ``skip_first`` also zeroes the
-    first pooled token. Raises ``ValueError`` naming a record that has nothing left to pool; warns naming how
-    many sentences of which languages were cut at ``max_length`` (their means cover only the first tokens).
+    Usage: ``encoded, weights = tokenize(tok, records, 512, False, False)``: two lists of per-record lists.
+    Special tokens the tokenizer adds (``add_special_tokens``, e.g. BOS) are fed but get weight 0 unless
+    ``pool_special_tokens``; with ``add_special_tokens=False`` only the text's own tokens are fed (the
+    authors' protocol) and the first of them is pooled. ``skip_first`` also zeroes the first pooled token.
+    Raises ``ValueError`` naming a record that has nothing left to pool; warns naming how many sentences of
+    which languages were cut at ``max_length`` (their means cover only the first tokens).
     """
     special = set(tok.all_special_ids)
-    encoded = tok([r.text for r in records], truncation=True, max_length=max_length)["input_ids"]
+    encoded = tok([r.text for r in records], truncation=True, max_length=max_length,
+                  add_special_tokens=add_special_tokens)["input_ids"]
     full = [i for i, e in enumerate(encoded) if len(e) >= max_length]  # only these can have been cut
     if full:
-        lengths = [len(e) for e in tok([records[i].text for i in full])["input_ids"]]
+        lengths = [len(e) for e in tok([records[i].text for i in full],
+                                       add_special_tokens=add_special_tokens)["input_ids"]]
         cut = Counter(records[i].lang for i, n in zip(full, lengths) if n > max_length)
         if cut:
             warnings.warn(f"{sum(cut.values())} sentence(s) were cut at max_length={max_length} tokens ("
@@ -296,12 +302,13 @@ class FiringCounts:
 
 def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,
             pool_special_tokens: bool = False, skip_first: bool = False, max_length: int = 512,
-            site: str | None = None, progress: bool = True,
+            site: str | None = None, progress: bool = True, add_special_tokens: bool = True,
             cache: Cache | str | Path | None = None) -> Activations:
     """Mean-pooled neuron activations of every record of ``corpus`` (a ``ParallelCorpus``).
 
     Special tokens the tokenizer adds (e.g. BOS) are fed to the model but, unless
-    ``pool_special_tokens``, are not pooled; ``skip_first`` also drops the first pooled token (the
+    ``pool_special_tokens``, are not pooled; ``add_special_tokens=False`` feeds the text's tokens only and
+    pools the first of them (the authors' protocol). ``skip_first`` also drops the first pooled token (the
     attention-sink position that often carries "massive activations"). Sentences are truncated to
     ``max_length`` tokens, or to the model's position limit (``models.max_tokens``) if that is smaller;
     ``meta["options"]["max_length"]`` records the value used. ``cache`` (a ``cache.Cache`` or folder) reuses an
@@ -326,9 +333,9 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
                          f"inside deactivate(...)), and a cached capture cannot describe hooks already on the "
                          f"model. Pass cache=None here.")
     max_length = max_tokens(model, max_length)
-    encoded, weights = tokenize(tok, records, max_length, pool_special_tokens, skip_first)
+    encoded, weights = tokenize(tok, records, max_length, pool_special_tokens, skip_first, add_special_tokens)
     options = dict(layers=layers, pool_special_tokens=pool_special_tokens, skip_first=skip_first,
-                   max_length=max_length, site=site or SITE_NAME)
+                   max_length=max_length, site=site or SITE_NAME, add_special_tokens=add_special_tokens)
     tokens = hashlib.sha256(json.dumps([encoded, weights]).encode()).hexdigest()[:24]  # exactly what is fed
     meta = {**lm.meta(), "corpus": getattr(corpus, "name", "corpus"), "corpus_fingerprint": corpus.fingerprint(),
             "tokens": tokens, "options": options}

@@ -1,9 +1,11 @@
 """Evaluate a model with and without neuron sets: windowed perplexity, lm-eval tasks, greedy generations.
 
-- ``perplexity``: the paper's XL-Sum protocol (documents joined by "\\n\\n", tokenized once, cut into windows of
-  ``seqlen`` tokens; overlapping windows score only their new tokens). The loss never builds vocabulary logits
-  for a whole batch: the base model gives final hidden states and the LM head runs on chunks of the scored
-  positions, with the cross-entropy summed in fp32.
+- ``perplexity``: documents joined by "\\n\\n", tokenized once, cut into windows of ``seqlen`` tokens. Two
+  schemes (``windows``): "overlapping" (lfcore's default: a start token per window, overlapping windows score
+  only their new tokens, so every token is scored once) and "disjoint" (the authors' code, lib/eval.py: the
+  text tokenized as the tokenizer does, back-to-back windows without a start token, the tail dropped). The
+  loss never builds vocabulary logits for a whole batch: the base model gives final hidden states and the LM
+  head runs on chunks of the scored positions, with the cross-entropy summed in fp32.
 - ``deactivation_table``: Table 1 of the paper (full-model perplexity, % increase per deactivated set, key
   neuron numbers), raw numbers in ``df.attrs`` (``cache.save_table`` writes CSV + JSON);
   ``intersection_effect``: the perplexity increase with a bootstrap interval of each deactivated set.
@@ -38,14 +40,15 @@ IGNORE = -100  # label of an unscored position
 # ------------------------------------------------------------------------------------------- perplexity
 
 
-def _token_ids(tokenizer, texts: str | Sequence[str]) -> list[int]:
-    """Join documents with a blank line and tokenize once, without special tokens."""
+def _token_ids(tokenizer, texts: str | Sequence[str], add_special_tokens: bool = False) -> list[int]:
+    """Join documents with a blank line and tokenize once, without special tokens unless ``add_special_tokens``
+    (then as the tokenizer does by itself, e.g. one BOS before the whole text)."""
     if isinstance(texts, str):
         texts = [texts]
     texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise ValueError("no text to evaluate: pass a non-empty string or list of strings")
-    return tokenizer("\n\n".join(texts), add_special_tokens=False)["input_ids"]
+    return tokenizer("\n\n".join(texts), add_special_tokens=add_special_tokens)["input_ids"]
 
 
 def _windows(ids: list[int], seqlen: int, stride: int | None, bos: int | None):
@@ -84,6 +87,50 @@ def _windows(ids: list[int], seqlen: int, stride: int | None, bos: int | None):
         if end == len(ids):
             break
     return windows, stride
+
+
+def _disjoint_windows(ids: list[int], seqlen: int):
+    """Cut token ids into back-to-back windows of exactly ``seqlen`` tokens, dropping the tail (the authors'
+    lib/eval.py). A window's first token is only read (no context before it), the others are scored once.
+    Returns a list of pairs of LongTensors (input ids, labels with -100), shape (seqlen,).
+    """
+    if seqlen < 2:
+        raise ValueError(f"seqlen={seqlen} is too short: a window needs at least 2 tokens")
+    if len(ids) < seqlen:
+        raise ValueError(f"the text has {len(ids)} tokens, fewer than one disjoint window of seqlen={seqlen} "
+                         f"(disjoint windows drop the tail): give more text or a smaller seqlen")
+    windows = []
+    for begin in range(0, len(ids) - seqlen + 1, seqlen):
+        x = torch.tensor(ids[begin:begin + seqlen], dtype=torch.long)  # (seqlen,)
+        labels = x.clone()
+        labels[0] = IGNORE  # no context before it
+        windows.append((x, labels))
+    return windows
+
+
+def text_windows(tokenizer, texts: str | Sequence[str], seqlen: int, stride: int | None = None,
+                 add_bos: bool | None = None, windows: str = "overlapping"):
+    """``texts`` (joined by "\\n\\n", tokenized once) cut into scoring windows of ``seqlen`` tokens.
+
+    Usage: ``wins, stride, bos = text_windows(tok, ["doc 1", "doc 2"], 2048)``. ``windows="overlapping"``:
+    each window starts with ``start_token(tokenizer, add_bos)`` and ``stride`` sets the overlap (``_windows``);
+    ``"disjoint"``: the text tokenized with the tokenizer's own special tokens, back-to-back windows of
+    ``seqlen`` without a start token, the tail dropped (``stride`` must be None or ``seqlen``; ``add_bos`` must
+    not be True). Returns (windows: list of (input ids (tokens,), labels (tokens,)), stride used, start token
+    id or None).
+    """
+    if windows == "overlapping":
+        bos = start_token(tokenizer, add_bos)
+        cut, stride = _windows(_token_ids(tokenizer, texts), seqlen, stride, bos)
+        return cut, stride, bos
+    if windows != "disjoint":
+        raise ValueError(f"windows={windows!r} is not one of 'overlapping', 'disjoint'")
+    if add_bos:
+        raise ValueError("add_bos=True with windows='disjoint': disjoint windows have no start token of their "
+                         "own; pass add_bos=None or windows='overlapping'")
+    if stride not in (None, seqlen):
+        raise ValueError(f"stride={stride} with windows='disjoint' must be None or seqlen ({seqlen})")
+    return _disjoint_windows(_token_ids(tokenizer, texts, add_special_tokens=True), seqlen), seqlen, None
 
 
 def _head(model: nn.Module):
@@ -207,11 +254,11 @@ def _score(model: nn.Module, windows, batch_size: int, chunk_tokens: int = 512, 
     return sums, counts
 
 
-def _summary(sums, counts, seqlen, stride, bos) -> dict:
+def _summary(sums, counts, seqlen, stride, bos, windows) -> dict:
     n = sum(counts)
     nll = sum(sums) / n
     return {"ppl": math.exp(nll), "nll": nll, "n_tokens": n, "n_windows": len(sums), "seqlen": seqlen,
-            "stride": stride, "bos_token_id": bos, "window_nll": [s / c for s, c in zip(sums, counts)],
+            "stride": stride, "bos_token_id": bos, "windows": windows, "window_nll": [s / c for s, c in zip(sums, counts)],
             "window_tokens": list(counts)}
 
 
@@ -236,21 +283,22 @@ def start_token(tokenizer, add_bos: bool | None = None) -> int | None:
 
 def perplexity(model: nn.Module, tokenizer, texts: str | Sequence[str], seqlen: int = 2048, stride: int | None = None,
                batch_size: int = 4, add_bos: bool | None = None, chunk_tokens: int = 512,
-               progress: bool = False) -> dict:
+               progress: bool = False, windows: str = "overlapping") -> dict:
     """Perplexity of ``texts`` (joined by "\\n\\n", tokenized once) over windows of ``seqlen`` tokens.
 
-    Every window starts with ``start_token(tokenizer, add_bos)`` (default: the token the tokenizer adds to a
-    text itself, if any), counted in ``seqlen``. With ``stride`` below the window's text length, windows
-    overlap and each scores only the tokens no earlier window scored; without a start token windows overlap
-    by at least one token, so every token after the text's first is scored once. Returns ``ppl``, ``nll``
-    (mean over scored tokens), ``n_tokens``, ``n_windows``, ``seqlen``, ``stride``, ``bos_token_id`` (the start
-    token used, or None), and per-window ``window_nll`` (mean) and ``window_tokens`` (for resampling windows).
+    ``windows="overlapping"`` (default): every window starts with ``start_token(tokenizer, add_bos)`` (default:
+    the token the tokenizer adds to a text itself, if any), counted in ``seqlen``. With ``stride`` below the
+    window's text length, windows overlap and each scores only the tokens no earlier window scored; without a
+    start token windows overlap by at least one token, so every token after the text's first is scored once.
+    ``windows="disjoint"``: the authors' scheme (``text_windows``): back-to-back windows, tail dropped, each
+    window's first token only read. Returns ``ppl``, ``nll`` (mean over scored tokens), ``n_tokens``,
+    ``n_windows``, ``seqlen``, ``stride``, ``bos_token_id`` (the start token used, or None), ``windows``, and
+    per-window ``window_nll`` (mean) and ``window_tokens`` (for resampling windows).
     """
-    bos = start_token(tokenizer, add_bos)
     _check_seqlen(model, seqlen)
-    windows, stride = _windows(_token_ids(tokenizer, texts), seqlen, stride, bos)
-    sums, counts = _score(model, windows, batch_size, chunk_tokens, progress)
-    return _summary(sums, counts, seqlen, stride, bos)
+    cut, stride, bos = text_windows(tokenizer, texts, seqlen, stride, add_bos, windows)
+    sums, counts = _score(model, cut, batch_size, chunk_tokens, progress)
+    return _summary(sums, counts, seqlen, stride, bos, windows)
 
 
 # ---------------------------------------------------------------------------------------------- Table 1
@@ -259,7 +307,7 @@ def perplexity(model: nn.Module, tokenizer, texts: str | Sequence[str], seqlen: 
 def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mapping[str, NeuronSet], *,
                        seqlen: int = 2048, stride: int | None = None, batch_size: int = 4,
                        total_neurons: int | None = None, add_bos: bool | None = None,
-                       progress: bool = True) -> pd.DataFrame:
+                       progress: bool = True, windows: str = "overlapping") -> pd.DataFrame:
     """Table 1: perplexity per language with the full model and with each neuron set deactivated.
 
     Rows: the languages of ``texts``, then "Key Neuron Number" and "Key Neuron Percentage" (of
@@ -267,7 +315,7 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
     per entry of ``sets`` with the % increase over the full model. ``df.attrs`` holds the raw numbers:
     ``perplexity``/``nll``/``window_nll`` as ``{lang: {condition: ...}}`` ("Full model" is the baseline),
     ``n_tokens``, ``n_windows``, ``window_tokens`` per language, ``seqlen``, ``stride``, ``bos_token_id``,
-    ``model``. ``add_bos`` picks each window's start token as in ``perplexity``.
+    ``model``, ``windows``. ``add_bos`` and ``windows`` cut the text as in ``perplexity``.
     """
     if not texts:
         raise ValueError("texts is empty: pass {lang: text or list of texts}")
@@ -275,12 +323,11 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
         raise ValueError(f"{FULL!r} is reserved for the baseline; rename that set")
     blocks = {name: deactivate(lm.model, neurons, lm.site) for name, neurons in sets.items()}  # validate all first
     total = total_neurons or len(neuron_sites(lm.model, lm.site)) * neuron_width(lm.model, lm.site)
-    bos = start_token(lm.tokenizer, add_bos)
-    windows = {}
     _check_seqlen(lm.model, seqlen)
+    cut = {}
     for lang, text in texts.items():
         try:
-            windows[lang], used_stride = _windows(_token_ids(lm.tokenizer, text), seqlen, stride, bos)
+            cut[lang], used_stride, bos = text_windows(lm.tokenizer, text, seqlen, stride, add_bos, windows)
         except ValueError as e:
             raise ValueError(f"perplexity text of language {lang!r}: {e}") from None
     results: dict[str, dict[str, dict]] = {lang: {} for lang in texts}
@@ -288,11 +335,11 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
     with tqdm(total=len(conditions) * len(texts), desc="deactivation table", disable=not progress) as bar:
         for name, block in conditions:
             with block:  # every language is evaluated while the hooks are live
-                for lang, wins in windows.items():
+                for lang, wins in cut.items():
                     bar.set_postfix_str(f"{name} / {lang}")
                     sums, counts = _score(lm.model, wins, batch_size, check=not any(results.values()),
                                           where=f"language {lang!r}, condition {name!r}")
-                    results[lang][name] = _summary(sums, counts, seqlen, used_stride, bos)
+                    results[lang][name] = _summary(sums, counts, seqlen, used_stride, bos, windows)
                     bar.update()
     rows = {}
     for lang, res in results.items():
@@ -304,8 +351,8 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
     df = pd.DataFrame.from_dict(rows, orient="index", columns=[FULL_COLUMN, *blocks])
     df.index.name = "lang"
     df.attrs.update({
-        "model": lm.meta(), "seqlen": seqlen, "stride": used_stride, "bos_token_id": bos, "batch_size": batch_size,
-        "total_neurons": total, "key_neurons": counts,
+        "model": lm.meta(), "seqlen": seqlen, "stride": used_stride, "bos_token_id": bos, "windows": windows,
+        "batch_size": batch_size, "total_neurons": total, "key_neurons": counts,
         "perplexity": {lang: {c: r["ppl"] for c, r in res.items()} for lang, res in results.items()},
         "nll": {lang: {c: r["nll"] for c, r in res.items()} for lang, res in results.items()},
         "window_nll": {lang: {c: r["window_nll"] for c, r in res.items()} for lang, res in results.items()},

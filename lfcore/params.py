@@ -1,15 +1,18 @@
 """Parameter sets: a YAML file checked against ``Params`` (nested pydantic models), and the notebook table.
 
 An unknown key, a wrong type, a value out of its field's range (``_rule``), a missing file or an unknown
-language raises ``ParamsError`` naming the key path and the file. Paths are relative to the params file and
-are stored resolved. ``NOTEBOOKS`` lists each notebook of ``notebooks/`` with the sections of the params file
-injected into its papermill ``parameters`` cell, read from that cell: a new notebook needs no edit here.
+language raises ``ParamsError`` naming the key path and the file. ``protocol`` (``PROTOCOLS``) resolves at load
+time to concrete per-item values: a preset fills each of its items the file does not set itself. Paths are
+relative to the params file and are stored resolved. ``NOTEBOOKS`` lists each notebook of ``notebooks/`` with
+the sections of the params file injected into its papermill ``parameters`` cell, read from that cell: a new
+notebook needs no edit here.
 """
 from __future__ import annotations
 
 import ast
 import difflib
 import functools
+import typing
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -48,11 +51,23 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+class ResourceSpec(_Spec):
+    """What one job asks the scheduler for under ``lfcore reproduce --executor slurm|local`` (``lfcore.jobs``):
+    GPUs, CPU cores and memory on one node, a time limit and, on SLURM, a partition. The params file's
+    ``resources`` section holds the default; a model's own ``resources`` replaces it for that model's jobs."""
+
+    gpus: Annotated[int, _at_least(0)] = 1
+    cpus: Annotated[int, _at_least(1)] = 8
+    mem_gb: Annotated[float, _rule(lambda v: v > 0, "must be > 0")] = 64.0
+    time_min: Annotated[int, _at_least(1)] = 240
+    partition: str | None = None
+
+
 class ModelSpec(_Spec):
     """One model: a bundled key, ``tiny:<family>-<hidden>``, a folder or .gguf file (relative to the params
     file), or a hub id with ``revision``. ``tokenizer`` (hub id or folder, with ``tokenizer_revision``) names a
     tokenizer for a model without one (checkpoint branches). ``label``, ``step`` and ``params`` (parameter count)
-    name it in plots."""
+    name it in plots; ``resources`` (optional) is what each of its jobs asks a cluster for (``lfcore.jobs``)."""
 
     spec: str = "gemma-3-270m"
     revision: str | None = None
@@ -66,6 +81,7 @@ class ModelSpec(_Spec):
     site: str | None = None
     step: Annotated[int | None, _at_least(0)] = None
     params: Annotated[float | None, _rule(lambda v: v > 0, "must be > 0")] = None
+    resources: ResourceSpec | None = None
 
 
 class CorpusSpec(_Spec):
@@ -89,11 +105,14 @@ class CaptureSpec(_Spec):
     max_length: Annotated[int, _at_least(1)] = 512
     pool_special_tokens: bool = False
     skip_first: bool = False
+    # feed the special tokens the tokenizer adds (e.g. BOS, then not pooled); false: the text's tokens only
+    add_special_tokens: bool = True
 
 
 class RegionSpec(_Spec):
     threshold: float = 2.0
     sweep: Annotated[list[float], _NON_EMPTY] = Field(default_factory=lambda: [1.0, 1.5, 2.0, 2.5])
+    epsilon: Annotated[float, _at_least(0.0)] = 0.0  # added to every normalised value before the contribution scores
 
 
 class PerplexitySpec(_Spec):
@@ -112,7 +131,10 @@ class PerplexitySpec(_Spec):
     documents: Annotated[int, _at_least(1)] = 2
     max_tokens: Annotated[int | None, _at_least(1)] = 256  # cut each language's text to this many tokens (equal cost)
     seqlen: Annotated[int, _at_least(3)] = 64  # tokens per window, start token included
-    # at most seqlen - 1; None: windows overlap as little as possible
+    # overlapping: a start token per window, every token scored once; disjoint: the text tokenised as the
+    # tokenizer does (its own special tokens once), cut into windows of seqlen, the tail dropped
+    windows: Literal["overlapping", "disjoint"] = "overlapping"
+    # overlapping: at most seqlen - 1 (None: overlap as little as possible); disjoint: None or seqlen
     stride: Annotated[int | None, _at_least(1)] = None
     batch_size: Annotated[int, _at_least(1)] = 8
     # % of all neurons in the random set; None: just above the largest key region (the paper's Table 4)
@@ -169,6 +191,7 @@ class SeriesSpec(_Spec):
 
 class Params(_Spec):
     title: str = "lfcore report"
+    protocol: Literal["lfcore", "paper"] = "lfcore"  # the preset of PROTOCOLS this file's items start from
     notebooks: list[str] = Field(default_factory=lambda: list(NOTEBOOKS))
     languages: list[str] = Field(default_factory=lambda: list(LANGS9))
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -197,6 +220,49 @@ class Params(_Spec):
                 ModelSpec(label="Gemma 3 270M (base, GGUF Q4_K_M)")],
         note="Offline stand-in for the LLaMA2 family: the English-centric SmolLM2-135M (analysed in detail) beside "
              "the multilingual Gemma 3 270M. The paper's run: lfcore reproduce params/paper_llama2.yaml."))
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)  # per job, unless a model has its own
+
+
+# Protocol presets: section -> {item: value}, filled in where a params file does not set the item itself.
+# "lfcore" is the defaults of the models above. "paper" follows the authors' released code (X-LANCE/LinguaFranca):
+# capture without special tokens (run.py generate_hidden_states_*: add_special_tokens=False, every token pooled);
+# XL-Sum validation[:500] joined by "\n\n", tokenised once, disjoint windows, tail dropped (lib/data.py get_xlsum,
+# lib/eval.py eval_ppl_wikitext); 1e-5 added to normalised values (run.py find_max_average_neurons: + 10e-6);
+# 50 sentences per language in each map of Fig 8 (read from the figure). Model dtype: PAPER_DTYPE.
+PROTOCOLS: dict[str, dict[str, dict]] = {
+    "lfcore": {},
+    "paper": {"capture": {"add_special_tokens": False},
+              "perplexity": {"windows": "disjoint", "split": "validation", "documents": 500},
+              "regions": {"epsilon": 1e-5},
+              "maps": {"family_sentences": 50}},
+}
+# run.py loads a final model without torch_dtype (float32) and an intermediate checkpoint (a revision) "auto"
+PAPER_DTYPE = {False: "float32", True: "auto"}  # keyed by: the model spec names a revision
+
+
+def resolve_protocol(data: dict) -> dict:
+    """A params mapping with its ``protocol`` preset filled in: each preset item the mapping does not set.
+
+    Usage: ``resolve_protocol({"protocol": "paper", "regions": {"threshold": 2.5}})`` gives
+    ``regions: {threshold: 2.5, epsilon: 1e-5}`` and the paper's other items. Under ``paper`` every model
+    spec without a ``dtype`` gets ``PAPER_DTYPE``'s. Unknown protocols are left to the type check.
+    """
+    name = data.get("protocol", "lfcore") if isinstance(data, dict) else None
+    if not isinstance(name, str) or name not in PROTOCOLS:
+        return data
+    out = dict(data)
+    for section, items in PROTOCOLS[name].items():
+        given = out.get(section) or {}
+        if isinstance(given, dict):
+            out[section] = {**items, **given}
+    if name == "paper":
+        def dtype(m):
+            return {"dtype": PAPER_DTYPE[bool(m.get("revision"))], **m} if isinstance(m, dict) else m
+        out["model"] = dtype(out.get("model") or {})
+        for series in ("checkpoints", "sizes", "family"):
+            if isinstance(out.get(series), dict) and isinstance(out[series].get("models"), list):
+                out[series] = {**out[series], "models": [dtype(m) for m in out[series]["models"]]}
+    return out
 
 
 def _notebook(path: Path) -> tuple[str, str, tuple[str, ...]]:
@@ -230,19 +296,31 @@ def _where(loc: tuple) -> str:
     return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc).lstrip(".")
 
 
+def _section(loc: tuple) -> type[BaseModel]:
+    """The section class at a key path: ("checkpoints", "models", 0) -> ModelSpec (list items and None skipped)."""
+    section = Params
+    for k in loc:
+        if isinstance(k, str):
+            todo, tp = [section.model_fields[k].annotation], None
+            while todo:  # the section class inside list[...] or ... | None
+                tp = todo.pop()
+                if isinstance(tp, type) and issubclass(tp, BaseModel):
+                    break
+                todo.extend(typing.get_args(tp))
+            section = tp
+    return section
+
+
 def _message(e: dict) -> str:
     """One pydantic error in lfcore's words: the key path, what was expected, the value given."""
     where, kind, value = _where(e["loc"]), e["type"], e.get("input")
     if kind == "extra_forbidden":
-        section = Params()  # the section holding the key, found in the defaults (every list of sections has one)
-        for k in e["loc"][:-1]:
-            section = section[0] if isinstance(k, int) else getattr(section, k)
-        known = list(type(section).model_fields)
+        known = list(_section(e["loc"][:-1]).model_fields)
         close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
         hint = f"did you mean {_where((*e['loc'][:-1], close[0]))!r}? " if close else ""
         return f"unknown key {where!r} ({hint}known keys here: {', '.join(known)})"
     if kind == "literal_error":
-        return f"{where}: {value!r} is not one of {e['ctx']['expected']}"
+        return f"{where}: {value!r} is not one of {e['ctx']['expected'].replace(' or ', ', ')}"
     if kind == "finite_number":
         return f"{where}: {value!r} is not a finite number"
     if kind == "value_error":
@@ -329,9 +407,18 @@ def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None
         if c.n > complete:
             raise ParamsError(f"corpus.n: {c.n} sentences per language asked, but corpus {c.source} has only "
                               f"{complete} sentence ids in every one of languages {p.languages}")
-    if p.perplexity.stride is not None and p.perplexity.stride >= p.perplexity.seqlen:
-        raise ParamsError(f"perplexity.stride: {p.perplexity.stride} must be below perplexity.seqlen "
-                          f"({p.perplexity.seqlen}): each window re-reads at least one token as context")
+    pp = p.perplexity
+    if pp.windows == "disjoint" and pp.stride not in (None, pp.seqlen):
+        raise ParamsError(f"perplexity.stride: {pp.stride} with perplexity.windows: disjoint must be null or "
+                          f"perplexity.seqlen ({pp.seqlen}): disjoint windows follow one another")
+    if pp.windows == "overlapping" and pp.stride is not None and pp.stride >= pp.seqlen:
+        raise ParamsError(f"perplexity.stride: {pp.stride} must be below perplexity.seqlen ({pp.seqlen}): "
+                          f"each window re-reads at least one token as context (windows that do not overlap: "
+                          f"perplexity.windows: disjoint)")
+    if pp.windows == "disjoint" and pp.add_bos:
+        raise ParamsError("perplexity.add_bos: true with perplexity.windows: disjoint: disjoint windows carry no "
+                          "start token of their own (the text is tokenised once, as the tokenizer does); set "
+                          "add_bos to null or windows to overlapping")
     if p.perplexity.source.startswith("hf:"):
         _check_languages(p.languages, "languages", p.perplexity.hf_configs or {}, "perplexity.hf_configs")
     else:
@@ -368,21 +455,16 @@ def _check_thresholds(p: Params) -> None:
             raise ParamsError(f"{e} (languages: {p.languages})") from None
 
 
-def params_unchecked(data: dict, source: str = "params") -> Params:
-    """Typed ``Params`` from a parsed mapping, keys, types and ranges checked but no file or language: what a
-    params file asks for before the files it names exist (``lfcore.rehearse`` builds them from it)."""
-    try:
-        return Params.model_validate(data or {})
-    except ValidationError as e:
-        raise ParamsError(f"{source}: {_message(e.errors()[0])}") from None
-
-
-def params_from_dict(data: dict, base: str | Path = ".", source: str = "params", whole: bool = True) -> Params:
+def params_from_dict(data: dict, base: str | Path = ".", source: str = "params", whole: bool = True,
+                     check: bool = True) -> Params:
     """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name). ``whole``: the
-    mapping is a whole params file (False: a notebook's sections, whose other sections go unused)."""
+    mapping is a whole params file (False: a notebook's sections, whose other sections go unused).
+    ``check=False`` checks keys, types and ranges only, no file, corpus or language looked up: what a params file
+    asks for before the files it names exist (``lfcore.rehearse`` builds them), or to plan and estimate jobs."""
     try:
-        p = Params.model_validate(data or {})
-        _check(p, Path(base).resolve(), set(data or {}), whole)
+        p = Params.model_validate(resolve_protocol(data or {}))
+        if check:
+            _check(p, Path(base).resolve(), set(data or {}), whole)
     except ValidationError as e:
         raise ParamsError(f"{source}: {_message(e.errors()[0])}") from None
     except ParamsError as e:
@@ -405,8 +487,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def load_params(path: str | Path) -> Params:
+def load_params(path: str | Path, check: bool = True) -> Params:
     """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file.
+    ``check=False``: keys, types and ranges only (see ``params_from_dict``).
 
     Usage: ``p = load_params("params/default.yaml")``. A file that is empty (or only comments), not UTF-8, not
     valid YAML, or has a key twice in one mapping is an error: none of them starts a run.
@@ -430,7 +513,7 @@ def load_params(path: str | Path) -> Params:
     if data is None:
         raise ParamsError(f"{path}: the params file is empty; write at least one key (e.g. title: my run), "
                           f"or copy params/default.yaml to run the defaults")
-    return params_from_dict(data, path.parent, str(path))
+    return params_from_dict(data, path.parent, str(path), check=check)
 
 
 def repo_path(path: str | Path) -> Path:

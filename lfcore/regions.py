@@ -16,10 +16,14 @@ import torch
 from .core import Activations, NeuronSet, mask_to_set
 
 
-def contribution_scores(acts: Activations, chunk_elements: int = 1 << 19) -> tuple[torch.Tensor, list[str]]:
+def contribution_scores(acts: Activations, chunk_elements: int = 1 << 19,
+                        epsilon: float = 0.0) -> tuple[torch.Tensor, list[str]]:
     """Eq. 11 for every language and neuron of the normalised concatenation.
 
-    Returns (scores (n_langs, n_layers*width) float64, languages in row order).
+    Usage: ``scores, langs = contribution_scores(acts)``. Returns (scores (n_langs, n_layers*width) float64,
+    languages in row order). ``epsilon`` is added to every normalised value a_i[k] first (the authors' code,
+    run.py ``find_max_average_neurons``, adds 1e-5); with it, the exactness notes below hold up to the
+    float64 rounding of that addition.
 
     One pass over the values for the row norms, then one pass over column blocks of about
     ``chunk_elements`` values: a block is normalised in fp32 (the unit-vector entries a_i[k] of
@@ -70,6 +74,8 @@ def contribution_scores(acts: Activations, chunk_elements: int = 1 << 19) -> tup
         if not layout:
             block = torch.index_select(block, 0, order, out=rows_buf[:, :w])
         torch.div(block, norm_col, out=a)  # a_i[k]: divided in fp32 as in vectors(), held exactly in float64
+        if epsilon:
+            a.add_(epsilon)
         language_sums(a, s1)  # sum_i a_i[k]
         language_sums(a.mul_(a), s2)  # sum_i a_i[k]^2: an fp32 value squared is exact in float64
         scores = out[:, start:start + w]  # (n_langs, w)
@@ -174,12 +180,14 @@ def check_threshold(threshold: float, n_langs: int, where: str = "threshold") ->
                          f"or more languages (the paper's 2.0 needs at least 6).")
 
 
-def key_regions(acts: Activations, threshold: float = 2.0) -> KeyRegions:
+def key_regions(acts: Activations, threshold: float = 2.0, epsilon: float = 0.0) -> KeyRegions:
     """Each language's key region: neurons whose contribution z-score exceeds ``threshold`` (paper: 2).
 
-    With L languages no z-score can exceed ``max_zscore(L)`` = sqrt(L - 1): a threshold at or above it raises
-    ``ValueError`` (``check_threshold``), as does a language with fewer than 2 sentences (eq. 11 sums over
-    pairs of a language's sentences, so one sentence scores 0 everywhere).
+    Usage: ``key_regions(acts, 2.0).neurons("en")``. ``epsilon``: added to every normalised value before the
+    contribution scores (``contribution_scores``; the authors' code: 1e-5). With L languages no z-score can exceed
+    ``max_zscore(L)`` = sqrt(L - 1): a threshold at or above it raises ``ValueError`` (``check_threshold``), as
+    does a language with fewer than 2 sentences (eq. 11 sums over pairs of a language's sentences, so one sentence
+    scores 0 everywhere).
     """
     if len(acts.languages) < 2:
         raise ValueError("key regions need at least 2 languages")
@@ -189,11 +197,13 @@ def key_regions(acts: Activations, threshold: float = 2.0) -> KeyRegions:
     if single:
         raise ValueError(f"key regions need at least 2 sentences per language (eq. 11 sums over pairs of a "
                          f"language's sentences); {single} have 1. Select more sentences (corpus.select(langs, n))")
-    scores, langs = contribution_scores(acts)
+    if epsilon < 0:
+        raise ValueError(f"epsilon={epsilon} must be >= 0 (the authors' code adds 1e-5; lfcore's default is 0)")
+    scores, langs = contribution_scores(acts, epsilon=epsilon)
     z, valid = zscores(scores)
     n_layers, width = len(acts.layers), acts.width
     return KeyRegions(z.float().reshape(len(langs), n_layers, width), valid.reshape(n_layers, width), langs,
-                      list(acts.layers), threshold, dict(acts.meta))
+                      list(acts.layers), threshold, {**acts.meta, "epsilon": epsilon})
 
 
 def random_neurons(layers: Sequence[int], width: int, size: int | Sequence[int], seed: int = 0) -> NeuronSet:

@@ -30,13 +30,11 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import yaml
-
 from . import tiny
 from .cache import PACKAGE
 from .corpus import load_corpus
 from .models import BUNDLED
-from .params import BUNDLED_CORPORA, ModelSpec, Params, ParamsError, params_unchecked
+from .params import BUNDLED_CORPORA, ModelSpec, Params, ParamsError, load_params
 
 # hub id prefix -> (tiny family, the real max_position_embeddings: rotary LLaMA-2 needs it, BLOOM's ALiBi ignores it)
 ARCHITECTURES = {"bigscience/bloom": ("bloom", 2048), "meta-llama/Llama-2": ("llama", 4096)}
@@ -58,7 +56,7 @@ def prepare(params_file: str | Path, root: str | Path) -> tuple[Path, dict[str, 
     transformers.utils.logging.disable_progress_bar()
     params_file, root = Path(params_file), Path(root).resolve()
     text = params_file.read_text(encoding="utf-8")
-    p = params_unchecked(yaml.safe_load(text), str(params_file))
+    p = load_params(params_file, check=False)
     copy = _params_copy(p, text, params_file.name, root)
     hub, arrow = root / "hf" / "hub", root / "hf" / "datasets"
     _models(p, hub)

@@ -89,9 +89,10 @@ def split_ids(ids: Sequence[str], seed: int = 0) -> tuple[list[str], list[str]]:
     return sorted(ids[i] for i in order[:half]), sorted(ids[i] for i in order[half:])
 
 
-def stability_halves(acts: Activations, threshold: float = 2.0, seeds: Sequence[int] = (0, 1, 2, 3, 4)
-                     ) -> tuple[pd.DataFrame, list[KeyRegions]]:
-    """Key regions on two disjoint halves of the sentence ids, for several random splits.
+def stability_halves(acts: Activations, threshold: float = 2.0, seeds: Sequence[int] = (0, 1, 2, 3, 4),
+                     epsilon: float = 0.0) -> tuple[pd.DataFrame, list[KeyRegions]]:
+    """Key regions (``regions.key_regions`` with ``threshold``, ``epsilon``) on two disjoint halves of the
+    sentence ids, for several random splits.
 
     Returns (table, regions): one row per seed and language (seed, lang, jaccard, size_a, size_b,
     shared) and the 2 * len(seeds) ``KeyRegions`` (half a and b of each seed, in order), e.g. for
@@ -102,8 +103,8 @@ def stability_halves(acts: Activations, threshold: float = 2.0, seeds: Sequence[
         half_a, half_b = split_ids(acts.ids, seed)
         if len(half_a) < 2:
             raise ValueError(f"need at least 4 sentence ids to split in halves, have {len(acts.ids)}")
-        ka = key_regions(acts.select(ids=half_a), threshold)
-        kb = key_regions(acts.select(ids=half_b), threshold)
+        ka = key_regions(acts.select(ids=half_a), threshold, epsilon)
+        kb = key_regions(acts.select(ids=half_b), threshold, epsilon)
         regions += [ka, kb]
         tables.append(region_jaccard(ka, kb).assign(seed=seed))
     df = pd.concat(tables, ignore_index=True)

@@ -2,9 +2,10 @@
 
 ``reproduce(params_file)`` executes each notebook's jupytext source with papermill, injecting its sections of
 the params file, and writes the executed ``.ipynb``, a self-contained offline HTML report and ``index.html``
-linking every report, table and figure. CLI: ``lfcore reproduce PARAMS [--only obs1,obs2] [--out DIR]
-[--rehearse]``, ``lfcore render NOTEBOOK.ipynb [-o OUT.html]``, ``lfcore scores MODEL`` and
-``lfcore revisions REPO_ID``.
+linking every report, table and figure. With ``executor`` "local" or "slurm" the expensive steps first run as
+jobs (``lfcore.jobs``) and the notebooks then read them from the cache. CLI: ``lfcore reproduce PARAMS
+[--only obs1,obs2] [--out DIR] [--executor sequential|local|slurm] [--rehearse]``, ``lfcore render
+NOTEBOOK.ipynb [-o OUT.html]``, ``lfcore scores MODEL``, ``lfcore estimate PARAMS`` and ``lfcore revisions REPO_ID``.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import torch
 from . import __version__
 from .cache import Cache, CacheError, atomic_write, code_digest, make_key
 from .corpus import load_corpus
+from .jobs import JobsFailed, estimate, read_records, run_jobs
 from .lock import FolderBusy, hold_folder
 from .metrics import layerwise, scores
 from .models import BUNDLED, cache_root
@@ -161,7 +163,8 @@ def _environ(**values):
 
 def reproduce(params_file: str | Path, only: list[str] | None = None, out: str | Path | None = None,
               cache: str | Path | None = None, kernel: str = "python3", threads: int | None = None,
-              force: bool = False, log=print) -> list[NotebookRun]:
+              force: bool = False, executor: str = "sequential", retries: int = 1, max_jobs: int | None = None,
+              log=print) -> list[NotebookRun]:
     """Execute the notebooks of a params file with papermill and render their HTML reports and the index.
 
     ``only`` restricts to notebook keys (default: the file's ``notebooks``); ``out`` defaults to
@@ -177,11 +180,17 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
     that describes other files. Each notebook keeps the params file it was executed with as ``<stem>/params.yaml``.
     Before the first notebook the cache is checked writable (``CacheError``) and ``out`` is held for this call
     (``lock.hold_folder``): a second call into the same ``out`` meanwhile raises ``FolderBusy``.
+
+    ``executor`` "local" (worker processes) or "slurm" first runs the expensive steps of every model as jobs
+    (``jobs.run_jobs``: at most ``max_jobs`` at a time, logs in ``<out>/jobs``, a failed job retried ``retries``
+    times, then ``JobsFailed`` raised before any notebook executes); "sequential" computes them in the notebooks.
     """
+    if executor not in ("sequential", "local", "slurm"):
+        raise ParamsError(f"executor {executor!r}: use 'sequential', 'local' or 'slurm'")
     threads_env = {} if threads is None else {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     quiet = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # progress bars mean nothing in a report
     with _environ(**{RUNNER_ENV: "1"}, **quiet, **threads_env):
-        return _run_notebooks(params_file, only, out, cache, kernel, force, log)
+        return _run_notebooks(params_file, only, out, cache, kernel, force, (executor, retries, max_jobs), log)
 
 
 def rehearse(params_file: str | Path, only: list[str] | None = None, out: str | Path | None = None,
@@ -199,7 +208,7 @@ def rehearse(params_file: str | Path, only: list[str] | None = None, out: str | 
             return reproduce(copy, only=only, out=out, cache=Path(tmp) / "results", threads=threads, log=log)
 
 
-def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[NotebookRun]:
+def _run_notebooks(params_file, only, out, cache, kernel, force, jobs, log) -> list[NotebookRun]:
     params_file = Path(params_file)
     if not NOTEBOOK_DIR.is_dir():
         raise ParamsError(f"the notebooks folder is not at {NOTEBOOK_DIR}: lfcore reproduce runs the notebooks of a "
@@ -217,16 +226,19 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, log) -> list[No
         raise ParamsError(f"--out {out}: cannot create the output folder ({type(e).__name__}: {e})") from None
     Cache(cache).check_writable("activations")  # a cache that cannot take results stops the run before it starts
     with hold_folder(out):
-        return _run_held(p, params_file, keys, out, cache, kernel, force, log)
+        return _run_held(p, params_file, keys, out, cache, kernel, force, jobs, log)
 
 
-def _run_held(p, params_file, keys, out, cache, kernel, force, log) -> list[NotebookRun]:
+def _run_held(p, params_file, keys, out, cache, kernel, force, jobs, log) -> list[NotebookRun]:
     """``_run_notebooks`` once the output folder is held."""
     import jupytext
     import papermill
 
     params_text = params_file.read_text(encoding="utf-8")
     atomic_write(out / "params.yaml", params_text)
+    executor, retries, max_jobs = jobs
+    if executor != "sequential":
+        run_jobs(p, cache, out / "jobs", executor, keys, retries, max_jobs, log=log)
     runs, known = [], _previous_runs(out)
     for key in keys:
         stem, title, _ = NOTEBOOKS[key]
@@ -459,6 +471,23 @@ def _revisions(args) -> int:
     return 0
 
 
+def _estimate(args) -> int:
+    records = read_records(args.cache_dir)
+    if not records:
+        raise ParamsError(f"no job records in {Path(args.cache_dir) / 'jobs'}: run lfcore reproduce PARAMS "
+                          f"--executor local|slurm with this cache first")
+    table = estimate(load_params(args.params, check=False), records)
+    devices = sorted({r["device"] for r in records})
+    print(f"Based on {len(records)} job records in {args.cache_dir} (measured on {', '.join(devices)}): per step "
+          f"kind, the median load seconds per parameter and compute seconds per parameter per work unit, scaled "
+          f"linearly to each model's parameter count (ModelSpec.params or a record of the model) and work units, "
+          f"times the GPUs the job asks for. Rates measured on one device type hold for that type only.")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    print(f"total: {table.gpu_hours.sum():.3g} GPU-hours" + (" (rows without a parameter count or a record of "
+          "their kind are left out: NaN)" if table.gpu_hours.isna().any() else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``lfcore`` console script."""
     parser = argparse.ArgumentParser(prog="lfcore", description="Linguistic regions and semantic alignment "
@@ -481,6 +510,18 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("notebook", help="executed .ipynb, e.g. from papermill")
     h.add_argument("-o", "--output", help="HTML file (default: the notebook's path with .html)")
     h.add_argument("--title", default="", help="title shown in the page's top bar")
+    r.add_argument("--executor", choices=["sequential", "local", "slurm"], default="sequential",
+                   help="sequential: the notebooks compute every step (default); local or slurm: first run the "
+                   "expensive steps of every model as jobs (worker processes here, or SLURM jobs with the params' "
+                   "resources), then execute the notebooks on the filled cache")
+    r.add_argument("--retries", type=_at_least(0), default=1, help="resubmit a failed job this many times (default 1)")
+    r.add_argument("--max-jobs", type=_at_least(1), help="at most this many jobs submitted at a time (default: all; with "
+                   "--executor local, the worker processes this machine's memory and GPUs can hold)")
+    e = sub.add_parser("estimate", help="GPU-hours of the jobs of a params file, scaled from the job records "
+                       "(measured wall times) in a result cache")
+    e.add_argument("params", help="params YAML file to estimate, e.g. params/paper_bloom_checkpoints.yaml")
+    e.add_argument("--cache-dir", required=True, help="result cache holding job records (<cache>/jobs/*.json), "
+                   "e.g. reports/smoke/cache after lfcore reproduce params/smoke.yaml --executor local")
     s = sub.add_parser("scores", help="print LRDS/SADS (overall and per layer) and key-region sizes of a model")
     s.add_argument("model", help="bundled key (gemma-3-270m, smollm2-135m), tiny:<family>-<hidden>, folder or hub id")
     s.add_argument("--revision")
@@ -500,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
                        "lfcore revisions bigscience/bloom-7b1-intermediate")
     v.add_argument("repo", help="hub repository id")
     v.add_argument("--repo-type", choices=["model", "dataset"], default="model")
-    for p in (r, s, h, v):
+    for p in (r, s, h, v, e):
         p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     try:
@@ -510,13 +551,16 @@ def main(argv: list[str] | None = None) -> int:
             return _render(args)
         if args.command == "revisions":
             return _revisions(args)
+        if args.command == "estimate":
+            return _estimate(args)
         stems = {v[0]: k for k, v in NOTEBOOKS.items()}
         only = [stems.get(k.strip(), k.strip()) for k in args.only.split(",")] if args.only else None
         if args.rehearse:
             runs = rehearse(args.params, only=only, out=args.out, threads=args.threads)
         else:
             runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
-                             force=args.force)
+                             force=args.force, executor=args.executor, retries=args.retries,
+                             max_jobs=args.max_jobs)
     except (ValueError, OSError, LookupError, CacheError, FolderBusy, KeyboardInterrupt) as e:
         if args.debug:
             raise
@@ -526,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
         what = "" if isinstance(e, ParamsError) else f"{type(e).__name__}: "
         print(f"lfcore: {what}{' '.join(str(e).split())} (--debug shows the traceback)", file=sys.stderr)
         return 2
+    except JobsFailed as e:
+        print(f"lfcore: {e}", file=sys.stderr)
+        return 1
     failed = [r for r in runs if r.status != "ok"]
     for r in failed:
         print(f"lfcore: {r.error}", file=sys.stderr)

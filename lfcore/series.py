@@ -59,8 +59,10 @@ class SeriesPoint:
 
 def run_series(models: list[ModelSpec], corpus, capture: CaptureSpec, threshold: float, cache: Cache,
                accuracy_cfg: AccuracySpec | None = None, report: Report | None = None,
-               map_sentences: int = 0, uncertainty: UncertaintySpec | None = None) -> list[SeriesPoint]:
-    """Load each model in turn, measure it (LRDS/SADS overall and per layer, key regions; optionally accuracy,
+               map_sentences: int = 0, uncertainty: UncertaintySpec | None = None,
+               epsilon: float = 0.0) -> list[SeriesPoint]:
+    """Load each model in turn, measure it (LRDS/SADS overall and per layer, key regions with ``threshold`` and
+    ``epsilon`` as in ``regions.key_regions``; optionally accuracy,
     whole-model score intervals and a small similarity map), release it, and warn if two entries have
     identical weights."""
     points = []
@@ -72,7 +74,7 @@ def run_series(models: list[ModelSpec], corpus, capture: CaptureSpec, threshold:
         acc = task_accuracy(lm, accuracy_cfg, cache) if accuracy_cfg else None
         n_params = sum(p.numel() for p in lm.model.parameters())
         point = SeriesPoint(m, lm.meta(), int(m.params or n_params), scores(acts), layerwise(acts),
-                            key_regions(acts, threshold), acc)
+                            key_regions(acts, threshold, epsilon), acc)
         if uncertainty is not None:
             point.intervals = intervals(acts, uncertainty, cache, per_layer=False)
         if map_sentences:

@@ -40,9 +40,11 @@ def cache_dir(out: str | Path) -> Path:
 
 
 def activations(lm, corpus, cfg: CaptureSpec, cache: Cache) -> Activations:
-    """``capture.capture`` of ``corpus`` with the ``CaptureSpec`` options, through the cache."""
+    """``capture.capture`` of ``corpus`` with the ``CaptureSpec`` options, through the cache (a job capturing the
+    same sentences meanwhile is waited for: ``Cache.result``)."""
     return capture(lm, corpus, batch_size=cfg.batch_size, max_length=cfg.max_length, progress=False,
-                   pool_special_tokens=cfg.pool_special_tokens, skip_first=cfg.skip_first, cache=cache)
+                   pool_special_tokens=cfg.pool_special_tokens, skip_first=cfg.skip_first,
+                   add_special_tokens=cfg.add_special_tokens, cache=cache)
 
 
 def load(m: ModelSpec):
@@ -103,14 +105,14 @@ def key_region_sets(regions, cfg: PerplexitySpec) -> dict:
 
 
 def perplexity_table(lm, texts: dict, sets: dict, cfg: PerplexitySpec, cache: Cache) -> pd.DataFrame:
-    """``evaluate.deactivation_table`` through the cache (key: weights, texts, sets, window options, start token,
-    code)."""
+    """``evaluate.deactivation_table`` through the cache (key: weights, texts, sets, window scheme and options,
+    start token, code)."""
+    bos = start_token(lm.tokenizer, cfg.add_bos) if cfg.windows == "overlapping" else None
     parts = dict(model=lm.meta(), texts=texts, sets=sets, seqlen=cfg.seqlen, stride=cfg.stride,
-                 batch_size=cfg.batch_size, bos=start_token(lm.tokenizer, cfg.add_bos),
-                 code=code_key(deactivation_table))
+                 batch_size=cfg.batch_size, bos=bos, windows=cfg.windows, code=code_key(deactivation_table))
     return cache.frame("deactivation", parts, lambda: deactivation_table(
         lm, texts, sets, seqlen=cfg.seqlen, stride=cfg.stride, batch_size=cfg.batch_size, add_bos=cfg.add_bos,
-        progress=False))
+        windows=cfg.windows, progress=False))
 
 
 def task_accuracy(lm, cfg: AccuracySpec, cache: Cache, neurons=None) -> pd.DataFrame:

@@ -32,10 +32,11 @@ family = {"models": [{"spec": "smollm2-135m", "label": "SmolLM2 135M Instruct (G
           "note": ("Offline stand-in for the LLaMA2 family: the English-centric SmolLM2-135M (analysed in detail) "
                    "beside the multilingual Gemma 3 270M. The paper's run: lfcore reproduce params/paper_llama2.yaml.")}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
-capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
-regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
+capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False,
+           "add_special_tokens": True}
+regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5], "epsilon": 0.0}
 perplexity = {"source": "ntrex128-passages", "documents": 2, "max_tokens": 256, "seqlen": 64, "stride": None,
-              "batch_size": 8, "random_percent": 10.0, "seed": 0}
+              "windows": "overlapping", "batch_size": 8, "random_percent": 10.0, "seed": 0}
 accuracy = {"task": "xcopa_xl", "languages": ["en", "id", "vi", "zh"], "limit": 40, "batch_size": 16}
 generation = {"languages": ["en", "zh", "fr"], "prompts": None, "prompts_per_language": 2, "max_new_tokens": 24}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
@@ -95,7 +96,7 @@ report.table(dominance, "fig9_layerwise_and_dominance", index=False)
 # ### Figure 11: key neurons per language, and where they sit
 
 # %%
-key = lfcore.regions.key_regions(acts, p.regions.threshold)
+key = lfcore.regions.key_regions(acts, p.regions.threshold, p.regions.epsilon)
 report.table(key.summary(), "fig11_key_region_sizes")
 report.show(lfcore.plots.key_region_sizes(key.sizes(), title=f"Key neurons per language: {lm.title}"),
             "fig11_key_region_sizes")
@@ -140,7 +141,8 @@ del lm, acts
 # %%
 points = lfcore.series.run_series(p.family.models, sentences, p.capture, p.regions.threshold, cache,
                                   accuracy_cfg=p.accuracy, report=report, map_sentences=p.maps.family_sentences,
-                                  uncertainty=p.uncertainty)
+                                  uncertainty=p.uncertainty,
+                                  epsilon=p.regions.epsilon)
 table = lfcore.series.series_table(points)
 report.table(table, "fig10_family", index=False)
 report.numbers(**lfcore.series.series_numbers(table, ["lrds", "sads", "acc"]))

@@ -35,7 +35,8 @@ title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 model = {"spec": "gemma-3-270m", "revision": None, "dtype": "float32", "device_map": None, "site": None}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
-capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
+capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False,
+           "add_special_tokens": True}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
 maps = {"sentences": 100, "layer_sentences": 12, "family_sentences": 40}

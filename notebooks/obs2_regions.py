@@ -26,10 +26,11 @@ title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 model = {"spec": "gemma-3-270m", "revision": None, "dtype": "float32", "device_map": None, "site": None}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
-capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
-regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
+capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False,
+           "add_special_tokens": True}
+regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5], "epsilon": 0.0}
 perplexity = {"source": "ntrex128-passages", "documents": 2, "max_tokens": 256, "seqlen": 64, "stride": None,
-              "batch_size": 8, "random_percent": 10.0, "seed": 0}
+              "windows": "overlapping", "batch_size": 8, "random_percent": 10.0, "seed": 0}
 generation = {"languages": ["en", "zh", "fr"], "prompts": None, "prompts_per_language": 2, "max_new_tokens": 24}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
@@ -75,7 +76,7 @@ print(sentences)
 # the first and last layers).
 
 # %%
-key = lfcore.regions.key_regions(acts, p.regions.threshold)
+key = lfcore.regions.key_regions(acts, p.regions.threshold, p.regions.epsilon)
 report.numbers(SKLR=key.sklr, SKLR_percent_of_neurons=float(key.summary().loc["SKLR", "percent"]))
 report.table(key.summary(), "key_region_sizes")
 report.show(lfcore.plots.key_region_sizes(key.sizes(), title=f"Key neurons per language (z > {key.threshold:g})"),
@@ -113,7 +114,8 @@ lfcore.report.explore_threshold(key, p.regions.sweep)
 # region depends on which sentences were drawn.
 
 # %%
-stability, _ = lfcore.robustness.stability_halves(acts, p.regions.threshold, seeds=p.robustness.seeds)
+stability, _ = lfcore.robustness.stability_halves(acts, p.regions.threshold, seeds=p.robustness.seeds,
+                                                  epsilon=p.regions.epsilon)
 report.numbers(**lfcore.steps.stability_numbers(stability))
 report.table(stability, "stability_halves", index=False)
 report.show(lfcore.plots.stability(stability), "stability_halves")
@@ -129,7 +131,8 @@ report.show(lfcore.plots.stability(stability), "stability_halves")
 # %%
 dominance = lfcore.diagnostics.dominance(acts, ks=[p.diagnostics.k], threshold=p.diagnostics.share,
                                          flag_k=p.diagnostics.k)
-clean = lfcore.regions.key_regions(lfcore.steps.without_dominant(acts, dominance, p.diagnostics.k), p.regions.threshold)
+clean = lfcore.regions.key_regions(lfcore.steps.without_dominant(acts, dominance, p.diagnostics.k), p.regions.threshold,
+                                    p.regions.epsilon)
 report.numbers(flagged_layers=lfcore.steps.flagged_layers(dominance), SKLR_without_dominant_neurons=clean.sklr)
 report.table(clean.summary(), "key_region_sizes_without_dominant")
 report.table(lfcore.robustness.region_jaccard(key, clean), "key_regions_vs_without_dominant", index=False)
@@ -151,7 +154,8 @@ report.table(lfcore.steps.lape_comparison(lm, sentences, key, p.robustness, p.ca
 #
 # Perplexity is measured on held-out text in each language (offline: NTREX-128 news passages; the paper: XL-Sum),
 # cut to `max_tokens` tokens per language when set (equal cost per language) and scored in windows of `seqlen`
-# tokens. Each column switches off one set: a language's key region, or a random set
+# tokens (`perplexity.windows`: overlapping windows with a start token each, or the authors' disjoint ones; see
+# the README, "paper vs lfcore"). Each column switches off one set: a language's key region, or a random set
 # of the stated share of all neurons. Cells are the % increase over the full model; the last two rows give the
 # size of each set.
 

@@ -31,8 +31,9 @@ checkpoints = {"models": [{"spec": "gemma-3-270m", "label": "Gemma 3 270M (base,
                         "can be read. The paper's series: lfcore reproduce params/paper_bloom_checkpoints.yaml "
                         "(network and a GPU).")}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
-capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
-regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
+capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False,
+           "add_special_tokens": True}
+regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5], "epsilon": 0.0}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 out_dir = "reports/interactive/obs3_training"  # relative to the repository root (git-ignored)
 cache_dir = "reports/interactive/cache"
@@ -60,7 +61,7 @@ print(p.checkpoints.note)
 # %%
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
 points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, p.regions.threshold, cache,
-                                  report=report, uncertainty=p.uncertainty)
+                                  report=report, uncertainty=p.uncertainty, epsilon=p.regions.epsilon)
 steps = lfcore.series.series_table(points)
 report.table(steps, "checkpoints", index=False)
 report.numbers(**lfcore.series.series_numbers(steps, ["lrds", "sklr"]))

@@ -29,8 +29,9 @@ sizes = {"models": [{"spec": "smollm2-135m", "label": "SmolLM2 135M Instruct (GG
                   "comparison mixes size with everything else. The paper's series: lfcore reproduce "
                   "params/paper_bloom_sizes.yaml.")}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
-capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
-regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
+capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False,
+           "add_special_tokens": True}
+regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5], "epsilon": 0.0}
 accuracy = {"task": "xcopa_xl", "languages": ["en", "id", "vi", "zh"], "limit": 40, "batch_size": 16}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 out_dir = "reports/interactive/obs5_scale"  # relative to the repository root (git-ignored)
@@ -59,7 +60,8 @@ print(p.sizes.note)
 # %%
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
 points = lfcore.series.run_series(p.sizes.models, sentences, p.capture, p.regions.threshold, cache,
-                                  accuracy_cfg=p.accuracy, report=report, uncertainty=p.uncertainty)
+                                  accuracy_cfg=p.accuracy, report=report, uncertainty=p.uncertainty,
+                                  epsilon=p.regions.epsilon)
 table = lfcore.series.series_table(points)
 report.table(table, "sizes", index=False)
 report.numbers(**lfcore.series.series_numbers(table, ["params", "lrds", "sads", "acc"]))
