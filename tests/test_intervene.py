@@ -10,6 +10,7 @@ from lfcore.capture import Activations
 from lfcore.deactivate import deactivate
 from lfcore.intervene import intervene, language_means, patch_values
 from lfcore.models import neuron_sites, neuron_width
+from test_deactivate import _logits, _no_hooks
 
 TEXT = "The city council announced on Monday that the bridge will reopen."
 NEURONS = {1: [0, 4, 7]}
@@ -17,15 +18,6 @@ NEURONS = {1: [0, 4, 7]}
 
 def _ids(lm, texts=(TEXT,)):
     return lm.tokenizer(list(texts), return_tensors="pt", padding=True)["input_ids"]
-
-
-def _logits(lm, ids):
-    with torch.inference_mode():
-        return lm.model(input_ids=ids).logits
-
-
-def _no_hooks(model):
-    return all(not m._forward_pre_hooks and not m._forward_hooks for m in model.modules())
 
 
 def _site_inputs(lm, ids):
