@@ -365,11 +365,12 @@ def lm_eval_model(lm, batch_size: int = 8, max_length: int | None = None):
 
 
 def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limit: int | float | None = None,
-                          neurons: NeuronSet | None = None, batch_size: int = 8) -> pd.DataFrame:
-    """Accuracy of lfcore task ``{task}_{lang}`` for each language, optionally with ``neurons`` deactivated.
+                          neurons: NeuronSet | intervene | None = None, batch_size: int = 8) -> pd.DataFrame:
+    """Accuracy of lfcore task ``{task}_{lang}`` for each language, optionally with ``neurons`` deactivated
+    (or edited, given an ``intervene`` block).
 
-    Runs ``lm_eval.simple_evaluate`` inside ``deactivate(lm.model, neurons)``, so the scores are those of the
-    deactivated model (the request cache is off). Returns columns lang, task, acc, acc_stderr, n;
+    Runs ``lm_eval.simple_evaluate`` inside ``deactivate(lm.model, neurons)`` (or the given block), so the scores
+    are those of the edited model (the request cache is off). Returns columns lang, task, acc, acc_stderr, n;
     ``df.attrs["loglikelihoods"][lang]`` lists, per document, its id, target and choice log-likelihoods.
     """
     import lm_eval
@@ -380,7 +381,7 @@ def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limi
     if unknown:
         known = sorted(t for t in manager.all_subtasks if t.startswith(f"{task}_")) or manager.all_subtasks
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; lfcore has {', '.join(known)}")
-    block = deactivate(lm.model, neurons)
+    block = _block(lm, neurons)
     with block:
         out = lm_eval.simple_evaluate(model=lm_eval_model(lm, batch_size), tasks=list(names.values()),
                                       task_manager=manager, limit=limit, log_samples=True, use_cache=None,

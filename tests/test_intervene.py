@@ -158,3 +158,14 @@ def test_values_from_activations_select_by_label():
     assert torch.equal(rows[0], values[[5, 3], 0]) and torch.equal(rows[3], values[[5, 3], 1])
     with pytest.raises(ValueError, match=r"sentence id\(s\) \['z'\]"):
         patch_values(acts, "fr", ["z"])
+
+
+def test_inside_lm_eval(tiny_llama):
+    from lfcore.evaluate import crosslingual_accuracy
+
+    lm = tiny_llama
+    full = crosslingual_accuracy(lm, ["zh"], limit=2)
+    steered = crosslingual_accuracy(lm, ["zh"], limit=2, neurons=intervene(lm.model, {1: list(range(24))}, "scale", 5.0))
+    assert steered.attrs["n_neurons"] == 24 and _no_hooks(lm.model)
+    a, b = full.attrs["loglikelihoods"]["zh"], steered.attrs["loglikelihoods"]["zh"]
+    assert all(s["loglikelihoods"] != t["loglikelihoods"] for s, t in zip(a, b))  # the edit is live in the harness
