@@ -153,7 +153,7 @@ class SteeringSpec:
                                      "must be a non-empty list of positive factors")
     patch_languages: list[str] = field(default_factory=lambda: ["en", "zh", "fr"])  # targets of per-layer patching
     layer_bands: int = _at_least(1, 3)  # patching: each region cut into this many bands of consecutive layers
-    perplexity_strength: float = _ranged(4.0, lambda v: v > 0, "must be > 0")
+    perplexity_strength: float = _ranged(1.0, lambda v: v > 0, "must be > 0")
     perplexity_tokens: int = _at_least(2, 96)  # per language, scored in windows of perplexity.seqlen
     seed: int = 0  # random control sets
 

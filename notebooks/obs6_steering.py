@@ -31,7 +31,7 @@ perplexity = {"source": "ntrex128-passages", "documents": 2, "max_tokens": 256, 
               "batch_size": 8, "random_percent": 10.0, "seed": 0}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 steering = {"prompts_per_language": 3, "max_new_tokens": 12, "mode": "set", "strengths": [1.0, 4.0],
-            "patch_languages": ["en", "zh", "fr"], "layer_bands": 3, "perplexity_strength": 4.0,
+            "patch_languages": ["en", "zh", "fr"], "layer_bands": 3, "perplexity_strength": 1.0,
             "perplexity_tokens": 96, "seed": 0}
 out_dir = "../reports/interactive/obs6_steering"  # JupyterLab runs write here (git-ignored)
 cache_dir = "../reports/interactive/cache"
