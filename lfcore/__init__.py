@@ -3,8 +3,8 @@
 Modules: ``models`` (loading, neuron-site table), ``corpus`` (parallel text), ``hooks`` (context-managed
 hooks), ``capture`` (pooled activations), ``metrics`` (similarity map, LRDS, SADS), ``regions`` (key
 linguistic regions), ``intervene`` (zero, scale, set, add or patch neurons; ``deactivate`` is its zero case),
-``evaluate``, ``langid`` (language of a text), ``steering`` (steering and patching experiments), ``plots``,
-``cache``; for the reports: ``params`` (YAML
+``evaluate``, ``langid`` (language of a text), ``steering`` (steering and patching experiments), ``switching``
+(switch rates), ``plots``, ``cache``; for the reports: ``params`` (YAML
 parameter sets), ``steps`` (cached steps the notebooks call), ``series`` (checkpoint and size series), ``report``
 (figures, tables, HTML) and ``runner`` (papermill runner, ``lfcore`` CLI).
 Import the module you need; nothing heavy happens at import time.

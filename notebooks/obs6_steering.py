@@ -42,6 +42,7 @@ import lfcore.plots
 import lfcore.regions
 import lfcore.report
 import lfcore.steps
+import lfcore.switching
 import lfcore.uncertainty
 
 p = lfcore.params.notebook_params(languages=languages, model=model, corpus=corpus, capture=capture, regions=regions,
@@ -75,10 +76,10 @@ print(prompts)
 # %%
 gens = lfcore.steps.steering_generations(lm, key, acts, prompts, p.steering, report.cache)
 top = max(p.steering.strengths)
-report.show(lfcore.plots.switch_matrix(lfcore.steps.switch_matrix(gens, "region", top),
+report.show(lfcore.plots.switch_matrix(lfcore.switching.switch_matrix(gens, "region", top),
                                        title=f"Steered region x{top:g}: continuations detected as the steered "
                                              f"language ({lm.name})"), "switch_matrix_region")
-report.show(lfcore.plots.switch_matrix(lfcore.steps.switch_matrix(gens, "random", top),
+report.show(lfcore.plots.switch_matrix(lfcore.switching.switch_matrix(gens, "random", top),
                                        title=f"Control: size-matched random set x{top:g}"), "switch_matrix_random")
 
 # %% [markdown]
@@ -88,8 +89,9 @@ report.show(lfcore.plots.switch_matrix(lfcore.steps.switch_matrix(gens, "random"
 # region and its control are resampled alike). The dotted line is the plain model's share.
 
 # %%
-shares = lfcore.uncertainty.share_intervals(lfcore.steps.switch_hits(gens), ["target", "kind", "strength"], **boot)
-report.numbers(**lfcore.steps.steering_numbers(shares, top))
+hits = lfcore.switching.switch_hits(gens)
+shares = lfcore.uncertainty.share_intervals(hits, ["target", "kind", "strength"], **boot)
+report.numbers(**lfcore.switching.steering_numbers(shares, top))
 report.table(shares, "steering_shares", index=False)
 report.show(lfcore.plots.dose_response(shares, title=f"Switch rate against steering strength ({lm.name})"),
             "dose_response")
@@ -115,8 +117,8 @@ report.table(gens, "steering_generations", shown=gens.head(0), index=False)
 # %%
 prompt_acts = report.cache.activations(lm, prompts, p.capture)
 patched = lfcore.steps.patching_generations(lm, key, prompt_acts, prompts, p.steering, report.cache)
-patch_shares = lfcore.uncertainty.share_intervals(lfcore.steps.switch_hits(patched), ["target", "kind", "band"],
-                                                  **boot)
+patch_shares = lfcore.uncertainty.share_intervals(lfcore.switching.switch_hits(patched),
+                                                  ["target", "kind", "band"], **boot)
 report.table(patch_shares, "patching_shares", index=False)
 report.show(lfcore.plots.patch_bands(patch_shares, title=f"Patching by layer band ({lm.name})"), "patching_bands")
 report.table(patched, "patching_generations", shown=patched.head(0), index=False)

@@ -165,7 +165,8 @@ def test_inside_lm_eval(tiny_llama):
 
     lm = tiny_llama
     full = crosslingual_accuracy(lm, ["zh"], limit=2)
-    steered = crosslingual_accuracy(lm, ["zh"], limit=2, neurons=intervene(lm.model, {1: list(range(24))}, "scale", 5.0))
+    block = intervene(lm.model, {1: list(range(24))}, "scale", 5.0)
+    steered = crosslingual_accuracy(lm, ["zh"], limit=2, neurons=block)
     assert steered.attrs["n_neurons"] == 24 and _no_hooks(lm.model)
     a, b = full.attrs["loglikelihoods"]["zh"], steered.attrs["loglikelihoods"]["zh"]
     assert all(s["loglikelihoods"] != t["loglikelihoods"] for s, t in zip(a, b))  # the edit is live in the harness

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lfcore import hooks, steps
+from lfcore import hooks, steps, switching
 from lfcore.corpus import bundled_ntrex
 from lfcore.langid import detect
 from lfcore.models import neuron_sites
