@@ -142,8 +142,10 @@ report.show(lfcore.plots.deactivation_heatmap(ppl, cells, diverging=True, x_titl
 # %% [markdown]
 # ## Reading the result
 #
-# - Causal for its language: the region's switch rate rises with strength and stays above the random control's
-#   interval, and its perplexity row falls on the diagonal only.
+# - Causal for its language: the region's switch rate stays above the random control's interval, and in its
+#   perplexity column its own language rises least. The response need not be monotonic: a region held far above
+#   its mean drives a small model into repetition or blank output (detected as `und`), and random sets then
+#   switch too; read the strengths where the control stays low (Gemma 3 270M: strength 1, README).
 # - Detection is py3langid on short continuations (about 93% accurate at 40 characters on NTREX); Chinese can be
 #   read as Wu (`wuu`) and Indonesian as Malay (`ms`), which count as misses here.
 # - Few prompts give wide intervals; raise `steering.prompts_per_language` for a firmer answer.
