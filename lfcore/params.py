@@ -151,7 +151,7 @@ class SteeringSpec:
     mode: Literal["set", "add"] = "set"
     strengths: list[float] = _ranged(lambda: [1.0, 4.0], lambda v: len(v) > 0 and all(s > 0 for s in v),
                                      "must be a non-empty list of positive factors")
-    patch_languages: list[str] = field(default_factory=lambda: ["en", "zh", "fr"])  # targets of per-layer patching
+    patch_languages: list[str] | None = None  # targets of per-layer patching; None: the first 3 of `languages`
     layer_bands: int = _at_least(1, 3)  # patching: each region cut into this many bands of consecutive layers
     perplexity_strength: float = _ranged(1.0, lambda v: v > 0, "must be > 0")
     perplexity_tokens: int = _at_least(2, 96)  # per language, scored in windows of perplexity.seqlen
@@ -367,7 +367,7 @@ def _check(p: Params, base: Path, present: set[str]) -> None:
             raise ParamsError(f"generation.languages[{i}]: {lang!r} is not in languages {p.languages}: obs2 switches "
                               f"off each generation language's key region, and key regions are found for `languages` "
                               f"only; add {lang!r} to languages or remove it from generation.languages")
-    for i, lang in enumerate(p.steering.patch_languages if "obs6" in p.notebooks else []):
+    for i, lang in enumerate((p.steering.patch_languages or []) if "obs6" in p.notebooks else []):
         if lang not in p.languages:
             raise ParamsError(f"steering.patch_languages[{i}]: {lang!r} is not in languages {p.languages}: key "
                               f"regions are found for `languages` only")

@@ -372,15 +372,16 @@ def steering_generations(lm, regions, acts, prompts, cfg: SteeringSpec, cache: R
 
 
 def patching_generations(lm, regions, prompt_acts, prompts, cfg: SteeringSpec, cache: ResultCache) -> pd.DataFrame:
-    """``steering.continuations`` with each of ``cfg.patch_languages`` patched in, whole region, random control
-    and band by band, through the cache (``prompt_acts``: a capture of the prompt sentences)."""
+    """``steering.continuations`` with each of ``cfg.patch_languages`` (None: the first three languages of the
+    regions) patched in, whole region, random control and band by band, through the cache (``prompt_acts``: a
+    capture of the prompt sentences)."""
     from .steering import continuations, patch_conditions
 
-    parts = dict(_steering_parts(lm, regions, prompt_acts, prompts, cfg), targets=cfg.patch_languages,
-                 bands=cfg.layer_bands)
+    targets = cfg.patch_languages or list(regions.langs)[:3]
+    parts = dict(_steering_parts(lm, regions, prompt_acts, prompts, cfg), targets=targets, bands=cfg.layer_bands)
     return cache.frame("patching", parts, lambda: continuations(
-        lm, prompts, patch_conditions(lm, regions, prompt_acts, prompts, cfg.patch_languages, cfg.layer_bands,
-                                      cfg.seed), cfg.max_new_tokens))
+        lm, prompts, patch_conditions(lm, regions, prompt_acts, prompts, targets, cfg.layer_bands, cfg.seed),
+        cfg.max_new_tokens))
 
 
 def steering_perplexity(lm, regions, acts, ppl: PerplexitySpec, cfg: SteeringSpec, cache: ResultCache) -> pd.DataFrame:

@@ -113,3 +113,13 @@ def test_steering_raises_the_target_share_above_random(gemma):
     share = df[df.lang != "hi"].assign(hit=lambda d: d.detected == "hi").groupby("kind").hit.mean()
     print(df[["kind", "lang", "output", "detected"]].to_string())
     assert share["region"] > share["random"] + 0.2, share  # measured: 4 of 12 prompts against 0 of 12
+
+
+def test_patch_languages_must_have_regions():
+    from lfcore.params import ParamsError, params_from_dict
+
+    with pytest.raises(ParamsError, match=r"steering.patch_languages\[0\]: 'zh' is not in languages"):
+        params_from_dict({"languages": ["en", "fr"], "generation": {"languages": ["en"]},
+                          "steering": {"patch_languages": ["zh"]}})
+    assert params_from_dict({"languages": ["en", "fr"], "generation": {"languages": ["en"]}}).steering.patch_languages \
+        is None  # None: the first three languages
