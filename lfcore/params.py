@@ -144,8 +144,8 @@ class SteeringSpec:
     """Beyond the paper (obs6): steer and patch a language through its key region. Prompts are corpus sentences
     outside the sample the regions are found on; every prompt language meets every target language."""
 
-    prompts_per_language: int = _at_least(2, 3)
-    max_new_tokens: int = _at_least(1, 12)
+    prompts_per_language: int = _at_least(2, 2)
+    max_new_tokens: int = _at_least(1, 10)
     # "set": the region's neurons are set to strength x the target language's mean activation (LAPE's
     # "activate" at strength 1); "add": that vector is added to them
     mode: Literal["set", "add"] = "set"

@@ -30,8 +30,8 @@ regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
 perplexity = {"source": "ntrex128-passages", "documents": 2, "max_tokens": 256, "seqlen": 64, "stride": None,
               "batch_size": 8, "random_percent": 10.0, "seed": 0}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
-steering = {"prompts_per_language": 3, "max_new_tokens": 12, "mode": "set", "strengths": [1.0, 4.0],
-            "patch_languages": ["en", "zh", "fr"], "layer_bands": 3, "perplexity_strength": 1.0,
+steering = {"prompts_per_language": 2, "max_new_tokens": 10, "mode": "set", "strengths": [1.0, 4.0],
+            "patch_languages": ["zh", "hi"], "layer_bands": 3, "perplexity_strength": 1.0,
             "perplexity_tokens": 96, "seed": 0}
 out_dir = "../reports/interactive/obs6_steering"  # JupyterLab runs write here (git-ignored)
 cache_dir = "../reports/interactive/cache"
@@ -127,8 +127,9 @@ report.table(patched, "patching_generations", shown=patched.head(0), index=False
 # ## Perplexity with a region steered
 #
 # Cells: % change of each language's perplexity (rows) with a region or its random control steered at
-# `perplexity_strength` (columns). A region that carries its language would lower its own row's perplexity (blue
-# diagonal) and raise the others'. Hover for the window-bootstrap interval.
+# `perplexity_strength` (columns). A region that carries its language would lower its own language's perplexity
+# (a blue diagonal), or at least raise it least in its column, and raise the others'. Hover for the
+# window-bootstrap interval.
 
 # %%
 ppl = lfcore.steps.steering_perplexity(lm, key, acts, p.perplexity, p.steering, report.cache)
