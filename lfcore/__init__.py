@@ -2,7 +2,9 @@
 
 Modules: ``models`` (loading, neuron-site table), ``corpus`` (parallel text), ``hooks`` (context-managed
 hooks), ``capture`` (pooled activations), ``metrics`` (similarity map, LRDS, SADS), ``regions`` (key
-linguistic regions), ``deactivate``, ``evaluate``, ``plots``, ``cache``; for the reports: ``params`` (YAML
+linguistic regions), ``intervene`` (zero, scale, set, add or patch neurons; ``deactivate`` is its zero case),
+``evaluate``, ``langid`` (language of a text), ``steering`` (steering and patching experiments), ``switching``
+(switch rates), ``plots``, ``cache``; for the reports: ``params`` (YAML
 parameter sets), ``steps`` (cached steps the notebooks call), ``series`` (checkpoint and size series), ``report``
 (figures, tables, HTML), ``runner`` (papermill runner, ``lfcore`` CLI) and ``jobs`` (the steps as cluster jobs).
 Import the module you need; nothing heavy happens at import time.

@@ -1,4 +1,4 @@
-"""Zero a set of MLP neurons for the lifetime of a ``with`` block.
+"""Zero a set of MLP neurons for the lifetime of a ``with`` block: the ``"zero"`` case of ``intervene``.
 
 A *neuron set* maps a layer index to the neuron indices of that layer, e.g. ``{3: [5, 17], 10: tensor([2])}``
 (``KeyRegions.neurons(lang)`` and ``random_neurons(...)`` in ``regions.py`` produce them). The neurons are
@@ -11,69 +11,14 @@ edited, so leaving the block restores it bit for bit.
 """
 from __future__ import annotations
 
-import operator
-from typing import Mapping, Sequence
-
-import torch
 from torch import nn
 
-from . import hooks
-from .models import neuron_sites, neuron_width
+from .intervene import NeuronSet, count_neurons, intervene, validate_neurons
 
-NeuronSet = Mapping[int, "Sequence[int] | torch.Tensor"]
-
-
-def validate_neurons(neurons: NeuronSet, n_layers: int, width: int) -> dict[int, torch.Tensor]:
-    """Check a neuron set against the model's shape; return ``{layer: sorted unique LongTensor}`` on CPU.
-
-    Raises ``ValueError`` naming the bad layer or index and the valid range. Layers with no neurons are
-    kept (as empty tensors) so callers can still report them; ``deactivate`` hooks nothing there.
-    """
-    if not isinstance(neurons, Mapping):
-        raise ValueError(f"a neuron set must be a mapping {{layer: neuron indices}}, got {type(neurons).__name__}")
-    out: dict[int, torch.Tensor] = {}
-    for key, idx in neurons.items():
-        try:
-            layer = operator.index(key)
-        except TypeError:
-            raise ValueError(f"layer keys must be integers, got {key!r} ({type(key).__name__}); "
-                             f"convert JSON keys with int()") from None
-        if not 0 <= layer < n_layers:
-            raise ValueError(f"layer {layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})")
-        t = torch.as_tensor(idx).reshape(-1)
-        if t.numel() and (t.dtype == torch.bool or t.is_floating_point() or t.is_complex()):
-            raise ValueError(f"layer {layer}: neuron indices must be integers, got dtype {t.dtype} "
-                             f"(for a boolean mask pass mask.nonzero().flatten())")
-        t = t.to("cpu", torch.long)
-        if t.numel():
-            lo, hi = int(t.min()), int(t.max())
-            bad = lo if lo < 0 else hi
-            if lo < 0 or hi >= width:
-                raise ValueError(f"layer {layer}: neuron index {bad} is out of range: each layer has {width} neurons "
-                                 f"(0..{width - 1})")
-        if layer in out:  # e.g. keys 3 and numpy.int64(3)
-            t = torch.cat([out[layer], t])
-        out[layer] = torch.unique(t)  # sorted
-    return out
+__all__ = ["NeuronSet", "count_neurons", "deactivate", "validate_neurons"]
 
 
-def count_neurons(neurons: Mapping[int, torch.Tensor | Sequence[int]]) -> int:
-    """Number of distinct (layer, neuron) pairs in a neuron set."""
-    return sum(int(torch.unique(torch.as_tensor(v).reshape(-1)).numel()) for v in neurons.values())
-
-
-def _zero_fn(keep: torch.Tensor):
-    """A pre-hook function zeroing the neurons where ``keep`` is False; ``keep`` has shape (neurons,)."""
-    drop = ~keep
-
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        mask = drop if drop.device == x.device else drop.to(x.device)  # device_map: normally the same device
-        return x.masked_fill(mask, 0)  # (batch, tokens, neurons), mask broadcasts over batch and tokens
-
-    return fn
-
-
-class deactivate:
+class deactivate(intervene):
     """Context manager zeroing a neuron set at the neuron site of every layer named in it.
 
     ``neurons`` is ``{layer: neuron indices}``; ``site`` overrides the site template (see
@@ -87,35 +32,4 @@ class deactivate:
     """
 
     def __init__(self, model: nn.Module, neurons: NeuronSet | None, site: str | None = None):
-        self.model = model
-        names = neuron_sites(model, site)
-        self.n_layers, self.width = len(names), neuron_width(model, site)
-        self.neurons = validate_neurons(neurons or {}, self.n_layers, self.width)
-        self.n_neurons = sum(int(v.numel()) for v in self.neurons.values())
-        self.fns = {}
-        for layer, idx in sorted(self.neurons.items()):
-            if idx.numel() == 0:
-                continue
-            name = names[layer]
-            keep = torch.ones(self.width, dtype=torch.bool)
-            keep[idx] = False
-            keep = keep.to(hooks.module_device(hooks.get_module(model, name)))  # built once, on the module's device
-            self.fns[name] = _zero_fn(keep)
-        self._hooks: hooks.input_hooks | None = None
-
-    def __enter__(self) -> "deactivate":
-        if self._hooks is not None:
-            raise RuntimeError("this deactivate block is already active; create a new one to nest")
-        self._hooks = hooks.input_hooks(self.model, self.fns)
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        hooks_, self._hooks = self._hooks, None
-        if hooks_ is not None:
-            hooks_.close()
-        return False
-
-    def __repr__(self) -> str:
-        return (f"deactivate({self.n_neurons} neurons in {sum(1 for v in self.neurons.values() if v.numel())} "
-                f"of {self.n_layers} layers x {self.width})")
+        super().__init__(model, neurons, "zero", site=site)

@@ -174,6 +174,25 @@ class RobustnessSpec:
 
 
 @dataclass
+class SteeringSpec:
+    """Beyond the paper (obs6): steer and patch a language through its key region. Prompts are corpus sentences
+    outside the sample the regions are found on; every prompt language meets every target language."""
+
+    prompts_per_language: int = _at_least(2, 2)
+    max_new_tokens: int = _at_least(1, 10)
+    # "set": the region's neurons are set to strength x the target language's mean activation (LAPE's
+    # "activate" at strength 1); "add": that vector is added to them
+    mode: Literal["set", "add"] = "set"
+    strengths: list[float] = _ranged(lambda: [1.0, 4.0], lambda v: len(v) > 0 and all(s > 0 for s in v),
+                                     "must be a non-empty list of positive factors")
+    patch_languages: list[str] | None = None  # targets of per-layer patching; None: the first 3 of `languages`
+    layer_bands: int = _at_least(1, 3)  # patching: each region cut into this many bands of consecutive layers
+    perplexity_strength: float = _ranged(1.0, lambda v: v > 0, "must be > 0")
+    perplexity_tokens: int = _at_least(2, 96)  # per language, scored in windows of perplexity.seqlen
+    seed: int = 0  # random control sets
+
+
+@dataclass
 class MapSpec:
     sentences: int = _at_least(1, 100)  # sentence ids per language in the similarity map (Figure 2)
     layer_sentences: int = _at_least(1, 12)  # ... in the per-layer slider (one map per layer goes into the HTML)
@@ -202,6 +221,7 @@ class Params:
     uncertainty: UncertaintySpec = field(default_factory=UncertaintySpec)
     diagnostics: DiagnosticsSpec = field(default_factory=DiagnosticsSpec)
     robustness: RobustnessSpec = field(default_factory=RobustnessSpec)
+    steering: SteeringSpec = field(default_factory=SteeringSpec)
     maps: MapSpec = field(default_factory=MapSpec)
     checkpoints: SeriesSpec = field(default_factory=SeriesSpec)
     sizes: SeriesSpec = field(default_factory=SeriesSpec)
@@ -267,6 +287,8 @@ NOTEBOOKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "appendix": ("appendix_llama2", "Appendix C: an English-centric model family",
                  ("languages", "family", "corpus", "capture", "regions", "perplexity", "accuracy", "generation",
                   "uncertainty", "diagnostics", "maps")),
+    "obs6": ("obs6_steering", "Beyond the paper: steering and patching a language through its key region",
+             ("languages", "model", "corpus", "capture", "regions", "perplexity", "uncertainty", "steering")),
 }
 
 
@@ -450,6 +472,10 @@ def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None
                               f"appendix switch "
                               f"off each generation language's key region, and key regions are found for `languages` "
                               f"only; add {lang!r} to languages or remove it from generation.languages")
+    for i, lang in enumerate((p.steering.patch_languages or []) if "obs6" in p.notebooks else []):
+        if lang not in p.languages:
+            raise ParamsError(f"steering.patch_languages[{i}]: {lang!r} is not in languages {p.languages}: key "
+                              f"regions are found for `languages` only")
     _model_path(p.model, base, "model")
     for name in ("checkpoints", "sizes", "family"):
         for i, m in enumerate(getattr(p, name).models):

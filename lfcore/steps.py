@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .params import (AccuracySpec, CaptureSpec, CorpusSpec, GenerationSpec, ModelSpec, PerplexitySpec,
-                     RobustnessSpec, UncertaintySpec)
+                     RobustnessSpec, SteeringSpec, UncertaintySpec)
 
 
 def digest(obj) -> str:
@@ -148,18 +148,21 @@ def label(m: ModelSpec) -> str:
     return m.label or BUNDLED.get(m.spec) or (f"{m.spec}@{m.revision}" if m.revision else Path(m.spec).name)
 
 
-def sentences(c: CorpusSpec, langs: list[str]):
-    """The parallel sample: ``c.n`` sentence ids present in every language of ``langs``, drawn with ``c.seed``."""
+def full_corpus(c: CorpusSpec, langs: list[str]):
+    """Every sentence of the corpus ``c`` names, in ``langs``, before the draw of ``sentences``."""
     from .corpus import load_corpus
 
     if c.source == "bible":
-        full = load_corpus({lang: c.files[lang] for lang in langs}, books=c.books)
-    elif c.source.startswith("hf:"):
-        full = load_corpus(c.source, name=c.hf_config, split=c.split, langs=langs, id_column=c.id_column,
+        return load_corpus({lang: c.files[lang] for lang in langs}, books=c.books)
+    if c.source.startswith("hf:"):
+        return load_corpus(c.source, name=c.hf_config, split=c.split, langs=langs, id_column=c.id_column,
                            text_columns=c.text_columns, revision=c.revision)
-    else:
-        full = load_corpus(c.source)
-    return full.select(langs, c.n, c.seed)
+    return load_corpus(c.source)
+
+
+def sentences(c: CorpusSpec, langs: list[str]):
+    """The parallel sample: ``c.n`` sentence ids present in every language of ``langs``, drawn with ``c.seed``."""
+    return full_corpus(c, langs).select(langs, c.n, c.seed)
 
 
 def perplexity_texts(cfg: PerplexitySpec, langs: list[str], tokenizer=None) -> dict[str, list[str]]:
@@ -350,3 +353,76 @@ def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSp
     return cache.frame("lape", parts, lambda: lape_overlap(lape(activation_probabilities(
         lm, corpus, batch_size=capture.batch_size, max_length=capture.max_length,
         pool_special_tokens=capture.pool_special_tokens, progress=False)), regions))
+
+
+# ------------------------------------------------------------------------------------ obs6: steering
+
+STEERING_CODE = ("steering.py", "intervene.py", "evaluate.py", "langid.py", "hooks.py", "models.py", "regions.py")
+
+
+def held_out_prompts(c: CorpusSpec, langs: list[str], sample, n: int, seed: int):
+    """``n`` sentence ids of the corpus, present in every language of ``langs`` and not in ``sample`` (the
+    sentences the key regions are found on), as a ``ParallelCorpus``: the steering prompts."""
+    from .corpus import ParallelCorpus
+
+    full = full_corpus(c, langs).select(langs)
+    used = set(sample.ids)
+    rest = ParallelCorpus([r for r in full.records if r.sentence_id not in used], name=full.name, meta=full.meta)
+    if len(rest.ids) < n:
+        raise ValueError(f"steering.prompts_per_language: {n} held-out sentence ids needed, but the corpus has only "
+                         f"{len(rest.ids)} outside the sample of corpus.n = {len(used)}; lower one of them")
+    return rest.select(langs, n, seed)
+
+
+def _steering_parts(lm, regions, acts, prompts, cfg: SteeringSpec) -> dict:
+    from importlib.metadata import version
+
+    return dict(model=lm.meta(), regions=digest(regions.mask), acts=acts.meta,
+                rows=digest([acts.sentence_ids, acts.langs]), prompts=prompts.fingerprint(),
+                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, py3langid=version("py3langid"),
+                code=code_digest(*STEERING_CODE))
+
+
+def steering_generations(lm, regions, acts, prompts, cfg: SteeringSpec, cache: ResultCache) -> pd.DataFrame:
+    """``steering.continuations`` with no intervention and with every language's region (and its random control)
+    steered at each of ``cfg.strengths``, through the cache."""
+    from .steering import baseline, continuations, steering_conditions
+
+    parts = dict(_steering_parts(lm, regions, acts, prompts, cfg), mode=cfg.mode, strengths=cfg.strengths)
+    return cache.frame("steering", parts, lambda: continuations(
+        lm, prompts, [baseline(), *steering_conditions(lm, regions, acts, cfg.strengths, cfg.mode, cfg.seed)],
+        cfg.max_new_tokens))
+
+
+def patching_generations(lm, regions, prompt_acts, prompts, cfg: SteeringSpec, cache: ResultCache) -> pd.DataFrame:
+    """``steering.continuations`` with each of ``cfg.patch_languages`` (None: the first three languages of the
+    regions) patched in, whole region, random control and band by band, through the cache (``prompt_acts``: a
+    capture of the prompt sentences)."""
+    from .steering import continuations, patch_conditions
+
+    targets = cfg.patch_languages or list(regions.langs)[:3]
+    parts = dict(_steering_parts(lm, regions, prompt_acts, prompts, cfg), targets=targets, bands=cfg.layer_bands)
+    return cache.frame("patching", parts, lambda: continuations(
+        lm, prompts, patch_conditions(lm, regions, prompt_acts, prompts, targets, cfg.layer_bands, cfg.seed),
+        cfg.max_new_tokens))
+
+
+def steering_perplexity(lm, regions, acts, ppl: PerplexitySpec, cfg: SteeringSpec, cache: ResultCache) -> pd.DataFrame:
+    """Perplexity of every language with each language's region (and its random control) steered at
+    ``cfg.perplexity_strength``: a deactivation-style table (% change over the plain model), through the cache.
+    The text: the first ``cfg.perplexity_tokens`` tokens of each language's ``ppl`` text, windows of
+    ``ppl.seqlen``."""
+    from .evaluate import deactivation_table as compute
+    from .evaluate import start_token
+    from .steering import perplexity_sets, steering_conditions
+
+    texts = perplexity_texts(dataclasses.replace(ppl, max_tokens=cfg.perplexity_tokens), list(regions.langs),
+                             lm.tokenizer)
+    parts = dict(model=lm.meta(), regions=digest(regions.mask), acts=acts.meta,
+                 rows=digest([acts.sentence_ids, acts.langs]), texts=digest(texts), mode=cfg.mode, strength=cfg.perplexity_strength, seed=cfg.seed,
+                 seqlen=ppl.seqlen, batch_size=ppl.batch_size, bos=start_token(lm.tokenizer, ppl.add_bos),
+                 code=code_digest(*STEERING_CODE, "fastattn.py"))
+    return cache.frame("steering_perplexity", parts, lambda: compute(
+        lm, texts, perplexity_sets(steering_conditions(lm, regions, acts, [cfg.perplexity_strength], cfg.mode,
+                                                       cfg.seed)),
+        seqlen=ppl.seqlen, batch_size=ppl.batch_size, add_bos=ppl.add_bos, progress=False))

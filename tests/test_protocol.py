@@ -166,7 +166,7 @@ def test_epsilon_is_added_to_every_normalised_value():
     kr = key_regions(acts, 1.0, epsilon=eps)
     assert kr.meta["epsilon"] == eps
     with pytest.raises(ValueError, match="epsilon=-1 must be >= 0"):
-        key_regions(acts, epsilon=-1)
+        key_regions(acts, 1.0, epsilon=-1)
 
 
 def test_the_table_step_keys_on_the_window_scheme(tiny_llama, tmp_path):
