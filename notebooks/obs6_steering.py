@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: lfcore
+#     language: python
+#     name: lfcore
+# ---
+
 # %% [markdown]
 # # Beyond the paper: steering and patching a language through its key region
 #
@@ -21,20 +29,21 @@
 # windows (perplexity). Prompts are corpus sentences *outside* the sample the regions are found on.
 
 # %% tags=["parameters"]
-title = "Offline default: Gemma 3 270M on the bundled NTREX-128 sample"
+title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
-model = {"spec": "gemma-3-270m", "revision": None, "dtype": "float32", "device_map": None}
+model = {"spec": "gemma-3-270m", "revision": None, "dtype": "float32", "device_map": None, "site": None}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
-capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False}
-regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5]}
+capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False,
+           "add_special_tokens": True}
+regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5], "epsilon": 0.0}
 perplexity = {"source": "ntrex128-passages", "documents": 2, "max_tokens": 256, "seqlen": 64, "stride": None,
-              "batch_size": 8, "random_percent": 10.0, "seed": 0}
+              "windows": "overlapping", "batch_size": 8, "random_percent": 10.0, "seed": 0}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 steering = {"prompts_per_language": 2, "max_new_tokens": 10, "mode": "set", "strengths": [1.0, 4.0],
             "patch_languages": ["zh", "hi"], "layer_bands": 3, "perplexity_strength": 1.0,
             "perplexity_tokens": 96, "seed": 0}
-out_dir = "../reports/interactive/obs6_steering"  # JupyterLab runs write here (git-ignored)
-cache_dir = "../reports/interactive/cache"
+out_dir = "reports/interactive/obs6_steering"  # relative to the repository root (git-ignored)
+cache_dir = "reports/interactive/cache"
 
 # %%
 import lfcore.params
@@ -60,7 +69,7 @@ lm = lfcore.steps.load(p.model)
 report.model(lm.meta())
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
 acts = report.cache.activations(lm, sentences, p.capture)
-key = lfcore.regions.key_regions(acts, p.regions.threshold)
+key = lfcore.regions.key_regions(acts, p.regions.threshold, p.regions.epsilon)
 prompts = lfcore.steps.held_out_prompts(p.corpus, p.languages, sentences, p.steering.prompts_per_language,
                                         p.steering.seed)
 report.table(key.summary(), "key_region_sizes")
