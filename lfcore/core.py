@@ -1,4 +1,5 @@
-"""The model-free core: labelled activations, neuron sets and their conversions, table labels.
+"""The model-free core: labelled activations, neuron sets and their conversions (a mask to a set, a language's
+mean or per-sentence activations as ``intervene`` values), table labels.
 
 Imports nothing else from lfcore, so the math modules (metrics, regions, uncertainty, diagnostics,
 robustness, plots) build on it without the model stack (checked by import-linter in tests/test_layers.py).
@@ -218,3 +219,22 @@ def mask_to_set(mask: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Te
     >>> mask_to_set(regions.mask[k], regions.layers)  # mask (n_layers, width) -> {layer: LongTensor}
     """
     return {layer: mask[b].nonzero()[:, 0] for b, layer in enumerate(layers) if mask[b].any()}
+
+
+def language_means(acts: Activations, lang: str) -> dict[int, torch.Tensor]:
+    """Mean pooled activation of ``lang``'s sentences: ``{layer: (width,)}``, an ``intervene`` "set" value
+    ("activate")."""
+    rows = acts.select(langs=lang)
+    return {layer: rows.values[:, b].mean(0) for b, layer in enumerate(rows.layers)}
+
+
+def patch_values(acts: Activations, lang: str, ids: Sequence[str]) -> dict[int, torch.Tensor]:
+    """The pooled activations of sentences ``ids`` in language ``lang``, one row per id in the given order:
+    ``{layer: (len(ids), width)}``, the per-prompt ``intervene`` "set" value that patches from ``lang``.
+
+    >>> with intervene(lm.model, region, "set", patch_values(acts, "fr", ids_of_the_prompts)): ...
+    """
+    rows = acts.select(langs=lang, ids=ids)
+    where = {sid: r for r, sid in enumerate(rows.sentence_ids)}
+    order = torch.tensor([where[sid] for sid in ids], dtype=torch.long)  # select keeps the acts' order
+    return {layer: rows.values[order, b] for b, layer in enumerate(rows.layers)}

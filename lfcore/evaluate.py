@@ -31,6 +31,7 @@ from .core import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT, NeuronSet
 from .deactivate import deactivate
 from .fastattn import fused_attention
 from .hooks import module_device
+from .intervene import intervene
 from .models import neuron_sites, neuron_width, position_limit
 from .uncertainty import deactivation_intervals
 
@@ -304,11 +305,21 @@ def perplexity(model: nn.Module, tokenizer, texts: str | Sequence[str], seqlen: 
 # ---------------------------------------------------------------------------------------------- Table 1
 
 
+def _block(lm, neurons: NeuronSet | intervene | None) -> intervene:
+    """``neurons`` itself if it is an ``intervene`` block on ``lm.model``, else a ``deactivate`` block of it."""
+    if isinstance(neurons, intervene):
+        if neurons.model is not lm.model:
+            raise ValueError("an intervene block given as a condition must be built on this model (lm.model)")
+        return neurons
+    return deactivate(lm.model, neurons, lm.site)
+
+
 def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mapping[str, NeuronSet], *,
                        seqlen: int = 2048, stride: int | None = None, batch_size: int = 4,
                        total_neurons: int | None = None, add_bos: bool | None = None,
                        progress: bool = True, windows: str = "overlapping") -> pd.DataFrame:
-    """Table 1: perplexity per language with the full model and with each neuron set deactivated.
+    """Table 1: perplexity per language with the full model and with each neuron set deactivated (or, for a
+    set given as an ``intervene`` block, edited as that block says).
 
     Rows: the languages of ``texts``, then "Key Neuron Number" and "Key Neuron Percentage" (of
     ``total_neurons``, default layers x width). Columns: "Full model Perplexity" (absolute), then one column
@@ -321,7 +332,7 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
         raise ValueError("texts is empty: pass {lang: text or list of texts}")
     if FULL in sets or FULL_COLUMN in sets:
         raise ValueError(f"{FULL!r} is reserved for the baseline; rename that set")
-    blocks = {name: deactivate(lm.model, neurons, lm.site) for name, neurons in sets.items()}  # validate all first
+    blocks = {name: _block(lm, neurons) for name, neurons in sets.items()}  # validate all first
     total = total_neurons or len(neuron_sites(lm.model, lm.site)) * neuron_width(lm.model, lm.site)
     _check_seqlen(lm.model, seqlen)
     cut = {}
@@ -428,11 +439,12 @@ def lm_eval_model(lm, batch_size: int = 8, max_length: int | None = None):
 
 
 def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limit: int | float | None = None,
-                          neurons: NeuronSet | None = None, batch_size: int = 8) -> pd.DataFrame:
-    """Accuracy of lfcore task ``{task}_{lang}`` for each language, optionally with ``neurons`` deactivated.
+                          neurons: NeuronSet | intervene | None = None, batch_size: int = 8) -> pd.DataFrame:
+    """Accuracy of lfcore task ``{task}_{lang}`` for each language, optionally with ``neurons`` deactivated
+    (or edited, given an ``intervene`` block).
 
-    Runs ``lm_eval.simple_evaluate`` inside ``deactivate(lm.model, neurons)``, so the scores are those of the
-    deactivated model (the request cache is off). Returns columns lang, task, acc, acc_stderr, n;
+    Runs ``lm_eval.simple_evaluate`` inside ``deactivate(lm.model, neurons)`` (or the given block), so the scores
+    are those of the edited model (the request cache is off). Returns columns lang, task, acc, acc_stderr, n;
     ``df.attrs["loglikelihoods"][lang]`` lists, per document, its id, target and choice log-likelihoods.
     """
     import lm_eval
@@ -443,7 +455,7 @@ def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limi
     if unknown:
         known = sorted(t for t in manager.all_subtasks if t.startswith(f"{task}_")) or manager.all_subtasks
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; lfcore has {', '.join(known)}")
-    block = deactivate(lm.model, neurons, lm.site)
+    block = _block(lm, neurons)
     with block:
         out = lm_eval.simple_evaluate(model=lm_eval_model(lm, batch_size), tasks=list(names.values()),
                                       task_manager=manager, limit=limit, log_samples=True, use_cache=None,
@@ -497,11 +509,12 @@ def generate(lm, prompts: Mapping[str, Sequence[str]] | None, neurons_by_conditi
     one left-padded batch per condition.
 
     ``prompts`` is ``{lang: [prompt, ...]}`` (``None``: ``DEFAULT_PROMPTS``); ``neurons_by_condition`` maps a
-    condition name to a neuron set (``None`` or ``{}``: the full model). Returns one row per condition,
+    condition name to a neuron set to deactivate (``None`` or ``{}``: the full model) or an ``intervene`` block
+    (a per-prompt value has one row per prompt, in the order of ``prompts``). Returns one row per condition,
     language and prompt: condition, lang, index, prompt, output (decoded new tokens), output_ids.
     """
     prompts = DEFAULT_PROMPTS if prompts is None else prompts
-    blocks = {name: deactivate(lm.model, neurons, lm.site) for name, neurons in neurons_by_condition.items()}
+    blocks = {name: _block(lm, neurons) for name, neurons in neurons_by_condition.items()}
     device = module_device(lm.model.get_input_embeddings())
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else lm.tokenizer.eos_token_id
     eos = lm.model.generation_config.eos_token_id

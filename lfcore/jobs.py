@@ -2,12 +2,13 @@
 submitit), so that the notebooks then read every result from the step cache.
 
 ``plan(p)`` derives the jobs from the params: one per model and step kind. ``capture``: the activations and what
-the notebooks compute from them through the cache (score intervals, the first-token recapture, LAPE);
-``deactivation``: Table 1/4 and the generations under the same neuron sets; ``accuracy``: the lm-eval task. A job
-(``run_step``) calls the ``lfcore.steps`` functions the notebooks call, with the same arguments, so it fills
-exactly the keys a notebook asks for; two jobs needing one key meet at its lock (``cache.Cache.lock``). Each finished
-job writes a record, ``<cache>/jobs/<step id>.json`` (wall time, GPUs, parameter count, work units, cache hits
-and misses); a rerun submits only the steps without one. ``estimate`` scales the recorded costs to other params.
+the notebooks compute from them through the cache (score intervals, the first-token recapture, LAPE, obs6's
+steering and patching); ``deactivation``: Table 1/4 and the generations under the same neuron sets;
+``accuracy``: the lm-eval task. A job (``run_step``) calls the ``lfcore.steps`` functions the notebooks call,
+with the same arguments, so it fills exactly the keys a notebook asks for; two jobs needing one key meet at
+its lock (``cache.Cache.lock``). Each finished job writes a record, ``<cache>/jobs/<step id>.json`` (wall
+time, GPUs, parameter count, work units, cache hits and misses); a rerun submits only the steps without one.
+``estimate`` scales the recorded costs to other params.
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ from .cache import Cache, atomic_write, code_digest, make_key
 from .diagnostics import exclusion_table
 from .params import ModelSpec, Params, ResourceSpec
 from .regions import key_regions
-from .steps import (activations, first_token_effect, generations, intervals, key_region_sets, label, lape_comparison,
-                    load, perplexity_table, perplexity_texts, sentences, task_accuracy, without_dominant)
+from .steps import (activations, first_token_effect, generations, held_out_prompts, intervals, key_region_sets, label,
+                    lape_comparison, load, patching_generations, perplexity_table, perplexity_texts, sentences,
+                    steering_generations, steering_perplexity, task_accuracy, without_dominant)
 
 # What each notebook asks of the cache: the params section naming its models, the parts every model needs per
 # step kind, and the parts only its first model needs. Kept in step with the notebooks by the test that runs
@@ -38,11 +40,13 @@ NEEDS: dict[str, tuple[str, dict[str, tuple[str, ...]], dict[str, tuple[str, ...
     "obs3": ("checkpoints", {"capture": ("series_intervals",)}, {}),
     "obs4": ("checkpoints", {"capture": ("series_intervals",), "accuracy": ("accuracy",)}, {}),
     "obs5": ("sizes", {"capture": ("series_intervals",), "accuracy": ("accuracy",)}, {}),
+    "obs6": ("model", {"capture": ("steering",)}, {}),
     "appendix": ("family", {"capture": ("series_intervals",), "accuracy": ("accuracy",)},
                  {"capture": ("intervals",), "deactivation": ("table",)}),
 }
 # the params sections a step kind reads (with the model and lfcore's code, they make the step id)
-READS = {"capture": ("languages", "corpus", "capture", "regions", "uncertainty", "diagnostics", "robustness"),
+READS = {"capture": ("languages", "corpus", "capture", "regions", "uncertainty", "diagnostics", "robustness",
+                     "perplexity", "steering"),
          "deactivation": ("languages", "corpus", "capture", "regions", "perplexity", "generation"),
          "accuracy": ("accuracy",)}
 TASK_DOCS = {"xcopa_xl": 500, "xstorycloze_xl": 1511}  # documents per language when accuracy.limit is null
@@ -139,6 +143,13 @@ def run_step(step: Step, p: Params, cache: str) -> dict:
         if "lape" in step.parts:
             lape_comparison(lm, corpus, key_regions(acts, p.regions.threshold, p.regions.epsilon), p.robustness,
                             p.capture, rc)
+        if "steering" in step.parts:  # obs6: the steering and patching generations, the steered perplexity
+            key = key_regions(acts, p.regions.threshold, p.regions.epsilon)
+            prompts = held_out_prompts(p.corpus, p.languages, corpus, p.steering.prompts_per_language,
+                                       p.steering.seed)
+            steering_generations(lm, key, acts, prompts, p.steering, rc)
+            patching_generations(lm, key, activations(lm, prompts, p.capture, rc), prompts, p.steering, rc)
+            steering_perplexity(lm, key, acts, p.perplexity, p.steering, rc)
     elif step.kind == "deactivation":
         sets = key_region_sets(key_regions(acts, p.regions.threshold, p.regions.epsilon), p.perplexity)
         perplexity_table(lm, perplexity_texts(p.perplexity, p.languages, lm.tokenizer), sets, p.perplexity, rc)

@@ -178,6 +178,28 @@ class RobustnessSpec(_Spec):
     lape: bool = False  # also select neurons by LAPE and compare (one more pass: about a minute offline)
 
 
+class SteeringSpec(_Spec):
+    """Beyond the paper (obs6): steer and patch a language through its key region. Prompts are corpus sentences
+    outside the sample the regions are found on; every prompt language meets every target language. The offline
+    default: 2 held-out prompts per language, 10 new tokens, every region at 2 strengths against a size-matched
+    random set, per-layer patching for zh and hi, perplexity with each region steered."""
+
+    prompts_per_language: Annotated[int, _at_least(2)] = 2
+    max_new_tokens: Annotated[int, _at_least(1)] = 10
+    # "set": the region's neurons are set to strength x the target language's mean activation (LAPE's
+    # "activate" at strength 1); "add": that vector is added to them
+    mode: Literal["set", "add"] = "set"
+    strengths: Annotated[list[float], _rule(lambda v: len(v) > 0 and all(s > 0 for s in v),
+                                            "must be a non-empty list of positive factors")] = Field(
+        default_factory=lambda: [1.0, 4.0])
+    # targets of per-layer patching (a subset of Params.languages); None: the first 3 of `languages`
+    patch_languages: list[str] | None = Field(default_factory=lambda: ["zh", "hi"])
+    layer_bands: Annotated[int, _at_least(1)] = 3  # patching: each region cut into bands of consecutive layers
+    perplexity_strength: Annotated[float, _rule(lambda v: v > 0, "must be > 0")] = 1.0
+    perplexity_tokens: Annotated[int, _at_least(2)] = 96  # per language, scored in windows of perplexity.seqlen
+    seed: int = 0  # random control sets
+
+
 class MapSpec(_Spec):
     sentences: Annotated[int, _at_least(1)] = 100  # sentence ids per language in the similarity map (Figure 2)
     layer_sentences: Annotated[int, _at_least(1)] = 12  # ... in the per-layer slider (one map per layer in the HTML)
@@ -204,6 +226,7 @@ class Params(_Spec):
     uncertainty: UncertaintySpec = Field(default_factory=UncertaintySpec)
     diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
     robustness: RobustnessSpec = Field(default_factory=RobustnessSpec)
+    steering: SteeringSpec = Field(default_factory=SteeringSpec)
     maps: MapSpec = Field(default_factory=MapSpec)
     checkpoints: SeriesSpec = Field(default_factory=lambda: SeriesSpec(
         models=[ModelSpec(label="Gemma 3 270M (base, GGUF Q4_K_M), final")],
@@ -380,7 +403,8 @@ def _model_path(m: ModelSpec, base: Path, where: str) -> None:
 
 def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None:
     """Cross-field checks: files exist, languages and sentences exist in the corpus, windows, task and prompts,
-    thresholds are reachable (when ``regions`` is given, or ``whole`` file runs a notebook that uses it)."""
+    thresholds are reachable and patch languages have regions (when ``regions`` / ``steering`` is given, or a
+    ``whole`` file runs a notebook that uses it)."""
     if "notebooks" in present:
         if not p.notebooks:
             raise ParamsError(f"notebooks: the list is empty, so nothing would run; list some of {', '.join(NOTEBOOKS)}"
@@ -442,6 +466,12 @@ def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None
             _model_path(m, base, f"{name}.models[{i}]")
     if "regions" in present or (whole and any("regions" in NOTEBOOKS[nb][2] for nb in p.notebooks)):
         _check_thresholds(p)
+    if "steering" in present or (whole and "obs6" in p.notebooks):
+        for i, lang in enumerate(p.steering.patch_languages or []):
+            if lang not in p.languages:
+                raise ParamsError(f"steering.patch_languages[{i}]: {lang!r} is not in languages {p.languages}: key "
+                                  f"regions are found for `languages` only; set steering.patch_languages to some of "
+                                  f"them (null: the first three)")
 
 
 def _check_thresholds(p: Params) -> None:

@@ -199,13 +199,15 @@ def key_region_sizes(sizes: pd.Series | pd.DataFrame, title: str = "Key neurons 
 
 
 def deactivation_heatmap(table: pd.DataFrame, intervals: pd.DataFrame | None = None,
-                         title: str = "Perplexity increase (%) after deactivation") -> go.Figure:
+                         title: str = "Perplexity increase (%) after deactivation", diverging: bool = False,
+                         x_title: str = "deactivated key region") -> go.Figure:
     """Table 1/4 as a heatmap: rows = evaluated language, columns = deactivated set, cells = % increase.
 
     table: ``evaluate.deactivation_table``; intervals: ``uncertainty.deactivation_intervals`` (hover).
     Increases span orders of magnitude (a few % off the diagonal, tens of thousands % on it), so the colour is
     log10(1 + increase) with the colour bar labelled in %, and a decrease is drawn as 0; the printed numbers
-    and the hover are the raw percentages.
+    and the hover are the raw percentages. ``diverging``: a red-blue scale centred on 0 (stopping at the 95th
+    percentile of |change|), for sets that can lower perplexity too (steered regions).
     """
 
     cells = table.drop(index=[KEY_NUMBER, KEY_PERCENT], errors="ignore").drop(columns=[FULL_COLUMN])
@@ -218,15 +220,77 @@ def deactivation_heatmap(table: pd.DataFrame, intervals: pd.DataFrame | None = N
         hover = [[h + (f"<br>interval [{ci.loc[(r, c), 'ci_low']:+,.1f}%, {ci.loc[(r, c), 'ci_high']:+,.1f}%]"
                        if (r, c) in ci.index else "") for h, c in zip(row, cells.columns)]
                  for r, row in zip(cells.index, hover)]
-    top = max(1.0, float(np.nanmax(raw)) if np.isfinite(raw).any() else 1.0)
-    ticks = [t for t in (0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000) if t <= top]
-    fig = go.Figure(go.Heatmap(z=_list(np.log10(1 + np.clip(raw, 0, None)), 4), x=[f"×{c}" for c in cells.columns],
-                               y=list(cells.index), text=text, texttemplate="%{text}", hovertext=hover,
-                               hoverinfo="text", colorscale="Reds", zmin=0, zmax=float(np.log10(1 + top)),
-                               colorbar=dict(title="% increase (log)", tickvals=_list(np.log10(1 + np.array(ticks)), 4),
-                                             ticktext=[f"{t:,}%" for t in ticks])))
+    if diverging:
+        top = float(np.nanpercentile(np.abs(raw), 95)) or None
+        fig = go.Figure(go.Heatmap(z=_list(raw, 2), x=list(cells.columns), y=list(cells.index), text=text,
+                                   texttemplate="%{text}", hovertext=hover, hoverinfo="text", colorscale="RdBu_r",
+                                   zmid=0, zmin=-top if top else None, zmax=top, colorbar=dict(title="% change")))
+    else:
+        top = max(1.0, float(np.nanmax(raw)) if np.isfinite(raw).any() else 1.0)
+        ticks = [t for t in (0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000) if t <= top]
+        fig = go.Figure(go.Heatmap(z=_list(np.log10(1 + np.clip(raw, 0, None)), 4), x=[f"×{c}" for c in cells.columns],
+                                   y=list(cells.index), text=text, texttemplate="%{text}", hovertext=hover,
+                                   hoverinfo="text", colorscale="Reds", zmin=0, zmax=float(np.log10(1 + top)),
+                                   colorbar=dict(title="% increase (log)",
+                                                 tickvals=_list(np.log10(1 + np.array(ticks)), 4),
+                                                 ticktext=[f"{t:,}%" for t in ticks])))
     fig.update_yaxes(autorange="reversed", title="evaluated language")
-    fig.update_layout(title=title, template=TEMPLATE, xaxis_title="deactivated key region", height=460)
+    fig.update_layout(title=title, template=TEMPLATE, xaxis_title=x_title, height=460)
+    return fig
+
+
+def switch_matrix(matrix: pd.DataFrame, title: str = "Continuations detected as the steered language") -> go.Figure:
+    """Heatmap of shares: rows = prompt language, columns = steered (target) language (``steps.switch_matrix``)."""
+    z = matrix.to_numpy(dtype=float)
+    text = [["" if np.isnan(v) else f"{100 * v:.0f}%" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=_list(z, 3), x=list(matrix.columns), y=list(matrix.index), text=text,
+                               texttemplate="%{text}", colorscale="Blues", zmin=0, zmax=1,
+                               hovertemplate="prompt %{y}, steered to %{x}: %{z:.0%}<extra></extra>",
+                               colorbar=dict(title="share")))
+    fig.update_yaxes(autorange="reversed", title="prompt language")
+    fig.update_layout(title=title, template=TEMPLATE, xaxis_title="steered language", height=460)
+    return fig
+
+
+def _error_y(df: pd.DataFrame) -> dict:
+    return dict(type="data", symmetric=False, array=_list(df.ci_high - df.share, 3),
+                arrayminus=_list(df.share - df.ci_low, 3))
+
+
+def dose_response(shares: pd.DataFrame, title: str = "Switch rate against steering strength") -> go.Figure:
+    """One panel per target language: share of other-language prompts detected as the target against the
+    strength, for the region and its size-matched random control (``uncertainty.share_intervals`` rows with
+    target, kind, strength; bars: intervals), and the plain model's share as a dotted line."""
+    targets = [t for t in shares.target.unique() if t is not None]
+    cols = min(3, len(targets))
+    rows = -(-len(targets) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"steered to {t}" for t in targets], shared_yaxes=True)
+    for k, t in enumerate(targets):
+        r, c = k // cols + 1, k % cols + 1
+        for kind, color in (("region", LRDS_COLOR), ("random", "grey")):
+            d = shares[(shares.target == t) & (shares.kind == kind)].sort_values("strength")
+            fig.add_trace(go.Scatter(x=_list(d.strength), y=_list(d.share, 3), error_y=_error_y(d), name=kind,
+                                     mode="lines+markers", line=dict(color=color), legendgroup=kind,
+                                     showlegend=k == 0), row=r, col=c)
+        plain = shares[(shares.target == t) & (shares.kind == "none")]
+        if len(plain):
+            fig.add_hline(y=float(plain.share.iloc[0]), line_dash="dot", line_color="black", row=r, col=c)
+    fig.update_xaxes(type="log", title_text="strength (x mean activation)", row=rows)
+    fig.update_yaxes(range=[-0.02, 1.02], col=1, title_text="share")
+    fig.update_layout(title=title, template=TEMPLATE, height=260 * rows + 80, legend=dict(orientation="h", y=1.1))
+    return fig
+
+
+def patch_bands(shares: pd.DataFrame, title: str = "Patching: which layers carry the switch") -> go.Figure:
+    """Grouped bars per target language: share of other-language prompts detected as the target with the whole
+    region patched, each band of its layers alone, and the random control (rows with target, kind, band)."""
+    fig = go.Figure()
+    for (kind, band), d in shares.groupby(["kind", "band"], sort=False):
+        name = "random (all layers)" if kind == "random" else f"region, {band}"
+        fig.add_trace(go.Bar(x=list(d.target), y=_list(d.share, 3), error_y=_error_y(d), name=name,
+                             marker_color="grey" if kind == "random" else None))
+    fig.update_layout(title=title, template=TEMPLATE, barmode="group", xaxis_title="patched-in language",
+                      yaxis_title="share", yaxis_range=[0, 1.02], height=420)
     return fig
 
 

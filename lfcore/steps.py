@@ -21,14 +21,15 @@ import pandas as pd
 from .cache import Cache, code_key
 from .capture import activation_probabilities, capture
 from .core import FULL_COLUMN, Activations
-from .corpus import from_hf_dataset, load_corpus
+from .corpus import ParallelCorpus, from_hf_dataset, load_corpus
 from .diagnostics import compare_pooling, exclude_dominant
 from .evaluate import DEFAULT_PROMPTS, FULL, crosslingual_accuracy, deactivation_table, generate, start_token
 from .models import BUNDLED, load_model
 from .params import (AccuracySpec, CaptureSpec, CorpusSpec, GenerationSpec, ModelSpec, PerplexitySpec,
-                     RobustnessSpec, UncertaintySpec)
+                     RobustnessSpec, SteeringSpec, UncertaintySpec)
 from .regions import random_neurons
 from .robustness import lape, lape_overlap
+from .steering import baseline, continuations, patch_conditions, perplexity_sets, steering_conditions
 from .tasks.utils import XCOPA_FILE
 from .uncertainty import score_intervals
 
@@ -58,16 +59,19 @@ def label(m: ModelSpec) -> str:
     return m.label or BUNDLED.get(m.spec) or (f"{m.spec}@{m.revision}" if m.revision else Path(m.spec).name)
 
 
+def full_corpus(c: CorpusSpec, langs: list[str]):
+    """Every sentence of the corpus ``c`` names, in ``langs``, before the draw of ``sentences``."""
+    if c.source == "bible":
+        return load_corpus({lang: c.files[lang] for lang in langs}, books=c.books)
+    if c.source.startswith("hf:"):
+        return load_corpus(c.source, name=c.hf_config, split=c.split, langs=langs, id_column=c.id_column,
+                           text_columns=c.text_columns, revision=c.revision)
+    return load_corpus(c.source)
+
+
 def sentences(c: CorpusSpec, langs: list[str]):
     """The parallel sample: ``c.n`` sentence ids present in every language of ``langs``, drawn with ``c.seed``."""
-    if c.source == "bible":
-        full = load_corpus({lang: c.files[lang] for lang in langs}, books=c.books)
-    elif c.source.startswith("hf:"):
-        full = load_corpus(c.source, name=c.hf_config, split=c.split, langs=langs, id_column=c.id_column,
-                           text_columns=c.text_columns, revision=c.revision)
-    else:
-        full = load_corpus(c.source)
-    return full.select(langs, c.n, c.seed)
+    return full_corpus(c, langs).select(langs, c.n, c.seed)
 
 
 def perplexity_texts(cfg: PerplexitySpec, langs: list[str], tokenizer=None) -> dict[str, list[str]]:
@@ -233,3 +237,63 @@ def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSp
     return cache.frame("lape", parts, lambda: lape_overlap(lape(activation_probabilities(
         lm, corpus, batch_size=capture.batch_size, max_length=capture.max_length,
         pool_special_tokens=capture.pool_special_tokens, progress=False)), regions))
+
+
+# ------------------------------------------------------------------------------------ obs6: steering
+
+
+def held_out_prompts(c: CorpusSpec, langs: list[str], sample, n: int, seed: int):
+    """``n`` sentence ids of the corpus, present in every language of ``langs`` and not in ``sample`` (the
+    sentences the key regions are found on), as a ``ParallelCorpus``: the steering prompts."""
+    full = full_corpus(c, langs).select(langs)
+    used = set(sample.ids)
+    rest = ParallelCorpus([r for r in full.records if r.sentence_id not in used], name=full.name, meta=full.meta)
+    if len(rest.ids) < n:
+        raise ValueError(f"steering.prompts_per_language: {n} held-out sentence ids needed, but the corpus has only "
+                         f"{len(rest.ids)} outside the sample of corpus.n = {len(used)}; lower one of them")
+    return rest.select(langs, n, seed)
+
+
+def _steering_parts(lm, regions, acts, prompts, cfg: SteeringSpec) -> dict:
+    """What every steering result depends on: weights, regions, the activations the values come from, the prompts,
+    generation options, the language detector's version and the code."""
+    return dict(model=lm.meta(), regions=regions.mask, acts=acts.meta, rows=[acts.sentence_ids, acts.langs],
+                prompts=prompts.fingerprint(), max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                py3langid=version("py3langid"), code=code_key(continuations, steering_conditions, patch_conditions))
+
+
+def steering_generations(lm, regions, acts, prompts, cfg: SteeringSpec, cache: Cache) -> pd.DataFrame:
+    """``steering.continuations`` with no intervention and with every language's region (and its random control)
+    steered at each of ``cfg.strengths``, through the cache."""
+    parts = dict(_steering_parts(lm, regions, acts, prompts, cfg), mode=cfg.mode, strengths=cfg.strengths)
+    return cache.frame("steering", parts, lambda: continuations(
+        lm, prompts, [baseline(), *steering_conditions(lm, regions, acts, cfg.strengths, cfg.mode, cfg.seed)],
+        cfg.max_new_tokens))
+
+
+def patching_generations(lm, regions, prompt_acts, prompts, cfg: SteeringSpec, cache: Cache) -> pd.DataFrame:
+    """``steering.continuations`` with each of ``cfg.patch_languages`` (None: the first three languages of the
+    regions) patched in, whole region, random control and band by band, through the cache (``prompt_acts``: a
+    capture of the prompt sentences)."""
+    targets = cfg.patch_languages or list(regions.langs)[:3]
+    parts = dict(_steering_parts(lm, regions, prompt_acts, prompts, cfg), targets=targets, bands=cfg.layer_bands)
+    return cache.frame("patching", parts, lambda: continuations(
+        lm, prompts, patch_conditions(lm, regions, prompt_acts, prompts, targets, cfg.layer_bands, cfg.seed),
+        cfg.max_new_tokens))
+
+
+def steering_perplexity(lm, regions, acts, ppl: PerplexitySpec, cfg: SteeringSpec, cache: Cache) -> pd.DataFrame:
+    """Perplexity of every language with each language's region (and its random control) steered at
+    ``cfg.perplexity_strength``: a deactivation-style table (% change over the plain model), through the cache.
+    The text: the first ``cfg.perplexity_tokens`` tokens of each language's ``ppl`` text, windows of
+    ``ppl.seqlen``."""
+    texts = perplexity_texts(ppl.model_copy(update={"max_tokens": cfg.perplexity_tokens}), list(regions.langs),
+                             lm.tokenizer)
+    parts = dict(model=lm.meta(), regions=regions.mask, acts=acts.meta, rows=[acts.sentence_ids, acts.langs],
+                 texts=texts, mode=cfg.mode, strength=cfg.perplexity_strength, seed=cfg.seed, seqlen=ppl.seqlen,
+                 batch_size=ppl.batch_size, bos=start_token(lm.tokenizer, ppl.add_bos),
+                 code=code_key(deactivation_table, steering_conditions, perplexity_sets))
+    return cache.frame("steering_perplexity", parts, lambda: deactivation_table(
+        lm, texts, perplexity_sets(steering_conditions(lm, regions, acts, [cfg.perplexity_strength], cfg.mode,
+                                                       cfg.seed)),
+        seqlen=ppl.seqlen, batch_size=ppl.batch_size, add_bos=ppl.add_bos, progress=False))

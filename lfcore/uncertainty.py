@@ -287,3 +287,38 @@ def deactivation_intervals(window_nll: Mapping[str, Mapping[str, Sequence[float]
     df = pd.DataFrame(rows)
     df.attrs.update({"level": level, "n_boot": n_boot, "seed": seed})
     return df
+
+
+def share_intervals(hits: pd.DataFrame, by: Sequence[str], *, unit: Sequence[str] = ("lang", "id"), n_boot: int = 1000,
+                    level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Share of hits per group, with a percentile bootstrap interval over prompts.
+
+    hits: one row per prompt and condition, with the ``by`` columns, the prompt's label columns ``unit`` and a boolean
+    ``hit`` (e.g. "the continuation is detected as the steered language"). Within each group the prompts are
+    resampled with replacement; every group draws with the same seed over its prompts sorted by ``unit``, so
+    groups with the same prompts are resampled alike (paired: a region and its random control see the same
+    draws). Returns one row per group: the ``by`` columns, share, ci_low, ci_high, n (prompts).
+
+    >>> share_intervals(df.assign(hit=df.detected == df.target), ["condition", "lang"])
+    """
+    unit = list(unit)
+    missing = [c for c in [*by, *unit, "hit"] if c not in hits.columns]
+    if missing:
+        raise ValueError(f"share_intervals: columns {missing} missing (have {list(hits.columns)})")
+    if n_boot < 1 or not 0 < level < 1:
+        raise ValueError(f"need n_boot >= 1 and 0 < level < 1 (got {n_boot}, {level})")
+    rows = []
+    for key, group in hits.groupby(list(by), sort=False):
+        group = group.sort_values(unit)
+        dup = group.duplicated(unit)
+        if dup.any():
+            raise ValueError(f"group {key}: prompt {tuple(group[unit][dup].iloc[0])} appears twice; "
+                             f"add the column that tells the rows apart to `by`")
+        h = group.hit.to_numpy(dtype=np.float64)  # (n,)
+        w = np.random.default_rng(seed).multinomial(len(h), np.full(len(h), 1.0 / len(h)), size=n_boot)  # (B, n)
+        lo, hi = np.quantile(w @ h / len(h), [(1 - level) / 2, (1 + level) / 2])
+        rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "share": float(h.mean()),
+                     "ci_low": float(lo), "ci_high": float(hi), "n": len(h)})
+    df = pd.DataFrame(rows)
+    df.attrs.update({"level": level, "n_boot": n_boot, "seed": seed, "unit": unit})
+    return df

@@ -43,8 +43,8 @@ def test_plan_follows_the_params(tmp_path):
     assert len(names) == len(set(names)) == 15  # 7 distinct models: 7 captures, 7 accuracies, 1 deactivation
     main = next(s for s in steps if s.name == "capture of tiny:llama-32@step-1")
     # the main model is also the first checkpoint and the first of the family: one job serves them all
-    assert main.notebooks == ("obs1", "obs2", "obs3", "obs4", "appendix")
-    assert set(main.parts) == {"intervals", "intervals_clean", "first_token", "lape", "series_intervals"}
+    assert main.notebooks == ("obs1", "obs2", "obs3", "obs4", "obs6", "appendix")
+    assert set(main.parts) == {"intervals", "intervals_clean", "first_token", "lape", "series_intervals", "steering"}
     assert [s.name for s in lfcore.jobs.plan(p, ["obs3"])] == [f"capture of tiny:llama-32@step-{i}" for i in (1, 2, 3)]
     # a model's own resources replace the default; LLaMA-2-70b asks for its GPUs as one job
     llama = lfcore.jobs.plan(load_params(ROOT / "params" / "paper_llama2.yaml", check=False))

@@ -157,3 +157,20 @@ def test_threshold_widget_spans_a_threshold_outside_the_sweep(acts, monkeypatch)
     key = regions.key_regions(acts, threshold=2.2)  # below sqrt(6 - 1), the largest z-score with 6 languages
     slider = report.explore_threshold(key, [1.0, 1.5, 2.0]).children[0]
     assert (slider.min, slider.max, slider.value) == (1.0, 2.2, 2.2)  # not clamped to the sweep's 2.0
+
+
+def test_steering_figures():
+    matrix = pd.DataFrame([[0.9, 0.5], [0.25, 1.0]], index=["en", "zh"], columns=["en", "zh"])
+    data = _plain(plots.switch_matrix(matrix))["data"][0]
+    assert data["text"] == [["90%", "50%"], ["25%", "100%"]] and data["zmax"] == 1
+    shares = pd.DataFrame([{"target": t, "kind": k, "strength": s, "share": 0.5, "ci_low": 0.25, "ci_high": 0.75,
+                            "band": b} for t in ("en", "zh") for k, s, b in
+                           (("none", 0.0, "all"), ("region", 1.0, "all"), ("region", 4.0, "all"),
+                            ("random", 1.0, "all"), ("random", 4.0, "all"), ("region", float("nan"), "layers 0-1"))])
+    fig = _plain(plots.dose_response(shares[shares.band == "all"]))
+    assert len(fig["data"]) == 4 and fig["data"][0]["error_y"]["array"] == [0.25, 0.25]
+    bars = _plain(plots.patch_bands(shares[shares.strength.isna() | (shares.strength == 1.0)]))["data"]
+    assert {b["name"] for b in bars} >= {"region, all", "random (all layers)", "region, layers 0-1"}
+    table = pd.DataFrame({FULL_COLUMN: [10.0, 20.0], "en region x1": [-30.0, 5.0]}, index=pd.Index(["en", "zh"]))
+    heat = _plain(plots.deactivation_heatmap(table, diverging=True))["data"][0]
+    assert heat["x"] == ["en region x1"] and heat["zmid"] == 0 and heat["zmin"] == -heat["zmax"]

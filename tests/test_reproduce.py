@@ -107,7 +107,7 @@ def test_paths_are_relative_to_the_params_file(tmp_path, monkeypatch):
     lines = [json.dumps({"id": f"s{i}", "lang": lang, "text": f"{lang} {i}"}) for i in range(3) for lang in ("en", "fr")]
     (tmp_path / "sub" / "data" / "c.jsonl").write_text("\n".join(lines))
     path = _write(tmp_path / "sub", {"languages": ["en", "fr"], "corpus": {"source": "data/c.jsonl", "n": 2},
-                                     "generation": {"languages": ["en", "fr"]},
+                                     "generation": {"languages": ["en", "fr"]}, "steering": {"patch_languages": None},
                                      "regions": {"threshold": 0.5, "sweep": [0.5]}})  # 2 languages: z <= 1
     monkeypatch.chdir(tmp_path)  # the working directory does not matter
     p = lfcore.params.load_params(path)
@@ -154,6 +154,7 @@ def test_perplexity_text_from_a_multi_config_dataset(tmp_path, monkeypatch):
         readme += [f"- config_name: {name}", "  data_files:", "  - split: test", f"    path: {name}/test.jsonl"]
     (tmp_path / "README.md").write_text("\n".join(readme + ["---", ""]))
     p = lfcore.params.params_from_dict({"languages": ["ar", "en"], "generation": {"languages": ["en"]},
+                                        "steering": {"patch_languages": None},
                                         "regions": {"sweep": [0.5], "threshold": 0.5}, "perplexity": {
         "source": f"hf:{tmp_path}", "hf_configs": configs, "documents": 2, "max_tokens": None, "revision": None}})
     texts = lfcore.steps.perplexity_texts(p.perplexity, p.languages)
@@ -318,7 +319,7 @@ def test_identical_checkpoints_warn(tmp_path, tiny_tokenizer):
         tiny.model("llama", seed=3).save_pretrained(tmp_path / name)
         tiny_tokenizer.save_pretrained(tmp_path / name)
     p = lfcore.params.params_from_dict({"languages": ["en", "zh", "fr"], "corpus": {"n": 3},
-                                        "regions": {"threshold": 1.0, "sweep": [1.0]},
+                                        "regions": {"threshold": 1.0, "sweep": [1.0]}, "notebooks": ["obs3"],
                                         "checkpoints": {"models": [{"spec": "ckpt-a", "step": 1},
                                                                    {"spec": "ckpt-b", "step": 2}]}}, tmp_path, "test")
     cache = lfcore.cache.Cache(tmp_path / "cache")
