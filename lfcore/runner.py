@@ -115,11 +115,14 @@ def _portable(v):
 
 def _name_paths(ipynb: Path, stem: str) -> None:
     """Papermill's record of the input and output in an executed notebook, by repository path and file name
-    (papermill stores the whole input notebook and the output's absolute path)."""
-    nb = json.loads(ipynb.read_text(encoding="utf-8")) if ipynb.exists() else {}
+    (papermill stores the whole input notebook and the output's absolute path), and every path under the
+    repository in the outputs (a warning's or traceback's file name) made relative to its root."""
+    if not ipynb.exists():
+        return
+    nb = json.loads(ipynb.read_text(encoding="utf-8").replace(str(ROOT) + os.sep, ""))
     if "papermill" in nb.get("metadata", {}):
         nb["metadata"]["papermill"].update(input_path=f"notebooks/{stem}.py", output_path=ipynb.name)
-        atomic_write(ipynb, json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    atomic_write(ipynb, json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def _ipc_kernel_manager():
