@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .cache import Cache
 from .metrics import layerwise, ordered, scores, similarity
 from .params import AccuracySpec, CaptureSpec, ModelSpec, UncertaintySpec
 from .regions import key_regions
 from .report import Report
-from .cache import Cache
 from .steps import activations, intervals, label, load, task_accuracy
 
 

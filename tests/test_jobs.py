@@ -19,9 +19,9 @@ import yaml
 
 import lfcore.jobs
 import lfcore.runner
+from lfcore.cache import Cache
 from lfcore.params import ResourceSpec, load_params
 from lfcore.series import run_series
-from lfcore.cache import Cache
 from lfcore.steps import sentences
 
 ROOT = Path(__file__).resolve().parent.parent
