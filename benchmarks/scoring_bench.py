@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from lfcore.capture import Activations
+from lfcore.core import Activations
 
 LANGS = ["en", "zh", "fr", "es", "pt", "ar", "vi", "hi", "id"]
 

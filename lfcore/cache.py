@@ -1,29 +1,37 @@
-"""Content-keyed result store: safetensors + JSON, atomic writes, verified reads.
+"""Content-keyed result store: safetensors + JSON, atomic writes, verified reads; tables as CSV + JSON.
 
 Only named, expensive results are cached (pooled activations, perplexity tables). A key is the hash of
 everything that determines the result (model id, revision, weight fingerprint and dtype, corpus and
 token digests, options, ``FORMAT``). Each entry is ``<key>.safetensors`` plus ``<key>.json``; the JSON is
 written last (it is the commit marker) and records the SHA-256 of the tensor file and of its own labels
 (``meta``: sentence ids, languages, layers), both checked on every read. A corrupt entry raises
-``CacheError`` naming the file: it is never silently reused. ``Store.check_writable`` lets a caller find an
+``CacheError`` naming the file: it is never silently reused. ``Cache.check_writable`` lets a caller find an
 unwritable cache folder before the expensive step; a write that fails anyway warns and loses nothing but the
-cache entry (the caller still returns its result). ``Store.lock`` serialises
-the computation of one key between processes (jobs on a cluster sharing the folder): the second waits and reads.
+cache entry (the caller still returns its result). ``Cache.lock`` serialises the computation of one key
+between processes (jobs on a cluster sharing the folder): the second waits and reads.
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import fcntl
+import functools
 import hashlib
+import io
 import json
 import os
+import sys
 import tempfile
 import warnings
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load, save
 
+PACKAGE = Path(__file__).resolve().parent
 FORMAT = 2  # bump when the layout of any cached result changes (2: the JSON labels carry their own digest)
 
 
@@ -32,8 +40,17 @@ class CacheError(RuntimeError):
 
 
 def make_key(**parts) -> str:
-    """A stable hex key from JSON-serialisable parts (dict order does not matter)."""
-    blob = json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=str)
+    """A stable hex key of JSON-able parts: ``make_key(model=lm.meta(), sets={"en": {3: tensor([5, 17])}})``.
+
+    Dict order does not matter; a tensor counts by its bytes, dtype and shape, anything else by ``tolist()``
+    or ``str()``.
+    """
+    def default(o):
+        if isinstance(o, torch.Tensor):
+            a = o.detach().cpu().contiguous().numpy()
+            return [hashlib.sha256(a.tobytes()).hexdigest(), str(a.dtype), list(a.shape)]
+        return o.tolist() if hasattr(o, "tolist") else str(o)
+    blob = json.dumps({"format": FORMAT, **parts}, sort_keys=True, default=default)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -105,26 +122,101 @@ def read_entry(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CacheError(f"cannot parse {data_path}: {e}. Delete both files to recompute.") from e
 
 
-class Store:
-    """A folder of cache entries addressed by ``make_key`` keys."""
+def save_table(df: pd.DataFrame, path: str | os.PathLike, index: bool = True) -> tuple[Path, Path | None]:
+    """Write ``df`` as CSV at ``path`` and its ``attrs`` (if any) as JSON next to it (same name, ``.json``).
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    >>> save_table(table, "tables/table1.csv")  # (csv path, JSON path or None without attrs)
+    """
+    path = Path(path)
+    if path.suffix == ".json":
+        raise ValueError(f"{path}: give the CSV path; the JSON sidecar gets the same name with .json")
+    sidecar = path.with_suffix(".json")
+    atomic_write(path, df.to_csv(index=index))
+    if not df.attrs:
+        return path, None
+    atomic_write(sidecar, json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str))
+    return path, sidecar
 
-    def _stem(self, kind: str, key: str) -> Path:
-        return self.root / kind / key
+
+def load_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a table written by ``save_table``, attrs included."""
+    path = Path(path)
+    df = pd.read_csv(path, index_col=0)
+    sidecar = path.with_suffix(".json")
+    if sidecar.exists():
+        df.attrs.update(json.loads(sidecar.read_text(encoding="utf-8")))
+    return df
+
+
+@functools.lru_cache(maxsize=None)
+def code_digest(*paths: str) -> str:
+    """A short hash of package files: ``code_digest("capture.py", "tasks")``; ``paths`` are relative to lfcore's
+    folder, a folder meaning every file under it (``"."``: the whole package). ``code_key`` builds on it."""
+    h = hashlib.sha256()
+    for rel in paths:
+        path = PACKAGE / rel
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for f in files:
+            if "__pycache__" not in f.parts:
+                h.update(str(f.relative_to(PACKAGE)).encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _lfcore_imports(rel: str) -> set[str]:
+    """Package files (relative paths) that the lfcore module at ``rel`` imports, read from its source
+    (``from .x import y``, ``from . import x``: lfcore imports itself only relatively, tests/test_layers.py)."""
+    found, folder = set(), Path(rel).parent
+    for node in ast.walk(ast.parse((PACKAGE / rel).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = folder.parents[node.level - 2] if node.level > 1 else folder
+            stem = base.joinpath(*(node.module or "").split("."))
+            for name in [stem, *(stem / a.name for a in node.names)]:
+                found |= {f for f in (f"{name}.py", f"{name}/__init__.py") if (PACKAGE / f).is_file()}
+    return {str(Path(f)) for f in found}
+
+
+def code_key(*functions, data: tuple[str, ...] = ()) -> str:
+    """A short hash of the code a result depends on: ``code_key(evaluate.deactivation_table)``.
+
+    Covers the source files of the modules defining ``functions`` and every lfcore module they import,
+    transitively (read from the sources, not listed by hand), plus the package ``data`` files or folders
+    the code reads (e.g. ``"tasks"``). Any change there changes the key, so the result is recomputed.
+    """
+    todo = [str(Path(sys.modules[f.__module__].__file__).resolve().relative_to(PACKAGE)) for f in functions]
+    seen: set[str] = set()
+    while todo:
+        rel = todo.pop()
+        if rel not in seen:
+            seen.add(rel)
+            todo.extend(_lfcore_imports(rel))
+    return code_digest(*sorted(seen), *data)
+
+
+class Cache:
+    """A folder of content-keyed results (``root``; None caches nothing) that counts hits and misses per kind.
+
+    >>> cache = Cache("reports/cache")
+    >>> table = cache.frame("deactivation", {"model": lm.meta(), "code": code_key(fn)}, lambda: fn(...))
+    """
+
+    def __init__(self, root: str | Path | None):
+        self.root = Path(root) if root else None
+        self.hits, self.misses = Counter(), Counter()
 
     def get(self, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
-        """The entry, or None if absent. A damaged entry raises ``CacheError``."""
-        stem = self._stem(kind, key)
-        if not _paths(stem)[0].exists():
+        """The entry, or None if absent (or no root). A damaged entry raises ``CacheError``."""
+        if self.root is None or not _paths(self.root / kind / key)[0].exists():
             return None
-        return read_entry(stem)
+        return read_entry(self.root / kind / key)
 
     def check_writable(self, kind: str) -> None:
-        """Raise ``CacheError`` unless an entry of ``kind`` can be written here: call it before computing
-        what will be stored, so that a read-only folder, or a file where a folder should be, stops the run
-        before the work instead of after it. Usage: ``store.check_writable("activations")``."""
+        """Raise ``CacheError`` unless an entry of ``kind`` can be written here (nothing to check without a
+        root): call it before computing what will be stored, so that a read-only folder, or a file where a
+        folder should be, stops the run before the work instead of after it. ``result`` calls it on a miss.
+        Usage: ``cache.check_writable("activations")``."""
+        if self.root is None:
+            return
         folder = self.root / kind
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -137,20 +229,24 @@ class Store:
                              f"(--cache-dir, $LFCORE_CACHE) or none (cache=None)") from None
 
     def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> bool:
-        """Write an entry; True if written. A write that fails (disk full, folder made read-only meanwhile)
-        warns and returns False: the caller keeps and returns its result, only the cache entry is lost."""
+        """Write an entry; True if written (False without a root). A write that fails (disk full, folder made
+        read-only meanwhile) warns and returns False: the caller keeps and returns its result, only the cache
+        entry is lost."""
+        if self.root is None:
+            return False
         try:
-            write_entry(self._stem(kind, key), tensors, meta)
+            write_entry(self.root / kind / key, tensors, meta)
         except OSError as e:
-            warnings.warn(f"could not write cache entry {self._stem(kind, key)} ({type(e).__name__}: {e}); the "
-                          f"result is returned but not cached", stacklevel=2)
+            warnings.warn(f"could not write cache entry {self.root / kind / key} ({type(e).__name__}: {e}); the "
+                          f"result is returned but not cached", stacklevel=3)
             return False
         return True
 
     @contextlib.contextmanager
     def lock(self, kind: str, key: str):
         """Hold an exclusive lock on ``kind/key`` for the length of a block; another process asking for the same
-        key waits. Usage: ``with store.lock(kind, key): hit = store.get(kind, key) or compute-and-put``.
+        key waits. Usage: ``with cache.lock(kind, key): hit = cache.get(kind, key) or compute-and-put``;
+        ``result`` does this on every miss.
 
         An ``fcntl.flock`` on ``<root>/<kind>/.<key>.lock``: released by the kernel when the holder exits or is
         killed, so a dead job never blocks the next. (On NFS, Linux maps it to a POSIX lock the server holds.)
@@ -163,3 +259,53 @@ class Store:
                 yield
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+
+    def result(self, kind: str, parts: dict, compute, encode, decode):
+        """``compute()`` unless a result with the same ``parts`` is cached; counted as a hit or a miss.
+
+        >>> acts = cache.result("activations", meta, run, Activations.entry, Activations.from_entry)
+
+        ``encode(result)`` gives (tensors, JSON-able meta) to store, ``decode(tensors, meta)`` the result back.
+        A miss checks the folder writable, then computes under the key's ``lock``: a job computing the same key
+        meanwhile is waited for and read.
+        """
+        key = make_key(kind=kind, **parts)
+        if (hit := self.get(kind, key)) is None and self.root is not None:
+            self.check_writable(kind)  # before the work, not after it
+            with self.lock(kind, key):
+                if (hit := self.get(kind, key)) is None:  # else another job wrote it while this one waited
+                    self.misses[kind] += 1
+                    result = compute()
+                    self.put(kind, key, *encode(result))
+                    return result
+        if hit is None:  # no root: nothing cached
+            self.misses[kind] += 1
+            return compute()
+        self.hits[kind] += 1
+        return decode(*hit)
+
+    def frame(self, kind: str, parts: dict, compute) -> pd.DataFrame:
+        """``compute()`` (a DataFrame) unless a frame with the same ``parts`` is cached.
+
+        A hit equals the computed frame exactly: float columns are stored as tensors (JSON would round them),
+        everything else as pandas' table JSON, ``attrs`` as JSON (Python's float repr is exact).
+        """
+        return self.result(kind, parts, compute, _encode_frame, _decode_frame)
+
+    def summary(self) -> dict:
+        """{"hits": {kind: n}, "misses": {kind: n}}."""
+        return {"hits": dict(self.hits), "misses": dict(self.misses)}
+
+
+def _encode_frame(df: pd.DataFrame) -> tuple[dict[str, torch.Tensor], dict]:
+    columns = {str(i): torch.from_numpy(df.iloc[:, i].to_numpy(copy=True))  # (rows,)
+               for i, dtype in enumerate(df.dtypes) if isinstance(dtype, np.dtype) and dtype.kind == "f"}
+    return columns, {"frame": df.to_json(orient="table", force_ascii=False), "attrs": df.attrs}
+
+
+def _decode_frame(columns: dict[str, torch.Tensor], meta: dict) -> pd.DataFrame:
+    df = pd.read_json(io.StringIO(meta["frame"]), orient="table")
+    for i, values in columns.items():  # exact float columns, by position
+        df.isetitem(int(i), values.numpy())
+    df.attrs.update(meta["attrs"])
+    return df

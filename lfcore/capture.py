@@ -13,158 +13,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import operator
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from . import cache as cache_mod
+from .cache import Cache, code_key
+from .core import ActivationProbs, Activations, check_finite, layer_index
 from .hooks import input_hooks, module_device
-from .models import SITE_NAME, LoadedModel, max_tokens, neuron_sites, neuron_width
-
-
-@dataclass
-class Activations:
-    """Pooled neuron activations with their labels.
-
-    values: (n_sentences, n_layers, n_neurons) float32, row r is sentence ``sentence_ids[r]`` in
-    language ``langs[r]``; block b is model layer ``layers[b]``. token_counts: (n_sentences,) tokens
-    pooled per row. meta: model identity, corpus, options. Select rows by label, never by position.
-    Values must be finite: inf or nan raises ``ValueError`` naming the sentence, language and layer.
-    """
-
-    values: torch.Tensor
-    sentence_ids: list[str]
-    langs: list[str]
-    layers: list[int]
-    token_counts: torch.Tensor
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        if self.values.dim() != 3:
-            raise ValueError(f"values must be (sentences, layers, neurons), got shape {tuple(self.values.shape)}")
-        n, n_layers, _ = self.values.shape
-        if not len(self.sentence_ids) == len(self.langs) == len(self.token_counts) == n:
-            raise ValueError(f"{n} rows of values, but {len(self.sentence_ids)} sentence ids, {len(self.langs)} "
-                             f"languages and {len(self.token_counts)} token counts: one label of each per row")
-        if len(self.layers) != n_layers:
-            raise ValueError(f"{n_layers} layer blocks of values, but {len(self.layers)} layer labels {self.layers}")
-        pairs = list(zip(self.sentence_ids, self.langs))
-        if len(set(pairs)) != len(pairs):
-            seen, dup = set(), None
-            for p in pairs:
-                if p in seen:
-                    dup = p
-                    break
-                seen.add(p)
-            raise ValueError(f"sentence {dup[0]!r} appears twice in language {dup[1]!r}")
-        _check_finite(self.values, self.sentence_ids, self.langs, self.layers, self.meta)
-
-    @property
-    def languages(self) -> list[str]:
-        """Languages in order of first appearance."""
-        return list(dict.fromkeys(self.langs))
-
-    @property
-    def ids(self) -> list[str]:
-        """Sentence ids in order of first appearance."""
-        return list(dict.fromkeys(self.sentence_ids))
-
-    @property
-    def width(self) -> int:
-        return self.values.shape[2]
-
-    def select(self, langs: Sequence[str] | None = None, ids: Iterable[str] | None = None,
-               layers: Sequence[int] | None = None) -> "Activations":
-        """A subset by labels: rows whose language is in ``langs`` and id in ``ids``; blocks in ``layers``.
-
-        A lone string for ``langs`` or ``ids`` is one label. An unknown label raises ``ValueError``.
-        """
-        langs = [langs] if isinstance(langs, str) else langs
-        ids = [ids] if isinstance(ids, str) else None if ids is None else list(ids)
-        for name, wanted, have in (("language", langs, self.languages), ("sentence id", ids, self.ids),
-                                   ("layer", layers, self.layers)):
-            known = set(have)
-            missing = [w for w in (wanted or []) if w not in known]
-            if missing:
-                shown = have if len(have) <= 20 else [*have[:20], f"... {len(have)} in all"]
-                raise ValueError(f"{name}(s) {missing[:20]} not in these activations (have {shown})")
-        keep_ids = None if ids is None else set(ids)
-        rows = [r for r, (i, l) in enumerate(zip(self.sentence_ids, self.langs))
-                if (langs is None or l in langs) and (keep_ids is None or i in keep_ids)]
-        blocks = list(range(len(self.layers))) if layers is None else [self.layers.index(l) for l in layers]
-        rows_t = torch.tensor(rows, dtype=torch.long)
-        return Activations(self.values[rows_t][:, blocks], [self.sentence_ids[r] for r in rows],
-                           [self.langs[r] for r in rows], [self.layers[b] for b in blocks],
-                           self.token_counts[rows_t], dict(self.meta))
-
-    def vectors(self, layers: Sequence[int] | None = None) -> torch.Tensor:
-        """Unit-norm concatenation of the chosen layers' pooled vectors (paper eq. 6): (n, n_layers*width)."""
-        x = (self.values if layers is None else self.select(layers=layers).values).flatten(1)  # (n, L*w)
-        norms = x.norm(dim=1, keepdim=True)  # (n, 1)
-        self.check_nonzero(norms[:, 0])
-        return x / norms
-
-    def check_nonzero(self, norms: torch.Tensor) -> None:
-        """Raise ``ValueError`` naming the first sentence whose norm is 0, inf or nan: norms (n,) of whole rows,
-        or (n, n_layers) of each layer's block (the message then names the layer too). Every metric calls
-        this on the norms it needs anyway, so values edited after construction are checked at use for free."""
-        bad = ~torch.isfinite(norms)
-        if bad.any():
-            r, *b = bad.nonzero()[0].tolist()
-            where = f" in layer {self.layers[b[0]]}" if b else ""
-            raise ValueError(f"sentence {self.sentence_ids[r]!r} ({self.langs[r]}) has inf or nan activations"
-                             f"{where} (values changed after the Activations was built, which checked them): "
-                             f"no score is computed from them; recapture, or fix the code that edited .values")
-        if (norms == 0).any():
-            r, *b = (norms == 0).nonzero()[0].tolist()
-            where = f" in layer {self.layers[b[0]]}" if b else ""
-            raise ValueError(f"sentence {self.sentence_ids[r]!r} ({self.langs[r]}) has an all-zero activation "
-                             f"vector{where}")
-
-    def save(self, path: str | Path) -> None:
-        """Write ``path.safetensors`` + ``path.json`` atomically (no pickle)."""
-        cache_mod.write_entry(path, {"values": self.values, "token_counts": self.token_counts},
-                              {**self._labels(), "meta": self.meta})
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Activations":
-        """Read and verify a saved result."""
-        tensors, meta = cache_mod.read_entry(path)
-        return cls._from(tensors, meta)
-
-    def _labels(self) -> dict:
-        return {"sentence_ids": self.sentence_ids, "langs": self.langs, "layers": self.layers}
-
-    @classmethod
-    def _from(cls, tensors: dict, meta: dict) -> "Activations":
-        return cls(tensors["values"], meta["sentence_ids"], meta["langs"], meta["layers"],
-                   tensors["token_counts"], meta["meta"])
-
-
-def _check_finite(values: torch.Tensor, sentence_ids: list[str], langs: list[str], layers: list[int],
-                 meta: dict) -> None:
-    """Raise ``ValueError`` naming the first sentence, language and layer whose values are inf or nan.
-
-    values: (n, n_layers, width), row r labelled ``sentence_ids[r]``/``langs[r]``, block b ``layers[b]``;
-    meta: the model's identity (``LoadedModel.meta()``), named in the message when present. The total is
-    checked first; the offender is located only when it is not finite (an overflowed total passes).
-    """
-    if torch.isfinite(values.sum()):
-        return
-    bad = (~torch.isfinite(values)).any(dim=2).nonzero()  # (k, 2): row, block
-    if len(bad) == 0:
-        return
-    r, b = bad[0].tolist()
-    model = f"{meta['model']} ({meta.get('model_type')}, {meta.get('dtype')}): " if "model" in meta else ""
-    raise ValueError(f"{model}sentence {sentence_ids[r]!r} ({langs[r]}) has inf or nan activations at layer "
-                     f"{layers[b]}: the model overflowed its dtype (float16 does in e.g. Gemma 3). "
-                     f"Load it with dtype='bfloat16' or 'float32'.")
+from .models import SITE_NAME, LoadedModel, firing_sites, max_tokens, neuron_sites, neuron_width
 
 
 def _pool_weights(ids: list[int], special: set[int], pool_special_tokens: bool, skip_first: bool) -> list[float]:
@@ -327,20 +187,11 @@ def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None
         layers = range(len(names))
     elif len(layers) == 0:
         raise ValueError("layers=[] selects no layer: pass None for all layers or a list of layer indices")
-    layers = sorted({_layer_index(l) for l in layers})
+    layers = sorted({layer_index(l) for l in layers})
     bad = [l for l in layers if not 0 <= l < len(names)]
     if bad:
         raise ValueError(f"layers {bad} out of range: {lm.name} has {len(names)} layers (0..{len(names) - 1})")
     return layers, [names[l] for l in layers], neuron_width(lm.model, site)
-
-
-def _layer_index(layer) -> int:
-    if isinstance(layer, bool) or getattr(layer, "dtype", None) == torch.bool:
-        raise ValueError(f"layer {layer!r} is a bool, not a layer index (for a mask pass mask.nonzero().flatten())")
-    try:
-        return operator.index(layer)
-    except TypeError:
-        raise ValueError(f"layer {layer!r} ({type(layer).__name__}) is not an integer layer index") from None
 
 
 def _model_hooks(model) -> list[str]:
@@ -348,10 +199,111 @@ def _model_hooks(model) -> list[str]:
     return [name or "<model>" for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
 
 
+def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int]], weights: list[list[float]],
+           batch_size: int, reducer, desc: str, progress: bool = True) -> None:
+    """Run every tokenised record through the model once, handing each site's input to ``reducer``.
+
+    >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(values, 16, check), "capture")
+
+    Length-sorted right-padded batches (``padded_batches``); the forward pass stops after the last site (no later
+    layer, no LM head). Per batch and site j, ``reducer.add(j, x, w, rows)`` gets the site input x (batch, tokens,
+    width), the pooling weights w (batch, tokens) on x's device and the batch's record indices ``rows`` (batch,)
+    long on the CPU; after the forward pass ``reducer.end(rows)``. A site whose input is not ``width`` wide, or
+    whose hook never ran, raises.
+    """
+    model = lm.model
+    device = module_device(model.get_input_embeddings())
+    weights_on: dict[torch.device, torch.Tensor] = {}  # this batch's pooling weights (batch, tokens) per device
+    seen: set[int] = set()
+    current: list[torch.Tensor] = []  # this batch's rows
+
+    def make_hook(j, name):
+        def hook(x):  # x: (batch, tokens, width), or (batch*tokens, width) where the layer flattens it (OPT)
+            if x.shape[-1] != width:
+                raise ValueError(f"{name} input has {x.shape[-1]} features, config says {width}: "
+                                 f"check the site for model_type {model.config.model_type!r}")
+            if x.device not in weights_on:  # device_map: a layer on another device
+                weights_on[x.device] = next(iter(weights_on.values())).to(x.device)
+            w = weights_on[x.device]  # (batch, tokens)
+            reducer.add(j, per_token(x, w), w, current[0])
+            seen.add(j)
+        return hook
+
+    hooks = input_hooks(model, {n: make_hook(j, n) for j, n in enumerate(sites)}, stop=sites[-1])
+    with (tqdm(total=len(encoded), desc=f"{desc} {lm.name}", disable=not progress, unit="sent") as bar,
+          torch.inference_mode()):
+        for batch, ids, mask, w in padded_batches(encoded, weights, batch_size, lm.tokenizer.pad_token_id):
+            weights_on.clear()
+            weights_on[device] = _to(w, device)
+            current[:] = [torch.tensor(batch, dtype=torch.long)]
+            seen.clear()
+            with hooks:
+                model(input_ids=_to(ids, device), attention_mask=_to(mask, device), use_cache=False)
+            missed = [n for j, n in enumerate(sites) if j not in seen]
+            if missed:
+                raise RuntimeError(f"the hook on {missed[0]!r} never ran: this "
+                                   f"{model.config.model_type!r} model computes that layer without calling the "
+                                   f"module, so its input cannot be read there; pass site= naming a module it calls")
+            reducer.end(batch)
+            bar.update(len(batch))
+    weights_on.clear()
+
+
+class MeanPool:
+    """Reducer for ``stream``: each record's masked token mean per site, written into ``out`` (n, L, width).
+
+    >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(out, 16, check), "capture")
+
+    ``check(rows)`` runs on the rows just written to ``out`` (on CUDA one batch late: the copy to the host
+    overlaps the next batch's forward pass; the last batch is written once every row is queued).
+    """
+
+    def __init__(self, out: torch.Tensor, batch_size: int, check):
+        self.pooled: list[torch.Tensor | None] = [None] * out.shape[1]  # this batch's (batch, width) fp32 sums
+        self.writer, self.check, self.queued = _HostWriter(out, batch_size), check, 0  # queued: rows handed over
+        self.counts: torch.Tensor | None = None  # this batch's pooled tokens per row
+
+    def add(self, j: int, x: torch.Tensor, w: torch.Tensor, rows: torch.Tensor) -> None:
+        self.pooled[j] = _pool(x, w)  # (batch, width) fp32
+        if j == 0:
+            self.counts = w.sum(1)  # (batch,)
+
+    def end(self, rows: list[int]) -> None:
+        block = _stack(self.pooled)  # (batch, L, width) fp32 sums
+        block.div_(self.counts.to(block.device)[:, None, None])  # means
+        self.pooled[:] = [None] * len(self.pooled)
+        self.check(self.writer.put(rows, block))
+        self.queued += len(rows)
+        if self.queued == len(self.writer.out):  # the last batch
+            self.check(self.writer.flush())
+
+
+class FiringCounts:
+    """Reducer for ``stream``: per language, the counted tokens on which each site input is > 0.
+
+    >>> stream(lm, sites, width, encoded, weights, 16, FiringCounts(lang_of, n_langs, n_sites, width), "LAPE")
+
+    lang_of: (n_records,) the language index of each record. ``counts[j]``: (n_langs, width) float64.
+    """
+
+    def __init__(self, lang_of: torch.Tensor, n_langs: int, n_sites: int, width: int):
+        self.lang_of, self.shape = lang_of, (n_langs, width)
+        self.counts: list[torch.Tensor | None] = [None] * n_sites
+
+    def add(self, j: int, x: torch.Tensor, w: torch.Tensor, rows: torch.Tensor) -> None:
+        if self.counts[j] is None:
+            self.counts[j] = torch.zeros(self.shape, dtype=torch.float64, device=x.device)
+        positive = torch.einsum("btn,bt->bn", (x > 0).float(), w)  # (batch, width) counted tokens with x > 0
+        self.counts[j].index_add_(0, self.lang_of[rows].to(x.device), positive.double())
+
+    def end(self, rows: list[int]) -> None:
+        pass
+
+
 def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,
             pool_special_tokens: bool = False, skip_first: bool = False, max_length: int = 512,
             site: str | None = None, progress: bool = True, add_special_tokens: bool = True,
-            cache: cache_mod.Store | str | Path | None = None) -> Activations:
+            cache: Cache | str | Path | None = None) -> Activations:
     """Mean-pooled neuron activations of every record of ``corpus`` (a ``ParallelCorpus``).
 
     Special tokens the tokenizer adds (e.g. BOS) are fed to the model but, unless
@@ -359,9 +311,10 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     pools the first of them (the authors' protocol). ``skip_first`` also drops the first pooled token (the
     attention-sink position that often carries "massive activations"). Sentences are truncated to
     ``max_length`` tokens, or to the model's position limit (``models.max_tokens``) if that is smaller;
-    ``meta["options"]["max_length"]`` records the value used. ``cache`` (a ``Store`` or folder) reuses an
-    identical earlier run: the key covers the model (with dtype), the token ids and pooling weights, and the
-    options. A cached capture refuses a model that already carries hooks (e.g. inside ``deactivate``).
+    ``meta["options"]["max_length"]`` records the value used. ``cache`` (a ``cache.Cache`` or folder) reuses an
+    identical earlier run: the key covers the model (with dtype), the token ids and pooling weights, the
+    options and the code (``cache.code_key``). A cached capture refuses a model that already carries hooks
+    (e.g. inside ``deactivate``).
 
     Returns ``Activations`` with values (n_records, n_layers, n_neurons) in fp32. Raises ``ValueError`` if
     any pooled value is inf or nan (the model overflowed its dtype).
@@ -374,8 +327,8 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     records = list(corpus)
     if not records:
         raise ValueError("the corpus is empty")
-    store = cache_mod.Store(cache) if isinstance(cache, (str, Path)) else cache
-    if store is not None and (hooked := _model_hooks(model)):
+    cache = Cache(cache) if isinstance(cache, (str, Path)) else cache
+    if cache is not None and (hooked := _model_hooks(model)):
         raise ValueError(f"capture(cache=...) of {lm.name}: module {hooked[0]!r} already has forward hooks (e.g. "
                          f"inside deactivate(...)), and a cached capture cannot describe hooks already on the "
                          f"model. Pass cache=None here.")
@@ -386,61 +339,56 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     tokens = hashlib.sha256(json.dumps([encoded, weights]).encode()).hexdigest()[:24]  # exactly what is fed
     meta = {**lm.meta(), "corpus": getattr(corpus, "name", "corpus"), "corpus_fingerprint": corpus.fingerprint(),
             "tokens": tokens, "options": options}
-    key = cache_mod.make_key(kind="activations", **meta)
-    if store is not None and (hit := store.get("activations", key)) is not None:
-        return Activations._from(*hit)
-    if store is not None:
-        store.check_writable("activations")  # before the forward passes, not after them
-
-    device = module_device(model.get_input_embeddings())
-    values = torch.empty(len(records), len(layers), width)  # (n, L, width) fp32 means, filled batch by batch
-    writer = _HostWriter(values, batch_size)
-    pooled: list[torch.Tensor | None] = [None] * len(layers)  # this batch's (batch, width) fp32 sums per layer
-    weights_on: dict[torch.device, torch.Tensor] = {}  # this batch's pooling weights (batch, tokens) per device
-
-    def make_hook(j, name):
-        def hook(x):  # x: (batch, tokens, width), or (batch*tokens, width) where the layer flattens it (OPT)
-            if x.shape[-1] != width:
-                raise ValueError(f"{name} input has {x.shape[-1]} features, config says {width}: "
-                                 f"check the site for model_type {model.config.model_type!r}")
-            if x.device not in weights_on:  # device_map: a layer on another device
-                weights_on[x.device] = next(iter(weights_on.values())).to(x.device)
-            w = weights_on[x.device]  # (batch, tokens)
-            pooled[j] = _pool(per_token(x, w), w)  # (batch, width) fp32
-        return hook
-
-    hooks = input_hooks(model, {n: make_hook(j, n) for j, n in enumerate(site_modules)}, stop=site_modules[-1])
-    bar = tqdm(total=len(records), desc=f"capture {lm.name}", disable=not progress, unit="sent")
     sentence_ids, langs = [r.sentence_id for r in records], [r.lang for r in records]
 
-    def check(rows: list[int]) -> None:  # rows just written to the host
-        _check_finite(values[torch.tensor(rows, dtype=torch.long)], [sentence_ids[r] for r in rows],
-                     [langs[r] for r in rows], layers, meta)
+    def run() -> Activations:  # the MeanPool of every record
+        values = torch.empty(len(records), len(layers), width)  # (n, L, width) fp32 means, filled batch by batch
 
-    with torch.inference_mode():
-        for batch, ids, mask, w in padded_batches(encoded, weights, batch_size, tok.pad_token_id):
-            weights_on.clear()
-            weights_on[device] = _to(w, device)
-            pooled[:] = [None] * len(layers)
-            with hooks:
-                model(input_ids=_to(ids, device), attention_mask=_to(mask, device), use_cache=False)
-            missed = [n for n, p in zip(site_modules, pooled) if p is None]
-            if missed:
-                raise RuntimeError(f"the hook on {missed[0]!r} never ran: this "
-                                   f"{model.config.model_type!r} model computes that layer without calling the "
-                                   f"module, so its input cannot be read there; pass site= naming a module it calls")
-            block = _stack(pooled)  # (batch, L, width) fp32 sums
-            block.div_(weights_on[device].sum(1).to(block.device)[:, None, None])  # means
-            check(writer.put(batch, block))  # on CUDA: copied to the host while the next batch runs
-            bar.update(len(batch))
-        check(writer.flush())
-    bar.close()
-    pooled.clear()
-    weights_on.clear()
+        def check(rows: list[int]) -> None:  # rows just written to the host
+            check_finite(values[torch.tensor(rows, dtype=torch.long)], [sentence_ids[r] for r in rows],
+                         [langs[r] for r in rows], layers, meta)
 
-    counts = torch.tensor([sum(w) for w in weights], dtype=torch.float32)
-    acts = Activations(values, sentence_ids, langs, layers, counts.to(torch.int64), meta)
-    if store is not None:
-        store.put("activations", key, {"values": acts.values, "token_counts": acts.token_counts},
-                  {**acts._labels(), "meta": meta})
-    return acts
+        stream(lm, site_modules, width, encoded, weights, batch_size, MeanPool(values, batch_size, check), "capture",
+               progress)
+        counts = torch.tensor([sum(w) for w in weights], dtype=torch.float32).to(torch.int64)  # tokens pooled
+        return Activations(values, sentence_ids, langs, layers, counts, meta)
+
+    if cache is None:
+        return run()
+    return cache.result("activations", {**meta, "code": code_key(capture)}, run, Activations.entry,
+                        Activations.from_entry)
+
+
+def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,
+                             pool_special_tokens: bool = False, max_length: int = 512, site: str | None = None,
+                             progress: bool = True) -> ActivationProbs:
+    """Fraction of each language's tokens on which each neuron fires, as Tang et al. count it (LAPE's input).
+
+    >>> probs = activation_probabilities(lm, corpus)  # probs.probs (n_langs, n_layers, width)
+
+    A neuron fires where its activation is > 0: act(gate) > 0 in gated MLPs (LLaMA, Gemma, ...), i.e.
+    where the input of the activation module (the gate pre-activation) is > 0; GeLU(h) > 0 in BLOOM-style
+    MLPs, the input of the down projection (``models.firing_sites``). Batching, padding and token selection
+    are those of ``capture`` (the same ``stream``; special tokens are fed but not counted unless
+    ``pool_special_tokens``). The ``FiringCounts`` reducer adds the masked count of (x > 0) per language to
+    a (n_langs, width) buffer; no token tensor is kept, and the forward pass stops at the last layer's
+    firing site. ``meta["firing_sites"]`` lists the hooked inputs, one per layer.
+    """
+    model, tok = lm.model, lm.tokenizer
+    site = site or lm.site
+    layers, _, width = select_sites(lm, layers, site)
+    names = firing_sites(model, site)
+    fire = [names[l] for l in layers]  # one per layer, in order
+    records = list(corpus)
+    if not records:
+        raise ValueError("the corpus is empty")
+    langs = list(dict.fromkeys(r.lang for r in records))
+    lang_of = torch.tensor([langs.index(r.lang) for r in records])  # (n_records,)
+    encoded, weights = tokenize(tok, records, max_tokens(model, max_length), pool_special_tokens, skip_first=False)
+    counts = FiringCounts(lang_of, len(langs), len(fire), width)
+    stream(lm, fire, width, encoded, weights, batch_size, counts, "LAPE", progress)
+    tokens = torch.zeros(len(langs), dtype=torch.float64).index_add_(
+        0, lang_of, torch.tensor([sum(w) for w in weights], dtype=torch.float64))
+    probs = torch.stack([c.cpu() for c in counts.counts], dim=1) / tokens[:, None, None]  # (langs, L, width)
+    return ActivationProbs(probs.float(), langs, layers, tokens,
+                           {**lm.meta(), "site": site or SITE_NAME, "firing_sites": [f"{n}:input" for n in fire]})

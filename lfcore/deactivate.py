@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .intervene import NeuronSet, count_neurons, intervene, validate_neurons
-
-__all__ = ["NeuronSet", "count_neurons", "deactivate", "validate_neurons"]
+from .core import NeuronSet
+from .intervene import intervene
 
 
 class deactivate(intervene):

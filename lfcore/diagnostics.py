@@ -25,7 +25,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .capture import Activations
+from .core import Activations
 from .metrics import layer_maps, layerwise
 
 DEFAULT_K = 5

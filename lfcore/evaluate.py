@@ -7,7 +7,8 @@
   loss never builds vocabulary logits for a whole batch: the base model gives final hidden states and the LM
   head runs on chunks of the scored positions, with the cross-entropy summed in fp32.
 - ``deactivation_table``: Table 1 of the paper (full-model perplexity, % increase per deactivated set, key
-  neuron numbers), raw numbers in ``df.attrs``; ``save_table`` writes CSV + JSON.
+  neuron numbers), raw numbers in ``df.attrs`` (``cache.save_table`` writes CSV + JSON);
+  ``intersection_effect``: the perplexity increase with a bootstrap interval of each deactivated set.
 - ``crosslingual_accuracy``: lm-eval tasks shipped in ``lfcore/tasks``, run *inside* ``deactivate`` so the
   hooks are live during scoring.
 - ``generate``: greedy continuations per condition (Appendix A, Tables 2/3).
@@ -16,9 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import json
 import math
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -28,16 +27,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import atomic_write
-from .deactivate import NeuronSet, deactivate
-from .intervene import intervene
+from .core import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT, NeuronSet
+from .deactivate import deactivate
 from .fastattn import fused_attention
 from .hooks import module_device
+from .intervene import intervene
 from .models import neuron_sites, neuron_width, position_limit
+from .uncertainty import deactivation_intervals
 
 FULL = "Full model"
-FULL_COLUMN = "Full model Perplexity"
-KEY_NUMBER, KEY_PERCENT = "Key Neuron Number", "Key Neuron Percentage"
 IGNORE = -100  # label of an unscored position
 
 # ------------------------------------------------------------------------------------------- perplexity
@@ -376,6 +374,26 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
     return df
 
 
+def intersection_effect(lm, texts: Mapping[str, str | Sequence[str]], sets: Mapping[str, NeuronSet], *,
+                        seqlen: int = 2048, stride: int | None = None, batch_size: int = 4, n_boot: int = 2000,
+                        seed: int = 0) -> pd.DataFrame:
+    """Perplexity increase, with a window-bootstrap interval, when each neuron set is deactivated.
+
+    >>> intersection_effect(lm, {"en": texts}, robustness.intersection(regions), seqlen=512)
+
+    ``sets``: {name: NeuronSet}; ``texts``: {lang: text(s)}. Returns one row per (set, text language): set,
+    lang, n_neurons, ppl_full, ppl, increase (%), ci_low, ci_high (``uncertainty.deactivation_intervals``).
+    """
+    table = deactivation_table(lm, texts, sets, seqlen=seqlen, stride=stride, batch_size=batch_size, progress=False)
+    ci = deactivation_intervals(table.attrs["window_nll"], table.attrs["window_tokens"], baseline=FULL,
+                                n_boot=n_boot, seed=seed).set_index(["condition", "lang"])
+    ppl = table.attrs["perplexity"]
+    return pd.DataFrame([{"set": name, "lang": lang, "n_neurons": table.attrs["key_neurons"][name],
+                          "ppl_full": ppl[lang][FULL], "ppl": ppl[lang][name],
+                          **{k: ci.loc[(name, lang), k] for k in ("increase", "ci_low", "ci_high")}}
+                         for name in sets for lang in texts])
+
+
 def format_table(df: pd.DataFrame) -> pd.DataFrame:
     """The paper's display: perplexity with 2 decimals, increases and percentages as "12%", counts as ints."""
     out = pd.DataFrame(index=df.index, columns=df.columns, dtype=object)
@@ -393,27 +411,6 @@ def format_table(df: pd.DataFrame) -> pd.DataFrame:
             else:
                 out.loc[lang, col] = f"{v:.0f}%"
     return out
-
-
-def save_table(df: pd.DataFrame, path: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``df`` as CSV at ``path`` and its ``attrs`` as JSON next to it (same name, ``.json``)."""
-    path = Path(path)
-    if path.suffix == ".json":
-        raise ValueError(f"{path}: give the CSV path; the JSON sidecar gets the same name with .json")
-    sidecar = path.with_suffix(".json")
-    atomic_write(path, df.to_csv())
-    atomic_write(sidecar, json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str))
-    return path, sidecar
-
-
-def load_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a table written by ``save_table``, attrs included."""
-    path = Path(path)
-    df = pd.read_csv(path, index_col=0)
-    sidecar = path.with_suffix(".json")
-    if sidecar.exists():
-        df.attrs.update(json.loads(sidecar.read_text(encoding="utf-8")))
-    return df
 
 
 # ------------------------------------------------------------------------------------------ lm-eval bridge

@@ -10,9 +10,9 @@ Modes, with ``a`` a neuron's activation at one token and ``v`` its value:
 
 - ``zero``: ``a -> 0`` (no value);
 - ``scale``: ``a -> v * a``;
-- ``set``: ``a -> v`` (LAPE's "activate" with ``v`` a language's mean activation, ``language_means``);
+- ``set``: ``a -> v`` (LAPE's "activate" with ``v`` a language's mean activation, ``core.language_means``);
 - ``add``: ``a -> a + v`` (a steering vector);
-- **patch** is ``set`` with one value row per prompt (``patch_values``): the region's pooled activation of
+- **patch** is ``set`` with one value row per prompt (``core.patch_values``): the region's pooled activation of
   the *same sentence in another language*. Parallel sentences have different tokens, so no token of one
   aligns with a token of the other: a patch writes the source sentence's token-mean into every token of the
   target prompt, in a plain forward pass (perplexity, scoring) and in ``generate`` alike, where it holds for
@@ -28,57 +28,17 @@ of the batch, in batch order; ``set`` and ``add`` only).
 from __future__ import annotations
 
 import math
-import operator
-from typing import Literal, Mapping, Sequence, get_args
+from typing import Literal, Mapping, get_args
 
 import torch
 from torch import nn
 
 from . import hooks
+from .core import NeuronSet, validate_neurons
 from .models import neuron_sites, neuron_width
 
-NeuronSet = Mapping[int, "Sequence[int] | torch.Tensor"]
 Mode = Literal["zero", "scale", "set", "add"]
 Value = "float | Mapping[int, torch.Tensor] | None"
-
-
-def validate_neurons(neurons: NeuronSet, n_layers: int, width: int) -> dict[int, torch.Tensor]:
-    """Check a neuron set against the model's shape; return ``{layer: sorted unique LongTensor}`` on CPU.
-
-    Raises ``ValueError`` naming the bad layer or index and the valid range. Layers with no neurons are
-    kept (as empty tensors) so callers can still report them; ``intervene`` hooks nothing there.
-    """
-    if not isinstance(neurons, Mapping):
-        raise ValueError(f"a neuron set must be a mapping {{layer: neuron indices}}, got {type(neurons).__name__}")
-    out: dict[int, torch.Tensor] = {}
-    for key, idx in neurons.items():
-        try:
-            layer = operator.index(key)
-        except TypeError:
-            raise ValueError(f"layer keys must be integers, got {key!r} ({type(key).__name__}); "
-                             f"convert JSON keys with int()") from None
-        if not 0 <= layer < n_layers:
-            raise ValueError(f"layer {layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})")
-        t = torch.as_tensor(idx).reshape(-1)
-        if t.numel() and (t.dtype == torch.bool or t.is_floating_point() or t.is_complex()):
-            raise ValueError(f"layer {layer}: neuron indices must be integers, got dtype {t.dtype} "
-                             f"(for a boolean mask pass mask.nonzero().flatten())")
-        t = t.to("cpu", torch.long)
-        if t.numel():
-            lo, hi = int(t.min()), int(t.max())
-            bad = lo if lo < 0 else hi
-            if lo < 0 or hi >= width:
-                raise ValueError(f"layer {layer}: neuron index {bad} is out of range: each layer has {width} neurons "
-                                 f"(0..{width - 1})")
-        if layer in out:  # e.g. keys 3 and numpy.int64(3)
-            t = torch.cat([out[layer], t])
-        out[layer] = torch.unique(t)  # sorted
-    return out
-
-
-def count_neurons(neurons: Mapping[int, torch.Tensor | Sequence[int]]) -> int:
-    """Number of distinct (layer, neuron) pairs in a neuron set."""
-    return sum(int(torch.unique(torch.as_tensor(v).reshape(-1)).numel()) for v in neurons.values())
 
 
 def _layer_value(mode: str, value, layer: int, idx: torch.Tensor, width: int) -> torch.Tensor | None:
@@ -185,20 +145,3 @@ class intervene:
         return (f"{type(self).__name__}({self.mode}: {self.n_neurons} neurons in "
                 f"{sum(1 for v in self.neurons.values() if v.numel())} of {self.n_layers} layers x {self.width})")
 
-
-def language_means(acts, lang: str) -> dict[int, torch.Tensor]:
-    """Mean pooled activation of ``lang``'s sentences: ``{layer: (width,)}``, a ``set`` value ("activate")."""
-    rows = acts.select(langs=lang)
-    return {layer: rows.values[:, b].mean(0) for b, layer in enumerate(rows.layers)}
-
-
-def patch_values(acts, lang: str, ids: Sequence[str]) -> dict[int, torch.Tensor]:
-    """The pooled activations of sentences ``ids`` in language ``lang``, one row per id in the given order:
-    ``{layer: (len(ids), width)}``, the per-prompt ``set`` value that patches from ``lang`` (module doc).
-
-    >>> with intervene(lm.model, region, "set", patch_values(acts, "fr", ids_of_the_prompts)): ...
-    """
-    rows = acts.select(langs=lang, ids=ids)
-    where = {sid: r for r, sid in enumerate(rows.sentence_ids)}
-    order = torch.tensor([where[sid] for sid in ids], dtype=torch.long)  # select keeps the acts' order
-    return {layer: rows.values[order, b] for b, layer in enumerate(rows.layers)}

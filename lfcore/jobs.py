@@ -2,16 +2,16 @@
 submitit), so that the notebooks then read every result from the step cache.
 
 ``plan(p)`` derives the jobs from the params: one per model and step kind. ``capture``: the activations and what
-the notebooks compute from them through the cache (score intervals, the first-token recapture, LAPE);
-``deactivation``: Table 1/4 and the generations under the same neuron sets; ``accuracy``: the lm-eval task. A job
-(``run_step``) calls the ``lfcore.steps`` functions the notebooks call, with the same arguments, so it fills
-exactly the keys a notebook asks for; two jobs needing one key meet at its lock (``Store.lock``). Each finished
-job writes a record, ``<cache>/jobs/<step id>.json`` (wall time, GPUs, parameter count, work units, cache hits
-and misses); a rerun submits only the steps without one. ``estimate`` scales the recorded costs to other params.
+the notebooks compute from them through the cache (score intervals, the first-token recapture, LAPE, obs6's
+steering and patching); ``deactivation``: Table 1/4 and the generations under the same neuron sets;
+``accuracy``: the lm-eval task. A job (``run_step``) calls the ``lfcore.steps`` functions the notebooks call,
+with the same arguments, so it fills exactly the keys a notebook asks for; two jobs needing one key meet at
+its lock (``cache.Cache.lock``). Each finished job writes a record, ``<cache>/jobs/<step id>.json`` (wall
+time, GPUs, parameter count, work units, cache hits and misses); a rerun submits only the steps without one.
+``estimate`` scales the recorded costs to other params.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 import time
@@ -21,14 +21,15 @@ from pathlib import Path
 import pandas as pd
 import submitit
 import torch
+from pydantic import BaseModel
 
-from .cache import atomic_write
+from .cache import Cache, atomic_write, code_digest, make_key
 from .diagnostics import exclusion_table
 from .params import ModelSpec, Params, ResourceSpec
 from .regions import key_regions
-from .steps import (ResultCache, accuracy, code_digest, deactivation_table, digest, first_token_effect,
-                    generations, key_region_sets, label, lape_comparison, load, perplexity_texts, score_intervals,
-                    sentences, without_dominant)
+from .steps import (activations, first_token_effect, generations, held_out_prompts, intervals, key_region_sets, label,
+                    lape_comparison, load, patching_generations, perplexity_table, perplexity_texts, sentences,
+                    steering_generations, steering_perplexity, task_accuracy, without_dominant)
 
 # What each notebook asks of the cache: the params section naming its models, the parts every model needs per
 # step kind, and the parts only its first model needs. Kept in step with the notebooks by the test that runs
@@ -39,11 +40,13 @@ NEEDS: dict[str, tuple[str, dict[str, tuple[str, ...]], dict[str, tuple[str, ...
     "obs3": ("checkpoints", {"capture": ("series_intervals",)}, {}),
     "obs4": ("checkpoints", {"capture": ("series_intervals",), "accuracy": ("accuracy",)}, {}),
     "obs5": ("sizes", {"capture": ("series_intervals",), "accuracy": ("accuracy",)}, {}),
+    "obs6": ("model", {"capture": ("steering",)}, {}),
     "appendix": ("family", {"capture": ("series_intervals",), "accuracy": ("accuracy",)},
                  {"capture": ("intervals",), "deactivation": ("table",)}),
 }
 # the params sections a step kind reads (with the model and lfcore's code, they make the step id)
-READS = {"capture": ("languages", "corpus", "capture", "regions", "uncertainty", "diagnostics", "robustness"),
+READS = {"capture": ("languages", "corpus", "capture", "regions", "uncertainty", "diagnostics", "robustness",
+                     "perplexity", "steering"),
          "deactivation": ("languages", "corpus", "capture", "regions", "perplexity", "generation"),
          "accuracy": ("accuracy",)}
 TASK_DOCS = {"xcopa_xl": 500, "xstorycloze_xl": 1511}  # documents per language when accuracy.limit is null
@@ -89,13 +92,13 @@ def plan(p: Params, notebooks: list[str] | None = None) -> list[Step]:
                 if m.resources and s.resources is p.resources:
                     s.resources = m.resources
     for s in steps.values():
-        s.id = digest({"kind": s.kind, "model": _identity(s.model), "parts": s.parts, "code": code_digest("."),
-                       **{name: _plain(getattr(p, name)) for name in READS[s.kind]}})
+        s.id = make_key(kind=s.kind, model=_identity(s.model), parts=s.parts, code=code_digest("."),
+                        **{name: _plain(getattr(p, name)) for name in READS[s.kind]})
     return list(steps.values())
 
 
 def _plain(v):
-    return dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+    return v.model_dump() if isinstance(v, BaseModel) else v
 
 
 def record_path(cache: str | Path, step_id: str) -> Path:
@@ -121,31 +124,39 @@ def run_step(step: Step, p: Params, cache: str) -> dict:
     start = time.time()
     print(f"[lfcore] job {step.id}: {step.name} ({', '.join(step.parts) or 'main result'}) for "
           f"{', '.join(step.notebooks)}", flush=True)
-    rc = ResultCache(cache)
+    rc = Cache(cache)
     lm = load(step.model)
     loaded = time.time()
     if step.kind != "accuracy":  # key regions and intervals come from the activations; accuracy needs none
         corpus = sentences(p.corpus, p.languages)
-        acts = rc.activations(lm, corpus, p.capture)
+        acts = activations(lm, corpus, p.capture, rc)
     if step.kind == "capture":
         if "intervals" in step.parts:
-            score_intervals(acts, p.uncertainty, rc)
+            intervals(acts, p.uncertainty, rc)
         if "series_intervals" in step.parts:
-            score_intervals(acts, p.uncertainty, rc, per_layer=False)
+            intervals(acts, p.uncertainty, rc, per_layer=False)
         if "intervals_clean" in step.parts:
             dominance = exclusion_table(acts, p.diagnostics.k, p.diagnostics.share)
-            score_intervals(without_dominant(acts, dominance, p.diagnostics.k), p.uncertainty, rc, per_layer=False)
+            intervals(without_dominant(acts, dominance, p.diagnostics.k), p.uncertainty, rc, per_layer=False)
         if "first_token" in step.parts:
             first_token_effect(lm, corpus, acts, p.capture, p.diagnostics.first_token_sentences, rc)
         if "lape" in step.parts:
-            lape_comparison(lm, corpus, key_regions(acts, p.regions.threshold), p.robustness, p.capture, rc)
+            lape_comparison(lm, corpus, key_regions(acts, p.regions.threshold, p.regions.epsilon), p.robustness,
+                            p.capture, rc)
+        if "steering" in step.parts:  # obs6: the steering and patching generations, the steered perplexity
+            key = key_regions(acts, p.regions.threshold, p.regions.epsilon)
+            prompts = held_out_prompts(p.corpus, p.languages, corpus, p.steering.prompts_per_language,
+                                       p.steering.seed)
+            steering_generations(lm, key, acts, prompts, p.steering, rc)
+            patching_generations(lm, key, activations(lm, prompts, p.capture, rc), prompts, p.steering, rc)
+            steering_perplexity(lm, key, acts, p.perplexity, p.steering, rc)
     elif step.kind == "deactivation":
-        sets = key_region_sets(key_regions(acts, p.regions.threshold), p.perplexity)
-        deactivation_table(lm, perplexity_texts(p.perplexity, p.languages, lm.tokenizer), sets, p.perplexity, rc)
+        sets = key_region_sets(key_regions(acts, p.regions.threshold, p.regions.epsilon), p.perplexity)
+        perplexity_table(lm, perplexity_texts(p.perplexity, p.languages, lm.tokenizer), sets, p.perplexity, rc)
         if "generations" in step.parts:
             generations(lm, p.generation, sets, rc)
     else:
-        accuracy(lm, p.accuracy, rc)
+        task_accuracy(lm, p.accuracy, rc)
     record = {"id": step.id, "kind": step.kind, "model": label(step.model), "spec": step.model.spec,
               "revision": step.model.revision, "parts": list(step.parts), "notebooks": list(step.notebooks),
               "seconds": round(time.time() - start, 3), "load_seconds": round(loaded - start, 3), "gpus": torch.cuda.device_count(),

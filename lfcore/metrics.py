@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .capture import Activations
+from .core import Activations
 
 
 def check_parallel(acts: Activations) -> None:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from . import hooks
+from . import tiny
 
 
 @dataclass(frozen=True)
@@ -345,8 +346,6 @@ def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: s
     torch_dtype = _dtype(dtype)
     check_spec(spec_str)
     if spec_str.startswith("tiny:"):
-        from . import tiny
-
         model, tokenizer = tiny.from_spec(spec_str, revision)
         model = model if torch_dtype == "auto" else model.to(torch_dtype)
         loaded = from_objects(model, tokenizer, spec_str, revision)

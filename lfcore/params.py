@@ -1,65 +1,73 @@
-"""Parameter sets: a YAML file checked against ``Params`` (nested dataclasses), and the notebook table.
+"""Parameter sets: a YAML file checked against ``Params`` (nested pydantic models), and the notebook table.
 
-An unknown key, a wrong type, a value out of its field's range (``_ranged``), a missing file or an unknown
+An unknown key, a wrong type, a value out of its field's range (``_rule``), a missing file or an unknown
 language raises ``ParamsError`` naming the key path and the file. ``protocol`` (``PROTOCOLS``) resolves at load
 time to concrete per-item values: a preset fills each of its items the file does not set itself. Paths are
-relative to the params file and are stored resolved. ``NOTEBOOKS`` lists each notebook with the sections of the
-params file injected into its papermill ``parameters`` cell.
+relative to the params file and are stored resolved. ``NOTEBOOKS`` lists each notebook of ``notebooks/`` with
+the sections of the params file injected into its papermill ``parameters`` cell, read from that cell: a new
+notebook needs no edit here.
 """
 from __future__ import annotations
 
-import dataclasses
+import ast
 import difflib
 import functools
-import math
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from .corpus import check_language, load_corpus
+from .evaluate import DEFAULT_PROMPTS, tasks_dir
+from .models import BUNDLED, check_spec
+from .regions import check_threshold
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository checkout (notebooks/, params/, reports/)
 LANGS9 = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 BUNDLED_CORPORA = ("ntrex128", "ntrex128-passages")
 
 
-def _ranged(default, test, rule: str):
-    """A dataclass field whose value, unless None, must pass ``test``; ``rule`` completes the error message
-    ("<key>: <value> <rule>"). ``default`` is a value, or a zero-argument factory for a list."""
-    kind = "default_factory" if callable(default) else "default"
-    return field(**{kind: default}, metadata={"test": test, "rule": rule})
+def _rule(test, rule: str) -> AfterValidator:
+    """A check that a value, unless None, passes ``test``; ``rule`` completes the message "<value> <rule>"."""
+    def check(v):
+        if v is not None and not test(v):
+            raise ValueError(f"{v!r} {rule}")
+        return v
+    return AfterValidator(check)
 
 
-def _at_least(low, default):
-    return _ranged(default, lambda v: v >= low, f"must be at least {low}")
+def _at_least(low) -> AfterValidator:
+    return _rule(lambda v: v >= low, f"must be at least {low}")
 
 
-def _non_empty(factory):
-    return _ranged(factory, lambda v: len(v) > 0, "must not be empty")
+_NON_EMPTY = _rule(lambda v: len(v) > 0, "must not be empty")
 
 
-@dataclass
-class ResourceSpec:
+class _Spec(BaseModel):
+    """A params section: unknown keys, wrong types (no coercion of "16" to 16 or 1 to True) and inf/nan are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class ResourceSpec(_Spec):
     """What one job asks the scheduler for under ``lfcore reproduce --executor slurm|local`` (``lfcore.jobs``):
     GPUs, CPU cores and memory on one node, a time limit and, on SLURM, a partition. The params file's
     ``resources`` section holds the default; a model's own ``resources`` replaces it for that model's jobs."""
 
-    gpus: int = _at_least(0, 1)
-    cpus: int = _at_least(1, 8)
-    mem_gb: float = _ranged(64.0, lambda v: v > 0, "must be > 0")
-    time_min: int = _at_least(1, 240)
+    gpus: Annotated[int, _at_least(0)] = 1
+    cpus: Annotated[int, _at_least(1)] = 8
+    mem_gb: Annotated[float, _rule(lambda v: v > 0, "must be > 0")] = 64.0
+    time_min: Annotated[int, _at_least(1)] = 240
     partition: str | None = None
 
 
-@dataclass
-class ModelSpec:
+class ModelSpec(_Spec):
     """One model: a bundled key, ``tiny:<family>-<hidden>``, a folder or .gguf file (relative to the params
     file), or a hub id with ``revision``. ``tokenizer`` (hub id or folder, with ``tokenizer_revision``) names a
     tokenizer for a model without one (checkpoint branches). ``label``, ``step`` and ``params`` (parameter count)
-    name it in plots.;
-    ``resources`` (optional) is what each of its jobs asks a cluster for (``lfcore.jobs``)."""
+    name it in plots; ``resources`` (optional) is what each of its jobs asks a cluster for (``lfcore.jobs``)."""
 
     spec: str = "gemma-3-270m"
     revision: str | None = None
@@ -71,13 +79,12 @@ class ModelSpec:
     # the neuron-site template for a model_type outside lfcore's table (models.neuron_sites), e.g.
     # "model.language_model.layers.{layer}.mlp.down_proj"; None: the table's site
     site: str | None = None
-    step: int | None = _at_least(0, None)
-    params: float | None = _ranged(None, lambda v: v > 0, "must be > 0")
+    step: Annotated[int | None, _at_least(0)] = None
+    params: Annotated[float | None, _rule(lambda v: v > 0, "must be > 0")] = None
     resources: ResourceSpec | None = None
 
 
-@dataclass
-class CorpusSpec:
+class CorpusSpec(_Spec):
     """Parallel sentences for the similarity map: ``ntrex128`` (bundled), a .jsonl/.tsv file, ``bible``
     (Christodoulopoulos & Steedman XML, one file per language in ``files``) or ``hf:<dataset id>``."""
 
@@ -89,148 +96,158 @@ class CorpusSpec:
     split: str = "train"
     id_column: str | None = None
     text_columns: dict[str, str] | None = None
-    n: int = _at_least(2, 100)  # sentences per language
+    n: Annotated[int, _at_least(2)] = 100  # sentences per language
     seed: int = 0
 
 
-@dataclass
-class CaptureSpec:
-    batch_size: int = _at_least(1, 16)
-    max_length: int = _at_least(1, 512)
+class CaptureSpec(_Spec):
+    batch_size: Annotated[int, _at_least(1)] = 16
+    max_length: Annotated[int, _at_least(1)] = 512
     pool_special_tokens: bool = False
     skip_first: bool = False
     # feed the special tokens the tokenizer adds (e.g. BOS, then not pooled); false: the text's tokens only
     add_special_tokens: bool = True
 
 
-@dataclass
-class RegionSpec:
+class RegionSpec(_Spec):
     threshold: float = 2.0
-    sweep: list[float] = _non_empty(lambda: [1.0, 1.5, 2.0, 2.5])
-    epsilon: float = _at_least(0.0, 0.0)  # added to every normalised value before the contribution scores
+    sweep: Annotated[list[float], _NON_EMPTY] = Field(default_factory=lambda: [1.0, 1.5, 2.0, 2.5])
+    epsilon: Annotated[float, _at_least(0.0)] = 0.0  # added to every normalised value before the contribution scores
 
 
-@dataclass
-class PerplexitySpec:
-    """Text for Table 1: ``ntrex128-passages`` (bundled) or ``hf:csebuetnlp/xlsum`` with ``hf_configs``."""
+class PerplexitySpec(_Spec):
+    """Text for Table 1: ``ntrex128-passages`` (bundled) or ``hf:csebuetnlp/xlsum`` with ``hf_configs``.
+
+    Table 1 is the costliest step (11 conditions x 9 languages, each token through Gemma's 262k-word LM head):
+    by default the first 256 tokens of 2 passages per language, in 4 windows of 64 tokens. The paper: 50+
+    XL-Sum documents, windows of 2048.
+    """
 
     source: str = "ntrex128-passages"
     hf_configs: dict[str, str] | None = None
     revision: str | None = None  # of an hf: dataset: XL-Sum is a loading script, so refs/convert/parquet
     split: str = "test"
     text_column: str = "text"
-    documents: int = _at_least(1, 3)
-    max_tokens: int | None = _at_least(1, None)  # cut each language's text to this many tokens (equal cost)
-    seqlen: int = _at_least(3, 256)  # tokens per window, start token included
+    documents: Annotated[int, _at_least(1)] = 2
+    max_tokens: Annotated[int | None, _at_least(1)] = 256  # cut each language's text to this many tokens (equal cost)
+    seqlen: Annotated[int, _at_least(3)] = 64  # tokens per window, start token included
     # overlapping: a start token per window, every token scored once; disjoint: the text tokenised as the
     # tokenizer does (its own special tokens once), cut into windows of seqlen, the tail dropped
     windows: Literal["overlapping", "disjoint"] = "overlapping"
-    stride: int | None = _at_least(1, None)  # overlapping: at most seqlen - 1 (None: overlap as little as
-    # possible); disjoint: None or seqlen
-    batch_size: int = _at_least(1, 4)
+    # overlapping: at most seqlen - 1 (None: overlap as little as possible); disjoint: None or seqlen
+    stride: Annotated[int | None, _at_least(1)] = None
+    batch_size: Annotated[int, _at_least(1)] = 8
     # % of all neurons in the random set; None: just above the largest key region (the paper's Table 4)
-    random_percent: float | None = _ranged(10.0, lambda v: 0 < v <= 100, "must be in (0, 100]")
+    random_percent: Annotated[float | None, _rule(lambda v: 0 < v <= 100, "must be in (0, 100]")] = 10.0
     seed: int = 0
     # each window's start token: None follows the tokenizer (evaluate.start_token), true its bos_token, false none
     add_bos: bool | None = None
 
 
-@dataclass
-class AccuracySpec:
+class AccuracySpec(_Spec):
     task: Literal["xcopa_xl", "xstorycloze_xl"] = "xcopa_xl"
-    languages: list[str] = _non_empty(lambda: ["en", "id", "vi", "zh"])
-    limit: int | None = _at_least(1, 50)
-    batch_size: int = _at_least(1, 8)
+    languages: Annotated[list[str], _NON_EMPTY] = Field(default_factory=lambda: ["en", "id", "vi", "zh"])
+    limit: Annotated[int | None, _at_least(1)] = 40
+    batch_size: Annotated[int, _at_least(1)] = 16
 
 
-@dataclass
-class GenerationSpec:
-    languages: list[str] = _non_empty(lambda: ["en", "zh", "fr"])  # a subset of Params.languages
+class GenerationSpec(_Spec):
+    # a subset of Params.languages
+    languages: Annotated[list[str], _NON_EMPTY] = Field(default_factory=lambda: ["en", "zh", "fr"])
     prompts: dict[str, list[str]] | None = None  # None: evaluate.DEFAULT_PROMPTS
-    prompts_per_language: int = _at_least(1, 3)
-    max_new_tokens: int = _at_least(1, 32)
+    prompts_per_language: Annotated[int, _at_least(1)] = 2
+    max_new_tokens: Annotated[int, _at_least(1)] = 24
 
 
-@dataclass
-class UncertaintySpec:
-    n_boot: int = _at_least(1, 1000)
-    n_perm: int = _at_least(0, 1000)  # 0: no permutation p-values
-    level: float = _ranged(0.95, lambda v: 0 < v < 1, "must be in (0, 1), e.g. 0.95")
+class UncertaintySpec(_Spec):
+    n_boot: Annotated[int, _at_least(1)] = 1000
+    n_perm: Annotated[int, _at_least(0)] = 1000  # 0: no permutation p-values
+    level: Annotated[float, _rule(lambda v: 0 < v < 1, "must be in (0, 1), e.g. 0.95")] = 0.95
     seed: int = 0
 
 
-@dataclass
-class DiagnosticsSpec:
-    k: int = _at_least(1, 5)  # dominant neurons per layer
+class DiagnosticsSpec(_Spec):
+    k: Annotated[int, _at_least(1)] = 5  # dominant neurons per layer
     # a layer is flagged when its top-k neurons hold more than this share of the squared norm
-    share: float = _ranged(0.5, lambda v: 0 < v <= 1, "must be in (0, 1]")
-    first_token_sentences: int = _at_least(1, 30)  # sentence ids recaptured without their first token
+    share: Annotated[float, _rule(lambda v: 0 < v <= 1, "must be in (0, 1]")] = 0.5
+    first_token_sentences: Annotated[int, _at_least(1)] = 20  # sentence ids recaptured without their first token
 
 
-@dataclass
-class RobustnessSpec:
-    seeds: list[int] = _non_empty(lambda: [0, 1, 2])  # random splits into disjoint halves
-    lape: bool = True  # also select neurons by LAPE (one more pass over the sentences) and compare
+class RobustnessSpec(_Spec):
+    seeds: Annotated[list[int], _NON_EMPTY] = Field(default_factory=lambda: [0, 1, 2])  # random disjoint halves
+    lape: bool = False  # also select neurons by LAPE and compare (one more pass: about a minute offline)
 
 
-@dataclass
-class SteeringSpec:
+class SteeringSpec(_Spec):
     """Beyond the paper (obs6): steer and patch a language through its key region. Prompts are corpus sentences
-    outside the sample the regions are found on; every prompt language meets every target language."""
+    outside the sample the regions are found on; every prompt language meets every target language. The offline
+    default: 2 held-out prompts per language, 10 new tokens, every region at 2 strengths against a size-matched
+    random set, per-layer patching for zh and hi, perplexity with each region steered."""
 
-    prompts_per_language: int = _at_least(2, 2)
-    max_new_tokens: int = _at_least(1, 10)
+    prompts_per_language: Annotated[int, _at_least(2)] = 2
+    max_new_tokens: Annotated[int, _at_least(1)] = 10
     # "set": the region's neurons are set to strength x the target language's mean activation (LAPE's
     # "activate" at strength 1); "add": that vector is added to them
     mode: Literal["set", "add"] = "set"
-    strengths: list[float] = _ranged(lambda: [1.0, 4.0], lambda v: len(v) > 0 and all(s > 0 for s in v),
-                                     "must be a non-empty list of positive factors")
-    patch_languages: list[str] | None = None  # targets of per-layer patching; None: the first 3 of `languages`
-    layer_bands: int = _at_least(1, 3)  # patching: each region cut into this many bands of consecutive layers
-    perplexity_strength: float = _ranged(1.0, lambda v: v > 0, "must be > 0")
-    perplexity_tokens: int = _at_least(2, 96)  # per language, scored in windows of perplexity.seqlen
+    strengths: Annotated[list[float], _rule(lambda v: len(v) > 0 and all(s > 0 for s in v),
+                                            "must be a non-empty list of positive factors")] = Field(
+        default_factory=lambda: [1.0, 4.0])
+    # targets of per-layer patching (a subset of Params.languages); None: the first 3 of `languages`
+    patch_languages: list[str] | None = Field(default_factory=lambda: ["zh", "hi"])
+    layer_bands: Annotated[int, _at_least(1)] = 3  # patching: each region cut into bands of consecutive layers
+    perplexity_strength: Annotated[float, _rule(lambda v: v > 0, "must be > 0")] = 1.0
+    perplexity_tokens: Annotated[int, _at_least(2)] = 96  # per language, scored in windows of perplexity.seqlen
     seed: int = 0  # random control sets
 
 
-@dataclass
-class MapSpec:
-    sentences: int = _at_least(1, 100)  # sentence ids per language in the similarity map (Figure 2)
-    layer_sentences: int = _at_least(1, 12)  # ... in the per-layer slider (one map per layer goes into the HTML)
-    family_sentences: int = _at_least(1, 40)  # ... in each map of the side-by-side family figure (Figure 8)
+class MapSpec(_Spec):
+    sentences: Annotated[int, _at_least(1)] = 100  # sentence ids per language in the similarity map (Figure 2)
+    layer_sentences: Annotated[int, _at_least(1)] = 12  # ... in the per-layer slider (one map per layer in the HTML)
+    family_sentences: Annotated[int, _at_least(1)] = 40  # ... in each map of the side-by-side family figure (Figure 8)
 
 
-@dataclass
-class SeriesSpec:
-    models: list[ModelSpec] = _non_empty(lambda: [ModelSpec()])
+class SeriesSpec(_Spec):
+    models: Annotated[list[ModelSpec], _NON_EMPTY] = Field(default_factory=lambda: [ModelSpec()])
     note: str = ""
 
 
-@dataclass
-class Params:
+class Params(_Spec):
     title: str = "lfcore report"
     protocol: Literal["lfcore", "paper"] = "lfcore"  # the preset of PROTOCOLS this file's items start from
-    notebooks: list[str] = field(default_factory=lambda: list(NOTEBOOKS))
-    languages: list[str] = field(default_factory=lambda: list(LANGS9))
-    model: ModelSpec = field(default_factory=ModelSpec)
-    corpus: CorpusSpec = field(default_factory=CorpusSpec)
-    capture: CaptureSpec = field(default_factory=CaptureSpec)
-    regions: RegionSpec = field(default_factory=RegionSpec)
-    perplexity: PerplexitySpec = field(default_factory=PerplexitySpec)
-    accuracy: AccuracySpec = field(default_factory=AccuracySpec)
-    generation: GenerationSpec = field(default_factory=GenerationSpec)
-    uncertainty: UncertaintySpec = field(default_factory=UncertaintySpec)
-    diagnostics: DiagnosticsSpec = field(default_factory=DiagnosticsSpec)
-    robustness: RobustnessSpec = field(default_factory=RobustnessSpec)
-    steering: SteeringSpec = field(default_factory=SteeringSpec)
-    maps: MapSpec = field(default_factory=MapSpec)
-    checkpoints: SeriesSpec = field(default_factory=SeriesSpec)
-    sizes: SeriesSpec = field(default_factory=SeriesSpec)
-    family: SeriesSpec = field(default_factory=SeriesSpec)
-    resources: ResourceSpec = field(default_factory=ResourceSpec)  # per job, unless a model has its own
+    notebooks: list[str] = Field(default_factory=lambda: list(NOTEBOOKS))
+    languages: list[str] = Field(default_factory=lambda: list(LANGS9))
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    corpus: CorpusSpec = Field(default_factory=CorpusSpec)
+    capture: CaptureSpec = Field(default_factory=CaptureSpec)
+    regions: RegionSpec = Field(default_factory=RegionSpec)
+    perplexity: PerplexitySpec = Field(default_factory=PerplexitySpec)
+    accuracy: AccuracySpec = Field(default_factory=AccuracySpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    uncertainty: UncertaintySpec = Field(default_factory=UncertaintySpec)
+    diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
+    robustness: RobustnessSpec = Field(default_factory=RobustnessSpec)
+    steering: SteeringSpec = Field(default_factory=SteeringSpec)
+    maps: MapSpec = Field(default_factory=MapSpec)
+    checkpoints: SeriesSpec = Field(default_factory=lambda: SeriesSpec(
+        models=[ModelSpec(label="Gemma 3 270M (base, GGUF Q4_K_M), final")],
+        note="Offline there is no checkpoint series: this runs the single final checkpoint, so no trend can be "
+             "read. The paper's series: lfcore reproduce params/paper_bloom_checkpoints.yaml (network and a GPU)."))
+    sizes: SeriesSpec = Field(default_factory=lambda: SeriesSpec(
+        models=[ModelSpec(spec="smollm2-135m", label="SmolLM2 135M Instruct (GGUF Q4_1)"),
+                ModelSpec(label="Gemma 3 270M (base, GGUF Q4_K_M)")],
+        note="Caveat: SmolLM2-135M and Gemma 3 270M are different families (data, tokenizer, recipe), so the "
+             "comparison mixes size with everything else. The paper's series: lfcore reproduce "
+             "params/paper_bloom_sizes.yaml."))
+    family: SeriesSpec = Field(default_factory=lambda: SeriesSpec(
+        models=[ModelSpec(spec="smollm2-135m", label="SmolLM2 135M Instruct (GGUF Q4_1)"),
+                ModelSpec(label="Gemma 3 270M (base, GGUF Q4_K_M)")],
+        note="Offline stand-in for the LLaMA2 family: the English-centric SmolLM2-135M (analysed in detail) beside "
+             "the multilingual Gemma 3 270M. The paper's run: lfcore reproduce params/paper_llama2.yaml."))
+    resources: ResourceSpec = Field(default_factory=ResourceSpec)  # per job, unless a model has its own
 
 
 # Protocol presets: section -> {item: value}, filled in where a params file does not set the item itself.
-# "lfcore" is the dataclass defaults. "paper" follows the authors' released code (X-LANCE/LinguaFranca):
+# "lfcore" is the defaults of the models above. "paper" follows the authors' released code (X-LANCE/LinguaFranca):
 # capture without special tokens (run.py generate_hidden_states_*: add_special_tokens=False, every token pooled);
 # XL-Sum validation[:500] joined by "\n\n", tokenised once, disjoint windows, tail dropped (lib/data.py get_xlsum,
 # lib/eval.py eval_ppl_wikitext); 1e-5 added to normalised values (run.py find_max_average_neurons: + 10e-6);
@@ -253,7 +270,7 @@ def resolve_protocol(data: dict) -> dict:
     ``regions: {threshold: 2.5, epsilon: 1e-5}`` and the paper's other items. Under ``paper`` every model
     spec without a ``dtype`` gets ``PAPER_DTYPE``'s. Unknown protocols are left to the type check.
     """
-    name = data.get("protocol", "lfcore")
+    name = data.get("protocol", "lfcore") if isinstance(data, dict) else None
     if not isinstance(name, str) or name not in PROTOCOLS:
         return data
     out = dict(data)
@@ -271,89 +288,71 @@ def resolve_protocol(data: dict) -> dict:
     return out
 
 
-# notebook key -> (jupytext source stem, title, params sections injected into it)
+def _notebook(path: Path) -> tuple[str, str, tuple[str, ...]]:
+    """(stem, title, params sections) of a jupytext notebook: its first heading, the names of its parameters cell
+    other than those the runner sets (title, out_dir, cache_dir)."""
+    text = path.read_text(encoding="utf-8")
+    cell = text.split('# %% tags=["parameters"]\n', 1)[1].split("\n# %%", 1)[0]
+    names = [stmt.targets[0].id for stmt in ast.parse(cell).body]
+    title = next(line[4:] for line in text.splitlines() if line.startswith("# # "))
+    return path.stem, title, tuple(n for n in names if n not in ("title", "out_dir", "cache_dir"))
+
+
+# notebook key (its file name up to the first "_") -> (jupytext source stem, title, params sections injected into
+# it), read from the notebooks: observations first, then the appendices
+NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "obs1": ("obs1_similarity", "Observation I: similarity map and layer-wise LRDS/SADS",
-             ("languages", "model", "corpus", "capture", "uncertainty", "diagnostics", "maps")),
-    "obs2": ("obs2_regions", "Observation II: key linguistic regions and deactivation",
-             ("languages", "model", "corpus", "capture", "regions", "perplexity", "generation", "uncertainty",
-              "diagnostics", "robustness")),
-    "obs3": ("obs3_training", "Observation III: linguistic regions over training",
-             ("languages", "checkpoints", "corpus", "capture", "regions", "uncertainty")),
-    "obs4": ("obs4_alignment", "Observation IV: semantic alignment over training",
-             ("languages", "checkpoints", "corpus", "capture", "regions", "accuracy", "uncertainty")),
-    "obs5": ("obs5_scale", "Observation V: model scale",
-             ("languages", "sizes", "corpus", "capture", "regions", "accuracy", "uncertainty")),
-    "appendix": ("appendix_llama2", "Appendix C: an English-centric model family",
-                 ("languages", "family", "corpus", "capture", "regions", "perplexity", "accuracy", "generation",
-                  "uncertainty", "diagnostics", "maps")),
-    "obs6": ("obs6_steering", "Beyond the paper: steering and patching a language through its key region",
-             ("languages", "model", "corpus", "capture", "regions", "perplexity", "uncertainty", "steering")),
-}
+    path.stem.split("_")[0]: _notebook(path)
+    for path in sorted(NOTEBOOK_DIR.glob("*.py"), key=lambda f: (not f.stem.startswith("obs"), f.stem))}
 
 
 class ParamsError(ValueError):
     """A params file (or a notebook's parameters) does not match ``Params``; the message names key and file."""
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+_EXPECTED = {"int_type": "int", "float_type": "float", "bool_type": "bool", "string_type": "str",
+             "list_type": "a list", "dict_type": "a mapping"}
 
 
-def _coerce(value, tp, where: str):
-    """``value`` checked against type ``tp`` (dataclass, list, dict, Literal, Optional, scalar)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        errors = []
-        for a in options:
-            try:
-                return _coerce(value, a, where)
-            except ParamsError as e:
-                errors.append(e)
-        raise errors[0]
-    if origin is Literal:
-        if value not in args:
-            raise ParamsError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(value, tp, where)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ParamsError(f"{where}: expected a list, got {type(value).__name__} ({value!r})")
-        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ParamsError(f"{where}: expected a mapping, got {type(value).__name__} ({value!r})")
-        return {_coerce(k, args[0], f"{where} key"): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, float) and not math.isfinite(value):
-        raise ParamsError(f"{where}: {value!r} is not a finite number")
-    if tp in (int, float, str, bool) and (type(value) is not tp):
-        raise ParamsError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} ({value!r})")
-    return value
+def _where(loc: tuple) -> str:
+    """A pydantic error location as a key path: ("checkpoints", "models", 0, "spec") -> checkpoints.models[0].spec."""
+    return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in loc).lstrip(".")
 
 
-def _build(data, cls, where: str):
-    """A ``cls`` instance from a mapping, rejecting unknown keys (with a close-match hint)."""
-    if not isinstance(data, dict):
-        raise ParamsError(f"{where or 'top level'}: expected a mapping of {cls.__name__} keys, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls)]
-    path = (lambda k: f"{where}.{k}") if where else str
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean {path(close[0])!r}? " if close else ""
-            raise ParamsError(f"unknown key {path(key)!r} ({hint}known keys here: {', '.join(known)})")
-    values = {k: _coerce(v, hints[k], path(k)) for k, v in data.items()}
-    for f in dataclasses.fields(cls):
-        if "test" in f.metadata and values.get(f.name) is not None and not f.metadata["test"](values[f.name]):
-            raise ParamsError(f"{path(f.name)}: {values[f.name]!r} {f.metadata['rule']}")
-    return cls(**values)
+def _section(loc: tuple) -> type[BaseModel]:
+    """The section class at a key path: ("checkpoints", "models", 0) -> ModelSpec (list items and None skipped)."""
+    section = Params
+    for k in loc:
+        if isinstance(k, str):
+            todo, tp = [section.model_fields[k].annotation], None
+            while todo:  # the section class inside list[...] or ... | None
+                tp = todo.pop()
+                if isinstance(tp, type) and issubclass(tp, BaseModel):
+                    break
+                todo.extend(typing.get_args(tp))
+            section = tp
+    return section
+
+
+def _message(e: dict) -> str:
+    """One pydantic error in lfcore's words: the key path, what was expected, the value given."""
+    where, kind, value = _where(e["loc"]), e["type"], e.get("input")
+    if kind == "extra_forbidden":
+        known = list(_section(e["loc"][:-1]).model_fields)
+        close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+        hint = f"did you mean {_where((*e['loc'][:-1], close[0]))!r}? " if close else ""
+        return f"unknown key {where!r} ({hint}known keys here: {', '.join(known)})"
+    if kind == "literal_error":
+        return f"{where}: {value!r} is not one of {e['ctx']['expected'].replace(' or ', ', ')}"
+    if kind == "finite_number":
+        return f"{where}: {value!r} is not a finite number"
+    if kind == "value_error":
+        return f"{where}: {e['ctx']['error']}"
+    if kind in ("model_type", "model_attributes_type"):
+        return f"{where or 'top level'}: expected a mapping of keys, got {value!r}"
+    if kind in _EXPECTED:
+        return f"{where}: expected {_EXPECTED[kind]}, got {type(value).__name__} ({value!r})"
+    return f"{where}: {e['msg']}"
 
 
 def _resolve(path: str, base: Path, where: str) -> str:
@@ -364,8 +363,6 @@ def _resolve(path: str, base: Path, where: str) -> str:
 
 
 def _check_languages(langs: list[str], where: str, available=None, what: str = "") -> None:
-    from .corpus import check_language
-
     for i, lang in enumerate(langs):
         try:
             check_language(lang)
@@ -379,23 +376,15 @@ def _check_languages(langs: list[str], where: str, available=None, what: str = "
 @functools.lru_cache(maxsize=8)
 def _corpus(source: str):
     """A bundled corpus or a local corpus file (read once)."""
-    from .corpus import load_corpus
-
     try:
         return load_corpus(source)
     except ValueError as e:
         raise ParamsError(f"cannot read corpus {source}: {e}") from None
 
 
-def _languages_of(source: str) -> list[str]:
-    return _corpus(source).languages
-
-
 def _model_path(m: ModelSpec, base: Path, where: str) -> None:
     """Resolve a folder or .gguf spec (and a tokenizer folder) relative to the params file; leave keys and hub
     ids alone."""
-    from .models import BUNDLED, check_spec
-
     if m.tokenizer is not None and (m.tokenizer.startswith((".", "/", "~")) or (base / m.tokenizer).exists()):
         m.tokenizer = _resolve(m.tokenizer, base, f"{where}.tokenizer")
     if m.spec in BUNDLED or m.spec.startswith("tiny:"):
@@ -414,9 +403,8 @@ def _model_path(m: ModelSpec, base: Path, where: str) -> None:
 
 def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None:
     """Cross-field checks: files exist, languages and sentences exist in the corpus, windows, task and prompts,
-    thresholds are reachable (when ``regions`` is given, or ``whole`` file runs a notebook that uses it)."""
-    from .evaluate import DEFAULT_PROMPTS, tasks_dir
-
+    thresholds are reachable and patch languages have regions (when ``regions`` / ``steering`` is given, or a
+    ``whole`` file runs a notebook that uses it)."""
     if "notebooks" in present:
         if not p.notebooks:
             raise ParamsError(f"notebooks: the list is empty, so nothing would run; list some of {', '.join(NOTEBOOKS)}"
@@ -429,7 +417,7 @@ def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None
     _check_languages(p.languages, "languages")
     c = p.corpus
     if c.source in BUNDLED_CORPORA:
-        _check_languages(p.languages, "languages", _languages_of(c.source), f"the bundled corpus {c.source!r}")
+        _check_languages(p.languages, "languages", _corpus(c.source).languages, f"the bundled corpus {c.source!r}")
     elif c.source == "bible":
         if not c.files:
             raise ParamsError("corpus.files: source 'bible' needs files: {lang: path to the XML file}")
@@ -437,7 +425,7 @@ def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None
         _check_languages(p.languages, "languages", c.files, "corpus.files")
     elif not c.source.startswith("hf:"):
         c.source = _resolve(c.source, base, "corpus.source")
-        _check_languages(p.languages, "languages", _languages_of(c.source), f"corpus.source {c.source}")
+        _check_languages(p.languages, "languages", _corpus(c.source).languages, f"corpus.source {c.source}")
     if c.source in BUNDLED_CORPORA or Path(c.source).is_file():
         complete = len(_corpus(c.source).select(p.languages).ids)
         if c.n > complete:
@@ -460,7 +448,7 @@ def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None
     else:
         if p.perplexity.source not in BUNDLED_CORPORA:
             p.perplexity.source = _resolve(p.perplexity.source, base, "perplexity.source")
-        _check_languages(p.languages, "languages", _languages_of(p.perplexity.source),
+        _check_languages(p.languages, "languages", _corpus(p.perplexity.source).languages,
                          f"perplexity.source {p.perplexity.source}")
     task_langs = {f.stem.removeprefix(f"{p.accuracy.task}_") for f in tasks_dir().glob(f"{p.accuracy.task}_*.yaml")}
     _check_languages(p.accuracy.languages, "accuracy.languages", task_langs, f"task {p.accuracy.task!r}")
@@ -472,22 +460,22 @@ def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None
                               f"appendix switch "
                               f"off each generation language's key region, and key regions are found for `languages` "
                               f"only; add {lang!r} to languages or remove it from generation.languages")
-    for i, lang in enumerate((p.steering.patch_languages or []) if "obs6" in p.notebooks else []):
-        if lang not in p.languages:
-            raise ParamsError(f"steering.patch_languages[{i}]: {lang!r} is not in languages {p.languages}: key "
-                              f"regions are found for `languages` only")
     _model_path(p.model, base, "model")
     for name in ("checkpoints", "sizes", "family"):
         for i, m in enumerate(getattr(p, name).models):
             _model_path(m, base, f"{name}.models[{i}]")
     if "regions" in present or (whole and any("regions" in NOTEBOOKS[nb][2] for nb in p.notebooks)):
         _check_thresholds(p)
+    if "steering" in present or (whole and "obs6" in p.notebooks):
+        for i, lang in enumerate(p.steering.patch_languages or []):
+            if lang not in p.languages:
+                raise ParamsError(f"steering.patch_languages[{i}]: {lang!r} is not in languages {p.languages}: key "
+                                  f"regions are found for `languages` only; set steering.patch_languages to some of "
+                                  f"them (null: the first three)")
 
 
 def _check_thresholds(p: Params) -> None:
     """``regions.threshold`` and every ``regions.sweep`` value must be reachable with ``languages``."""
-    from .regions import check_threshold
-
     named = [("regions.threshold", p.regions.threshold)] + [(f"regions.sweep[{i}]", t)
                                                            for i, t in enumerate(p.regions.sweep)]
     for where, t in named:
@@ -504,9 +492,11 @@ def params_from_dict(data: dict, base: str | Path = ".", source: str = "params",
     ``check=False`` checks keys, types and ranges only, no file, corpus or language looked up: what a params file
     asks for before the files it names exist (``lfcore.rehearse`` builds them), or to plan and estimate jobs."""
     try:
-        p = _build(resolve_protocol(data or {}), Params, "")
+        p = Params.model_validate(resolve_protocol(data or {}))
         if check:
             _check(p, Path(base).resolve(), set(data or {}), whole)
+    except ValidationError as e:
+        raise ParamsError(f"{source}: {_message(e.errors()[0])}") from None
     except ParamsError as e:
         raise ParamsError(f"{source}: {e}") from None
     return p
@@ -571,5 +561,5 @@ def notebook_params(base_dir: str | Path = ROOT, **sections) -> Params:
 
 def sections_for(p: Params, notebook: str) -> dict:
     """The params sections a notebook takes, as plain literals for papermill."""
-    return {name: dataclasses.asdict(getattr(p, name)) if dataclasses.is_dataclass(getattr(p, name))
-            else getattr(p, name) for name in NOTEBOOKS[notebook][2]}
+    return {name: getattr(p, name).model_dump() if isinstance(getattr(p, name), BaseModel) else getattr(p, name)
+            for name in NOTEBOOKS[notebook][2]}

@@ -17,6 +17,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from .core import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT
+
 TEMPLATE = "plotly_white"
 _COUNT_HOVER = "%{fullData.name}, layer %{x}: %{y:,} key neurons<extra></extra>"
 LRDS_COLOR, SADS_COLOR, THIRD_COLOR = "#d62728", "#1f77b4", "#2ca02c"
@@ -64,7 +66,7 @@ def similarity_map(s, acts, corpus=None, title: str = "Similarity map") -> go.Fi
     """Figure 2: the cosine similarity map of ``acts`` rows (``metrics.ordered`` gives the paper's layout).
 
     s: (n, n) map in the row order of ``acts`` (an ``Activations`` or anything with ``sentence_ids`` and
-    ``langs``, e.g. ``reproduce.Rows``); ``corpus`` (optional) supplies the sentence shown on hover.
+    ``langs``, e.g. ``series.Rows``); ``corpus`` (optional) supplies the sentence shown on hover.
     Hover shows language, sentence id and sentence of the row and the column, and the similarity.
     """
     labels = _row_labels(acts, corpus)
@@ -207,7 +209,6 @@ def deactivation_heatmap(table: pd.DataFrame, intervals: pd.DataFrame | None = N
     and the hover are the raw percentages. ``diverging``: a red-blue scale centred on 0 (stopping at the 95th
     percentile of |change|), for sets that can lower perplexity too (steered regions).
     """
-    from .evaluate import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT
 
     cells = table.drop(index=[KEY_NUMBER, KEY_PERCENT], errors="ignore").drop(columns=[FULL_COLUMN])
     raw = cells.to_numpy(dtype=float)
@@ -293,7 +294,7 @@ def patch_bands(shares: pd.DataFrame, title: str = "Patching: which layers carry
     return fig
 
 
-def threshold_sweep(sweep: pd.DataFrame, chosen: float | None = None,
+def sweep(sweep: pd.DataFrame, chosen: float | None = None,
                     title: str = "Key-region size against the z threshold") -> go.Figure:
     """``robustness.threshold_sweep``: key neurons per language (solid, left) and SKLR (dashed, right)
     against the threshold; ``chosen`` marks the threshold in use."""
@@ -325,7 +326,7 @@ def stability(table: pd.DataFrame, title: str = "Key-region overlap between disj
     return fig
 
 
-def dominance(table: pd.DataFrame, k: int, title: str = "Dominant neurons per layer") -> go.Figure:
+def exclusion(table: pd.DataFrame, k: int, title: str = "Dominant neurons per layer") -> go.Figure:
     """``diagnostics.exclusion_table``: layer-wise LRDS/SADS with all neurons (solid) and with each layer's k
     dominant neurons zeroed (dashed), and the top-k share of the squared norm (bars, right axis)."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
@@ -397,8 +398,8 @@ def series(table: pd.DataFrame, x: str, left: Sequence[str], right: Sequence[str
 
 
 def by_layer(table: pd.DataFrame, y_title: str, title: str = "") -> go.Figure:
-    """One line per column against the layer (the index): e.g. ``reproduce.series_per_layer`` (Figure 5) or
-    ``reproduce.series_layerwise`` (a layer-wise score for each model of a series)."""
+    """One line per column against the layer (the index): e.g. ``series.series_per_layer`` (Figure 5) or
+    ``series.series_layerwise`` (a layer-wise score for each model of a series)."""
     fig = go.Figure([go.Scatter(x=list(table.index), y=_list(table[c]), mode="lines+markers", name=str(c),
                                 hovertemplate=f"{c}<br>layer %{{x}}<br>{y_title} %{{y:.4g}}<extra></extra>")
                      for c in table.columns])
@@ -406,7 +407,7 @@ def by_layer(table: pd.DataFrame, y_title: str, title: str = "") -> go.Figure:
     return fig
 
 
-def accuracy(acc: pd.DataFrame, group: str | None = None, title: str = "Cross-lingual accuracy") -> go.Figure:
+def accuracy_bars(acc: pd.DataFrame, group: str | None = None, title: str = "Cross-lingual accuracy") -> go.Figure:
     """Accuracy per language with the standard error as error bars (``evaluate.crosslingual_accuracy``).
 
     ``group`` names a column (e.g. checkpoint or model) that splits the bars into groups.

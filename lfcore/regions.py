@@ -13,9 +13,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from .capture import Activations
-
-NeuronSet = dict[int, torch.Tensor]  # model layer -> neuron indices (long) in that layer
+from .core import Activations, NeuronSet, mask_to_set
 
 
 def contribution_scores(acts: Activations, chunk_elements: int = 1 << 19,
@@ -135,8 +133,7 @@ class KeyRegions:
 
     def neurons(self, lang: str) -> NeuronSet:
         """The key region of ``lang`` as {model layer: neuron indices}, layers without key neurons omitted."""
-        m = self.mask[self._lang(lang)]
-        return {layer: m[b].nonzero()[:, 0] for b, layer in enumerate(self.layers) if m[b].any()}
+        return mask_to_set(self.mask[self._lang(lang)], self.layers)
 
     def sizes(self) -> pd.Series:
         """Key neurons per language (index: language)."""
@@ -227,6 +224,3 @@ def random_neurons(layers: Sequence[int], width: int, size: int | Sequence[int],
         per = {layer: torch.randperm(width, generator=g)[:s].sort().values for layer, s in zip(layers, size)}
     return {layer: idx for layer, idx in per.items() if len(idx)}
 
-
-def set_size(neurons: NeuronSet) -> int:
-    return sum(len(v) for v in neurons.values())

@@ -30,11 +30,11 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-
 from . import tiny
+from .cache import PACKAGE
 from .corpus import load_corpus
+from .models import BUNDLED
 from .params import BUNDLED_CORPORA, ModelSpec, Params, ParamsError, load_params
-from .steps import PACKAGE
 
 # hub id prefix -> (tiny family, the real max_position_embeddings: rotary LLaMA-2 needs it, BLOOM's ALiBi ignores it)
 ARCHITECTURES = {"bigscience/bloom": ("bloom", 2048), "meta-llama/Llama-2": ("llama", 4096)}
@@ -102,8 +102,6 @@ def _saved(obj) -> dict[str, bytes]:
 
 
 def _is_hub_id(spec: str) -> bool:
-    from .models import BUNDLED
-
     return not (spec in BUNDLED or spec.startswith(("tiny:", ".", "/", "~")) or spec.endswith(".gguf"))
 
 

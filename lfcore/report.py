@@ -9,30 +9,21 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+from IPython.display import HTML, display
 
-from .cache import atomic_write
+from .cache import Cache, atomic_write, save_table
+from .metrics import similarity
 from .params import repo_path
-from .steps import ResultCache
+from .plots import key_regions_per_layer, mimebundle, similarity_map
 
-RUNNER_ENV = "LFCORE_NOTEBOOK_RUNNER"  # set by ``reproduce`` for its kernels: no live frontend, no widgets
-
-
-def _batch_note():
-    """What a widget helper returns under the runner: a note (a widget there can hang nbclient, issue #312)."""
-    from IPython.display import HTML
-
-    return HTML(WIDGET_NOTE)
+RUNNER_ENV = "LFCORE_NOTEBOOK_RUNNER"  # set by ``runner.reproduce`` for its kernels: no live frontend, no widgets
 
 
 def explore_layers(acts, corpus=None):
     """An ipywidgets slider over layers; "draw" shows that layer's similarity map (needs a live kernel)."""
     if os.environ.get(RUNNER_ENV):
-        return _batch_note()
-    import ipywidgets
-    from IPython.display import display
-
-    from .metrics import similarity
-    from .plots import mimebundle, similarity_map
+        return HTML(WIDGET_NOTE)  # a widget under the runner can hang nbclient (issue #312)
+    import ipywidgets  # only in a live kernel
 
     def show(layer: int):
         display(mimebundle(similarity_map(similarity(acts, [layer]), acts, corpus, f"Layer {layer}")), raw=True)
@@ -46,11 +37,8 @@ def explore_threshold(regions, thresholds: list[float]):
 
     The slider spans the sweep and the threshold in use; a threshold outside the sweep is said, not clamped."""
     if os.environ.get(RUNNER_ENV):
-        return _batch_note()
-    import ipywidgets
-    from IPython.display import HTML, display
-
-    from .plots import key_regions_per_layer, mimebundle
+        return HTML(WIDGET_NOTE)
+    import ipywidgets  # only in a live kernel
 
     low, high = min(thresholds), max(thresholds)
 
@@ -64,6 +52,7 @@ def explore_threshold(regions, thresholds: list[float]):
     return ipywidgets.interactive(show, threshold=ipywidgets.FloatSlider(
         value=regions.threshold, min=min(low, regions.threshold), max=max(high, regions.threshold), step=0.1,
         description="z threshold"))
+
 
 
 def number(v) -> str:
@@ -85,13 +74,14 @@ class Report:
 
     Files land under ``out_dir``: ``figures/<name>.json``, ``tables/<name>.csv`` (+ ``.json`` with the
     frame's ``attrs``) and ``summary.json``, rewritten after every change so a failed run still records
-    what it reached. ``cache`` is the notebook's ``ResultCache``. Relative ``out_dir`` and ``cache_dir`` are
-    relative to the repository root (``params.repo_path``), whatever the working directory.
+    what it reached, with the hit and miss counts of the notebook's ``cache`` (a ``cache.Cache``, not owned).
+    A relative ``out_dir`` is relative to the repository root (``params.repo_path``), whatever the working
+    directory.
     """
 
-    def __init__(self, out_dir: str | Path = ".", cache_dir: str | Path | None = None, notebook: str = ""):
+    def __init__(self, out_dir: str | Path = ".", notebook: str = "", cache: Cache | None = None):
         self.dir = repo_path(out_dir)
-        self.cache = ResultCache(repo_path(cache_dir) if cache_dir else None)
+        self.cache = cache
         self.plotlyjs_sent = False  # the first figure shown carries plotly.js, for nbconvert's HTML
         self.notebook = notebook
         self.headline: dict = {}
@@ -99,17 +89,10 @@ class Report:
         self.models: list[dict] = []
         self.files: dict[str, list[str]] = {"tables": [], "figures": []}
 
-    def _write(self, rel: str, text: str) -> Path:
-        return atomic_write(self.dir / rel, text)
-
     def show(self, fig, name: str):
         """Save ``fig`` as ``figures/<name>.json`` and display it (interactive and static; the first figure
         embeds plotly.js, so ``jupyter nbconvert --to html`` draws every figure offline)."""
-        from IPython.display import display
-
-        from .plots import mimebundle
-
-        self._write(f"figures/{name}.json", fig.to_json())
+        atomic_write(self.dir / f"figures/{name}.json", fig.to_json())
         self._add("figures", f"figures/{name}.json")
         display(mimebundle(fig, plotlyjs=not self.plotlyjs_sent), raw=True)
         self.plotlyjs_sent = True
@@ -118,11 +101,7 @@ class Report:
               fold: int = 20):
         """Save ``df`` as ``tables/<name>.csv`` (its ``attrs`` as JSON beside it) and display ``shown`` or it;
         a table longer than ``fold`` rows is shown folded (click to open)."""
-        from IPython.display import HTML, display
-
-        self._write(f"tables/{name}.csv", df.to_csv(index=index))
-        if df.attrs:
-            self._write(f"tables/{name}.json", json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str))
+        save_table(df, self.dir / f"tables/{name}.csv", index=index)
         self._add("tables", f"tables/{name}.csv")
         shown = df if shown is None else shown
         # generated text in full; numbers with thousands separators
@@ -155,8 +134,8 @@ class Report:
 
     def _save(self) -> None:
         summary = {"notebook": self.notebook, "headline": self.headline, "warnings": self.warnings,
-                   "models": self.models, "cache": self.cache.summary(), **self.files}
-        self._write("summary.json", json.dumps(summary, indent=1, ensure_ascii=False, default=str))
+                   "models": self.models, "cache": self.cache.summary() if self.cache else {}, **self.files}
+        atomic_write(self.dir / "summary.json", json.dumps(summary, indent=1, ensure_ascii=False, default=str))
 
 
 # ------------------------------------------------------------------------------------------------ runner
@@ -184,7 +163,7 @@ def render_html(ipynb: str | Path, html_path: str | Path, title: str = "") -> Pa
 
     Widget outputs are dropped: under the runner the ``explore_*`` helpers print ``WIDGET_NOTE`` instead of a
     widget, so any widget left is a library's progress bar, which means nothing without a live kernel."""
-    import jinja2
+    import jinja2  # the rendering libraries load only where reports are rendered
     import nbformat
     from nbconvert import HTMLExporter
     from plotly.offline import get_plotlyjs

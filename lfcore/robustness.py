@@ -4,29 +4,26 @@
   reachable value, sqrt(L - 1) for L languages (population std), where every region is empty.
 - ``stability_halves`` / ``stability_subsets``: Jaccard overlap of each language's key region between two
   disjoint halves of the sentence ids, and between random id subsets drawn with different seeds;
-  ``intersection`` keeps the neurons found every time, ``intersection_effect`` measures the perplexity
-  increase when those are deactivated.
+  ``intersection`` keeps the neurons found every time (``evaluate.intersection_effect`` measures the
+  perplexity increase when those are deactivated).
 - LAPE (Tang et al. 2024, "Language-Specific Neurons: The Key to Multilingual Capabilities in LLMs"):
-  ``activation_probabilities`` streams, per language, the fraction of tokens on which each neuron fires
-  (act(gate) > 0 in gated MLPs, as Tang et al. count); ``lape`` keeps the lowest-entropy neurons;
+  from ``capture.activation_probabilities`` (per language, the fraction of tokens on which each neuron fires,
+  act(gate) > 0 in gated MLPs, as Tang et al. count) ``lape`` keeps the lowest-entropy neurons;
   ``lape_overlap`` compares them with the z-score key regions.
 """
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from .capture import Activations, padded_batches, per_token, select_sites, tokenize
-from .hooks import input_hooks, module_device
-from .models import SITE_NAME, LoadedModel, firing_sites, max_tokens
-from .regions import KeyRegions, NeuronSet, key_regions
+from .core import ActivationProbs, Activations, NeuronSet, mask_to_set
+from .regions import KeyRegions, key_regions
 
 # ------------------------------------------------------------------------------------------- threshold
 
@@ -145,104 +142,11 @@ def intersection(regions: Sequence[KeyRegions]) -> dict[str, NeuronSet]:
     out = {}
     for lang in langs:
         mask = torch.stack([r.mask[r.langs.index(lang)] for r in regions]).all(0)  # (n_layers, width)
-        out[lang] = {layer: mask[b].nonzero()[:, 0] for b, layer in enumerate(regions[0].layers) if mask[b].any()}
+        out[lang] = mask_to_set(mask, regions[0].layers)
     return out
 
 
-def intersection_effect(lm: LoadedModel, texts: Mapping[str, str | Sequence[str]],
-                        sets: Mapping[str, NeuronSet], *, seqlen: int = 2048, stride: int | None = None,
-                        batch_size: int = 4, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Perplexity increase, with a window-bootstrap interval, when each neuron set is deactivated.
-
-    ``sets`` is {name: NeuronSet}, e.g. ``intersection(regions)`` (name = language). Each set is zeroed
-    with ``deactivate`` and ``evaluate.perplexity`` runs inside the block on every text of ``texts``
-    ({lang: text(s)}). Returns one row per (set, text language): set, lang, n_neurons, ppl_full, ppl,
-    increase (%), ci_low, ci_high (``uncertainty.perplexity_increase``).
-    """
-    from .deactivate import count_neurons, deactivate
-    from .evaluate import perplexity
-    from .uncertainty import perplexity_increase
-
-    kw = dict(seqlen=seqlen, stride=stride, batch_size=batch_size)
-    blocks = {name: deactivate(lm.model, neurons, lm.site) for name, neurons in sets.items()}  # validate all first
-    full = {lang: perplexity(lm.model, lm.tokenizer, text, **kw) for lang, text in texts.items()}
-    rows = []
-    for name, block in blocks.items():
-        with block:
-            for lang, text in texts.items():
-                res = perplexity(lm.model, lm.tokenizer, text, **kw)
-                ci = perplexity_increase(full[lang]["window_nll"], res["window_nll"], full[lang]["window_tokens"],
-                                         n_boot=n_boot, seed=seed)
-                rows.append({"set": name, "lang": lang, "n_neurons": count_neurons(sets[name]),
-                             "ppl_full": full[lang]["ppl"], "ppl": res["ppl"], "increase": ci["increase"],
-                             "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]})
-    return pd.DataFrame(rows)
-
-
 # ------------------------------------------------------------------------------------------------ LAPE
-
-
-@dataclass
-class ActivationProbs:
-    """P(neuron fires) per language and neuron. probs: (n_langs, n_layers, width) fp32; tokens: (n_langs,)."""
-
-    probs: torch.Tensor
-    langs: list[str]
-    layers: list[int]
-    tokens: torch.Tensor
-    meta: dict = field(default_factory=dict)
-
-
-def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,
-                             pool_special_tokens: bool = False, max_length: int = 512, site: str | None = None,
-                             progress: bool = True) -> ActivationProbs:
-    """Fraction of each language's tokens on which each neuron fires, as Tang et al. count it.
-
-    A neuron fires where its activation is > 0: act(gate) > 0 in gated MLPs (LLaMA, Gemma, ...), i.e.
-    where the input of the activation module (the gate pre-activation) is > 0; GeLU(h) > 0 in BLOOM-style
-    MLPs, the input of the down projection (``models.firing_sites``). Batching, padding and token selection
-    are those of ``capture.capture`` (special tokens are fed but not counted unless
-    ``pool_special_tokens``). A hook adds the masked count of (x > 0) per language to a (n_langs, width)
-    buffer; no token tensor is kept, and the forward pass stops at the last layer's firing site.
-    ``meta["firing_sites"]`` lists the hooked inputs, one per layer.
-    """
-    model, tok = lm.model, lm.tokenizer
-    site = site or lm.site
-    layers, _, width = select_sites(lm, layers, site)
-    names = firing_sites(model, site)
-    fire = [names[l] for l in layers]  # one per layer, in order
-    records = list(corpus)
-    if not records:
-        raise ValueError("the corpus is empty")
-    langs = list(dict.fromkeys(r.lang for r in records))
-    lang_of = torch.tensor([langs.index(r.lang) for r in records])  # (n_records,)
-    encoded, weights = tokenize(tok, records, max_tokens(model, max_length), pool_special_tokens, skip_first=False)
-    device = module_device(model.get_input_embeddings())
-    counts, state = {}, {}
-
-    def make_hook(name):
-        def hook(x):  # x: (batch, tokens, width), or (batch*tokens, width) (OPT)
-            if name not in counts:
-                counts[name] = torch.zeros(len(langs), width, dtype=torch.float64, device=x.device)
-            w = state["w"].to(x.device)  # (batch, tokens) 1 for counted tokens
-            x = per_token(x, w)
-            positive = torch.einsum("btn,bt->bn", (x > 0).float(), w)  # (batch, width) counted tokens with x > 0
-            counts[name].index_add_(0, state["lang"].to(x.device), positive.double())
-        return hook
-
-    batches = padded_batches(encoded, weights, batch_size, tok.pad_token_id)
-    with torch.inference_mode():
-        for batch, ids, mask, w in tqdm(batches, desc=f"LAPE {lm.name}", disable=not progress):
-            state.update(w=w, lang=lang_of[batch])
-            # stop at the last firing site: nothing after it is needed (a gated MLP's act_fn runs before its
-            # up and down projections)
-            with input_hooks(model, {n: make_hook(n) for n in fire}, stop=fire[-1]):
-                model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-    tokens = torch.zeros(len(langs), dtype=torch.float64).index_add_(
-        0, lang_of, torch.tensor([sum(w) for w in weights], dtype=torch.float64))
-    probs = torch.stack([counts[n].cpu() for n in fire], dim=1) / tokens[:, None, None]  # (langs, L, width)
-    return ActivationProbs(probs.float(), langs, layers, tokens,
-                           {**lm.meta(), "site": site or SITE_NAME, "firing_sites": [f"{n}:input" for n in fire]})
 
 
 @dataclass
@@ -263,8 +167,7 @@ class LapeRegions:
     def neurons(self, lang: str) -> NeuronSet:
         if lang not in self.langs:
             raise ValueError(f"no LAPE neurons for language {lang!r}; languages: {self.langs}")
-        m = self.mask[self.langs.index(lang)]
-        return {layer: m[b].nonzero()[:, 0] for b, layer in enumerate(self.layers) if m[b].any()}
+        return mask_to_set(self.mask[self.langs.index(lang)], self.layers)
 
     def sizes(self) -> pd.Series:
         return pd.Series(self.mask.sum((1, 2)).tolist(), index=self.langs, name="lape_neurons")

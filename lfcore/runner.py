@@ -16,20 +16,29 @@ import html
 import json
 import os
 import re
+import resource
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
-from .cache import CacheError, Store, atomic_write
+import torch
+
+from . import __version__
+from .cache import Cache, CacheError, atomic_write, code_digest, make_key
+from .corpus import load_corpus
 from .jobs import JobsFailed, estimate, read_records, run_jobs
 from .lock import FolderBusy, hold_folder
-from .params import LANGS9, NOTEBOOKS, ROOT, CaptureSpec, ModelSpec, Params, ParamsError, load_params, sections_for
+from .metrics import layerwise, scores
+from .models import BUNDLED, cache_root
+from .params import (LANGS9, NOTEBOOK_DIR, NOTEBOOKS, ROOT, CaptureSpec, ModelSpec, Params, ParamsError, load_params,
+                     sections_for)
+from .regions import check_threshold, key_regions
+from .rehearse import prepare
 from .report import RUNNER_ENV, number, render_html
-from .steps import ResultCache, cache_dir, code_digest, digest, load
-
-NOTEBOOK_DIR = ROOT / "notebooks"
+from .steps import activations, cache_dir, load
 
 
 @dataclass
@@ -62,10 +71,6 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
     None when an input can change without the digest seeing it: a hub model or tokenizer without a pinned commit (a
     40-hex ``revision``) or a hub dataset; such notebooks always execute (their steps still use the cache).
     """
-    from importlib.metadata import version
-
-    from .models import BUNDLED
-
     files, hub = [], []
 
     def walk(v):
@@ -94,8 +99,8 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
     if hub:
         return None
     libs = {lib: version(lib) for lib in ("torch", "transformers", "lm_eval", "numpy", "pandas", "plotly")}
-    return digest({"source": notebook_source, "parameters": sections, "out_dir": parameters.get("out_dir"),
-                   "lfcore": code_digest("."), "libs": libs, "files": files})
+    return make_key(source=notebook_source, parameters=sections, out_dir=parameters.get("out_dir"),
+                    lfcore=code_digest("."), libs=libs, files=files)
 
 
 def _portable(v):
@@ -197,8 +202,6 @@ def rehearse(params_file: str | Path, only: list[str] | None = None, out: str | 
     tiny random models and datasets under the ids and revisions it names, a tiny Bible corpus at its paths, all in
     a temporary folder removed afterwards. Reports go to ``out`` (default ``reports/<stem>-rehearsal``). CLI:
     ``lfcore reproduce params/paper_llama2.yaml --rehearse``."""
-    from .rehearse import prepare
-
     params_file = Path(params_file)
     out = Path(out or Path("reports") / f"{params_file.stem}-rehearsal")
     with tempfile.TemporaryDirectory(prefix="lfcore-rehearse-") as tmp:
@@ -224,7 +227,7 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, jobs, log) -> l
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ParamsError(f"--out {out}: cannot create the output folder ({type(e).__name__}: {e})") from None
-    Store(cache).check_writable("activations")  # a cache that cannot take results stops the run before it starts
+    Cache(cache).check_writable("activations")  # a cache that cannot take results stops the run before it starts
     with hold_folder(out):
         return _run_held(p, params_file, keys, out, cache, kernel, force, jobs, log)
 
@@ -295,8 +298,6 @@ def _run_held(p, params_file, keys, out, cache, kernel, force, jobs, log) -> lis
 
 def _children_cpu() -> float:
     """CPU seconds (user + system) used so far by finished child processes, e.g. notebook kernels."""
-    import resource
-
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
@@ -381,10 +382,6 @@ def _card(r: NotebookRun, params_text: str) -> str:
 
 def write_index(out: Path, p: Params, params_file: Path, runs: list[NotebookRun], cache: Path) -> Path:
     """``index.html``: every report, executed notebook, table (CSV) and figure (JSON), with headline numbers."""
-    import torch
-
-    from . import __version__
-
     e = html.escape
     params_text = (out / "params.yaml").read_text(encoding="utf-8")
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(p.title)}</title>"
@@ -402,19 +399,14 @@ def write_index(out: Path, p: Params, params_file: Path, runs: list[NotebookRun]
 
 
 def _scores(args) -> int:
-    from .corpus import load_corpus
-    from .metrics import layerwise, scores
-    from .models import cache_root
-    from .regions import check_threshold, key_regions
-
     if len(set(args.langs)) < 2 or len(set(args.langs)) != len(args.langs):
         raise ParamsError(f"--langs: need at least 2 distinct languages, got {args.langs}")
     check_threshold(args.threshold, len(args.langs), "--threshold")  # before the model loads, not after capture
     corpus = load_corpus(args.corpus).select(args.langs, args.n, args.seed)
     m = ModelSpec(spec=args.model, revision=args.revision, dtype=args.dtype, site=args.site, tokenizer=args.tokenizer)
     lm = load(m)
-    cache = ResultCache((args.cache_dir or cache_root() / "results") if args.cache else None)
-    acts = cache.activations(lm, corpus, CaptureSpec(batch_size=args.batch_size))
+    cache = Cache((args.cache_dir or cache_root() / "results") if args.cache else None)
+    acts = activations(lm, corpus, CaptureSpec(batch_size=args.batch_size), cache)
     s = scores(acts)
     regions = key_regions(acts, args.threshold)
     print(f"{lm.name} (revision {lm.revision or 'main'}, fingerprint {lm.fingerprint}); {args.corpus}: "
@@ -581,9 +573,6 @@ def main(argv: list[str] | None = None) -> int:
         what = "" if isinstance(e, ParamsError) else f"{type(e).__name__}: "
         print(f"lfcore: {what}{' '.join(str(e).split())} (--debug shows the traceback)", file=sys.stderr)
         return 2
-    except JobsFailed as e:
-        print(f"lfcore: {e}", file=sys.stderr)
-        return 1
     except JobsFailed as e:
         print(f"lfcore: {e}", file=sys.stderr)
         return 1

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .cache import Cache
+from .metrics import layerwise, ordered, scores, similarity
 from .params import AccuracySpec, CaptureSpec, ModelSpec, UncertaintySpec
+from .regions import key_regions
 from .report import Report
-from .steps import ResultCache, accuracy, label, load, score_intervals
+from .steps import activations, intervals, label, load, task_accuracy
 
 
 class IdenticalCheckpointsWarning(UserWarning):
@@ -49,12 +52,12 @@ class SeriesPoint:
     layerwise: pd.DataFrame
     regions: object  # KeyRegions
     accuracy: pd.DataFrame | None = None
-    intervals: pd.DataFrame | None = None  # whole-model LRDS/SADS intervals (``score_intervals``)
+    intervals: pd.DataFrame | None = None  # whole-model LRDS/SADS intervals (``steps.intervals``)
     map: object = None  # (rows, rows) tensor
     map_rows: Rows | None = None
 
 
-def run_series(models: list[ModelSpec], corpus, capture: CaptureSpec, threshold: float, cache: ResultCache,
+def run_series(models: list[ModelSpec], corpus, capture: CaptureSpec, threshold: float, cache: Cache,
                accuracy_cfg: AccuracySpec | None = None, report: Report | None = None,
                map_sentences: int = 0, uncertainty: UncertaintySpec | None = None,
                epsilon: float = 0.0) -> list[SeriesPoint]:
@@ -62,21 +65,18 @@ def run_series(models: list[ModelSpec], corpus, capture: CaptureSpec, threshold:
     ``epsilon`` as in ``regions.key_regions``; optionally accuracy,
     whole-model score intervals and a small similarity map), release it, and warn if two entries have
     identical weights."""
-    from .metrics import layerwise, ordered, scores, similarity
-    from .regions import key_regions
-
     points = []
     for m in models:
         lm = load(m)
         if report is not None:
             report.model(lm.meta())
-        acts = cache.activations(lm, corpus, capture)
-        acc = accuracy(lm, accuracy_cfg, cache) if accuracy_cfg else None
+        acts = activations(lm, corpus, capture, cache)
+        acc = task_accuracy(lm, accuracy_cfg, cache) if accuracy_cfg else None
         n_params = sum(p.numel() for p in lm.model.parameters())
         point = SeriesPoint(m, lm.meta(), int(m.params or n_params), scores(acts), layerwise(acts),
                             key_regions(acts, threshold, epsilon), acc)
         if uncertainty is not None:
-            point.intervals = score_intervals(acts, uncertainty, cache, per_layer=False)
+            point.intervals = intervals(acts, uncertainty, cache, per_layer=False)
         if map_sentences:
             shown = ordered(acts.select(ids=acts.ids[:map_sentences]))
             point.map, point.map_rows = similarity(shown), Rows(shown.sentence_ids, shown.langs)

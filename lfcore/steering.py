@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .core import language_means, patch_values
 from .evaluate import generate
-from .intervene import Mode, intervene, language_means, patch_values
+from .intervene import Mode, intervene
 from .langid import detect
 from .regions import KeyRegions, random_neurons
 

@@ -1,59 +1,37 @@
 """The cached steps the notebooks call: load a ``ModelSpec``, draw the sentences, run the deactivation table,
 accuracy, generations, score intervals, diagnostics, and turn results into headline numbers.
 
-Every expensive step goes through ``ResultCache``: content-keyed (model weights, texts, options, and the
-``code_digest`` of the lfcore files that compute it), so a second run of the same params re-renders without
+Every expensive step goes through ``cache.Cache``: content-keyed (model weights, texts, options, and the
+``cache.code_key`` of the lfcore code that computes it), so a second run of the same params re-renders without
 recomputing, and a fix to the code recomputes.
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import functools
-import hashlib
 import io
-import json
 import logging
 import math
 import os
 import sys
-from collections import Counter
+from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from .cache import Cache, code_key
+from .capture import activation_probabilities, capture
+from .core import FULL_COLUMN, Activations
+from .corpus import ParallelCorpus, from_hf_dataset, load_corpus
+from .diagnostics import compare_pooling, exclude_dominant
+from .evaluate import DEFAULT_PROMPTS, FULL, crosslingual_accuracy, deactivation_table, generate, start_token
+from .models import BUNDLED, load_model
 from .params import (AccuracySpec, CaptureSpec, CorpusSpec, GenerationSpec, ModelSpec, PerplexitySpec,
                      RobustnessSpec, SteeringSpec, UncertaintySpec)
-
-
-def digest(obj) -> str:
-    """A short content hash of a JSON-able object (tensors as lists)."""
-    def default(o):
-        if hasattr(o, "detach"):  # a tensor: its bytes, dtype and shape
-            a = o.detach().cpu().contiguous().numpy()
-            return [hashlib.sha256(a.tobytes()).hexdigest(), str(a.dtype), list(a.shape)]
-        return o.tolist() if hasattr(o, "tolist") else str(o)
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=default).encode()).hexdigest()[:16]
-
-
-PACKAGE = Path(__file__).resolve().parent
-
-
-@functools.lru_cache(maxsize=None)
-def code_digest(*paths: str) -> str:
-    """A short hash of files of the lfcore package: ``paths`` relative to its folder, a folder meaning every
-    file under it (``"."``: the whole package). Step keys carry the digest of the modules that compute the
-    step and the data files they read, so a fix to either recomputes the step instead of reusing it."""
-    h = hashlib.sha256()
-    for rel in paths:
-        path = PACKAGE / rel
-        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-        for f in files:
-            if "__pycache__" not in f.parts:
-                h.update(str(f.relative_to(PACKAGE)).encode())
-                h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+from .regions import random_neurons
+from .robustness import lape, lape_overlap
+from .steering import baseline, continuations, patch_conditions, perplexity_sets, steering_conditions
+from .tasks.utils import XCOPA_FILE
+from .uncertainty import score_intervals
 
 
 def cache_dir(out: str | Path) -> Path:
@@ -62,96 +40,27 @@ def cache_dir(out: str | Path) -> Path:
     return Path(env) / "results" if env else Path(out) / "cache"
 
 
-class ResultCache:
-    """Content-keyed cache of expensive results (``lfcore.cache.Store``) that counts hits and misses."""
-
-    def __init__(self, root: str | Path | None):
-        from .cache import Store
-
-        self.store = Store(root) if root else None
-        self.hits, self.misses = Counter(), Counter()
-
-    def frame(self, kind: str, parts: dict, compute) -> pd.DataFrame:
-        """``compute()`` (a DataFrame) unless a frame with the same ``parts`` is cached.
-
-        A hit equals the computed frame exactly: float columns are stored as tensors (JSON would round them),
-        everything else as pandas' table JSON, ``attrs`` as JSON (Python's float repr is exact). A miss computes
-        under the key's lock (``Store.lock``): a job computing the same key meanwhile is waited for and read.
-        """
-        import torch
-
-        from .cache import make_key
-
-        key = make_key(kind=kind, **parts)
-        if self.store is None:
-            self.misses[kind] += 1
-            return compute()
-        if (df := self._read(kind, key)) is not None:
-            return df
-        self.store.check_writable(kind)  # before the work, not after it
-        with self.store.lock(kind, key):
-            if (df := self._read(kind, key)) is not None:  # another job wrote it while this one waited
-                return df
-            self.misses[kind] += 1
-            df = compute()
-            columns = {str(i): torch.from_numpy(df.iloc[:, i].to_numpy(copy=True))  # (rows,)
-                       for i, dtype in enumerate(df.dtypes) if isinstance(dtype, np.dtype) and dtype.kind == "f"}
-            self.store.put(kind, key, columns, {"frame": df.to_json(orient="table", force_ascii=False),
-                                                "attrs": df.attrs})
-        return df
-
-    def _read(self, kind: str, key: str) -> pd.DataFrame | None:
-        """The cached frame of ``key`` (counted as a hit), or None."""
-        if (hit := self.store.get(kind, key)) is None:
-            return None
-        self.hits[kind] += 1
-        columns, meta = hit
-        df = pd.read_json(io.StringIO(meta["frame"]), orient="table")
-        for i, values in columns.items():  # exact float columns, by position
-            df.isetitem(int(i), values.numpy())
-        df.attrs.update(meta["attrs"])
-        return df
-
-    def activations(self, lm, corpus, cfg: CaptureSpec):
-        """``capture.capture`` with this cache; a new cache entry counts as a miss. The capture runs under a lock
-        named by the model, corpus and options, so a job capturing the same sentences meanwhile is waited for."""
-        from .capture import capture
-
-        folder = None if self.store is None else self.store.root / "activations"
-        lock = (contextlib.nullcontext() if self.store is None else
-                self.store.lock("activations", digest([lm.meta(), corpus.fingerprint(), dataclasses.asdict(cfg)])))
-        with lock:
-            before = set(folder.glob("*.json")) if folder and folder.exists() else set()
-            acts = capture(lm, corpus, batch_size=cfg.batch_size, max_length=cfg.max_length, progress=False,
-                           pool_special_tokens=cfg.pool_special_tokens, skip_first=cfg.skip_first,
-                           add_special_tokens=cfg.add_special_tokens, cache=self.store)
-            after = set(folder.glob("*.json")) if folder and folder.exists() else set()
-        (self.misses if after - before or self.store is None else self.hits)["activations"] += 1
-        return acts
-
-    def summary(self) -> dict:
-        return {"hits": dict(self.hits), "misses": dict(self.misses)}
+def activations(lm, corpus, cfg: CaptureSpec, cache: Cache) -> Activations:
+    """``capture.capture`` of ``corpus`` with the ``CaptureSpec`` options, through the cache (a job capturing the
+    same sentences meanwhile is waited for: ``Cache.result``)."""
+    return capture(lm, corpus, batch_size=cfg.batch_size, max_length=cfg.max_length, progress=False,
+                   pool_special_tokens=cfg.pool_special_tokens, skip_first=cfg.skip_first,
+                   add_special_tokens=cfg.add_special_tokens, cache=cache)
 
 
 def load(m: ModelSpec):
     """``models.load_model`` for a ``ModelSpec``."""
-    from .models import load_model
-
     return load_model(m.spec, revision=m.revision, dtype=m.dtype, device_map=m.device_map, site=m.site,
                       tokenizer=m.tokenizer, tokenizer_revision=m.tokenizer_revision)
 
 
 def label(m: ModelSpec) -> str:
     """How a model is named in tables and plots: its ``label``, what a bundled key is, or id@revision."""
-    from .models import BUNDLED
-
     return m.label or BUNDLED.get(m.spec) or (f"{m.spec}@{m.revision}" if m.revision else Path(m.spec).name)
 
 
 def full_corpus(c: CorpusSpec, langs: list[str]):
     """Every sentence of the corpus ``c`` names, in ``langs``, before the draw of ``sentences``."""
-    from .corpus import load_corpus
-
     if c.source == "bible":
         return load_corpus({lang: c.files[lang] for lang in langs}, books=c.books)
     if c.source.startswith("hf:"):
@@ -168,8 +77,6 @@ def sentences(c: CorpusSpec, langs: list[str]):
 def perplexity_texts(cfg: PerplexitySpec, langs: list[str], tokenizer=None) -> dict[str, list[str]]:
     """``cfg.documents`` documents per language (bundled NTREX passages, a local corpus file, or XL-Sum),
     joined by a blank line and, with ``cfg.max_tokens``, cut after that many tokens of ``tokenizer``."""
-    from .corpus import from_hf_dataset, load_corpus
-
     if cfg.source.startswith("hf:"):
         docs = {lang: [r.text for r in from_hf_dataset(cfg.source[3:], name=cfg.hf_configs[lang], split=cfg.split,
                                                        text_columns={lang: cfg.text_column}, revision=cfg.revision)
@@ -193,8 +100,6 @@ def perplexity_texts(cfg: PerplexitySpec, langs: list[str], tokenizer=None) -> d
 def key_region_sets(regions, cfg: PerplexitySpec) -> dict:
     """Neuron sets for Table 1: each language's key region, then a random set of ``random_percent``
     of all neurons (None: the next whole percent above the largest key region, as in Table 4)."""
-    from .regions import random_neurons
-
     sets = {lang: regions.neurons(lang) for lang in regions.langs}
     largest = 100 * max(regions.sizes()) / regions.total_neurons
     percent = cfg.random_percent if cfg.random_percent is not None else float(max(1, math.ceil(largest + 1e-9)))
@@ -203,32 +108,23 @@ def key_region_sets(regions, cfg: PerplexitySpec) -> dict:
     return sets
 
 
-def deactivation_table(lm, texts: dict, sets: dict, cfg: PerplexitySpec, cache: ResultCache) -> pd.DataFrame:
+def perplexity_table(lm, texts: dict, sets: dict, cfg: PerplexitySpec, cache: Cache) -> pd.DataFrame:
     """``evaluate.deactivation_table`` through the cache (key: weights, texts, sets, window scheme and options,
     start token, code)."""
-    from .evaluate import deactivation_table as compute
-    from .evaluate import start_token
-
     bos = start_token(lm.tokenizer, cfg.add_bos) if cfg.windows == "overlapping" else None
-    parts = dict(model=lm.meta(), texts=digest(texts), sets=digest(sets), seqlen=cfg.seqlen, stride=cfg.stride,
-                 batch_size=cfg.batch_size, bos=bos, windows=cfg.windows,
-                 code=code_digest("evaluate.py", "deactivate.py", "hooks.py", "fastattn.py", "models.py"))
-    return cache.frame("deactivation", parts, lambda: compute(lm, texts, sets, seqlen=cfg.seqlen, stride=cfg.stride,
-                                                              batch_size=cfg.batch_size, add_bos=cfg.add_bos,
-                                                              windows=cfg.windows, progress=False))
+    parts = dict(model=lm.meta(), texts=texts, sets=sets, seqlen=cfg.seqlen, stride=cfg.stride,
+                 batch_size=cfg.batch_size, bos=bos, windows=cfg.windows, code=code_key(deactivation_table))
+    return cache.frame("deactivation", parts, lambda: deactivation_table(
+        lm, texts, sets, seqlen=cfg.seqlen, stride=cfg.stride, batch_size=cfg.batch_size, add_bos=cfg.add_bos,
+        windows=cfg.windows, progress=False))
 
 
-def accuracy(lm, cfg: AccuracySpec, cache: ResultCache, neurons=None) -> pd.DataFrame:
+def task_accuracy(lm, cfg: AccuracySpec, cache: Cache, neurons=None) -> pd.DataFrame:
     """``evaluate.crosslingual_accuracy`` through the cache (key: weights, languages, limit, neurons, lm-eval
     version, code: the task folder and the bundled data its loaders read)."""
-    from importlib.metadata import version
-
-    from .evaluate import crosslingual_accuracy
-    from .tasks.utils import XCOPA_FILE
-
-    code = code_digest("evaluate.py", "deactivate.py", "hooks.py", "models.py", "tasks", f"data/{XCOPA_FILE}")
+    code = code_key(crosslingual_accuracy, data=("tasks", f"data/{XCOPA_FILE}"))
     parts = dict(model=lm.meta(), task=cfg.task, code=code, langs=cfg.languages, limit=cfg.limit,
-                 neurons=digest(neurons or {}), lm_eval=version("lm_eval"))
+                 neurons=neurons or {}, lm_eval=version("lm_eval"))
     def compute():
         with _quiet("lm_eval"):  # progress bars and per-task notices would fill the report
             return crosslingual_accuracy(lm, cfg.languages, task=cfg.task, limit=cfg.limit, neurons=neurons,
@@ -257,28 +153,24 @@ def _quiet(logger: str):
         log.setLevel(level)
 
 
-def generations(lm, cfg: GenerationSpec, sets: dict, cache: ResultCache) -> pd.DataFrame:
+def generations(lm, cfg: GenerationSpec, sets: dict, cache: Cache) -> pd.DataFrame:
     """Greedy continuations (Appendix A) under the full model and each language's deactivated key region,
     as a wide table: one row per prompt, one column per condition."""
-    from .evaluate import DEFAULT_PROMPTS, FULL, generate
-
     prompts = {lang: list((cfg.prompts or DEFAULT_PROMPTS)[lang])[:cfg.prompts_per_language] for lang in cfg.languages}
     conditions = {FULL: None, **{f"×{lang}": sets[lang] for lang in cfg.languages}}
-    parts = dict(model=lm.meta(), prompts=prompts, sets=digest(conditions), max_new_tokens=cfg.max_new_tokens,
-                 code=code_digest("evaluate.py", "deactivate.py", "hooks.py", "models.py"))
+    parts = dict(model=lm.meta(), prompts=prompts, sets=conditions, max_new_tokens=cfg.max_new_tokens,
+                 code=code_key(generate))
     long = cache.frame("generations", parts, lambda: generate(lm, prompts, conditions, cfg.max_new_tokens)
                        .drop(columns=["output_ids"]).rename(columns={"index": "number"}))
     wide = long.pivot(index=["lang", "number", "prompt"], columns="condition", values="output")
     return wide[list(conditions)].reset_index(level="number", drop=True)
 
 
-def score_intervals(acts, cfg: UncertaintySpec, cache: ResultCache, per_layer: bool = True) -> pd.DataFrame:
+def intervals(acts, cfg: UncertaintySpec, cache: Cache, per_layer: bool = True) -> pd.DataFrame:
     """``uncertainty.score_intervals`` (overall, and per layer unless ``per_layer`` is off) through the cache."""
-    from .uncertainty import score_intervals as compute
-
-    parts = dict(acts=acts.meta, rows=digest([acts.sentence_ids, acts.langs]), per_layer=per_layer,
-                 code=code_digest("uncertainty.py", "metrics.py"), **dataclasses.asdict(cfg))
-    return cache.frame("intervals", parts, lambda: compute(acts, per_layer=per_layer, n_boot=cfg.n_boot,
+    parts = dict(acts=acts.meta, rows=[acts.sentence_ids, acts.langs], per_layer=per_layer,
+                 code=code_key(score_intervals), **cfg.model_dump())
+    return cache.frame("intervals", parts, lambda: score_intervals(acts, per_layer=per_layer, n_boot=cfg.n_boot,
                                                            n_perm=cfg.n_perm, level=cfg.level, seed=cfg.seed))
 
 
@@ -292,8 +184,6 @@ def interval_numbers(intervals: pd.DataFrame, suffix: str = "") -> dict:
 def table_numbers(table: pd.DataFrame, intervals: pd.DataFrame | None = None) -> dict:
     """Headline numbers of a deactivation table: each language's % increase when its own region is off (the
     diagonal, with its interval), the random set's increase, and the full-model perplexity."""
-    from .evaluate import FULL_COLUMN
-
     langs = [c for c in table.columns if c in table.index]
     ci = None if intervals is None else intervals.set_index(["lang", "condition"])
     diagonal = {}
@@ -308,13 +198,11 @@ def table_numbers(table: pd.DataFrame, intervals: pd.DataFrame | None = None) ->
     return numbers
 
 
-def first_token_effect(lm, corpus, acts, cfg: CaptureSpec, n: int, cache: ResultCache) -> pd.DataFrame:
+def first_token_effect(lm, corpus, acts, cfg: CaptureSpec, n: int, cache: Cache) -> pd.DataFrame:
     """``diagnostics.compare_pooling`` on ``n`` sentence ids of ``acts``: as captured, and recaptured without
     each sentence's first token."""
-    from .diagnostics import compare_pooling
-
     subset = corpus.select(corpus.languages, min(n, len(corpus.ids)), seed=0)
-    skip = cache.activations(lm, subset, dataclasses.replace(cfg, skip_first=True))
+    skip = activations(lm, subset, cfg.model_copy(update={"skip_first": True}), cache)
     return compare_pooling(acts.select(ids=subset.ids), skip, names=("all_tokens", "skip_first"))
 
 
@@ -325,8 +213,6 @@ def flagged_layers(dominance: pd.DataFrame) -> list[int]:
 
 def without_dominant(acts, dominance: pd.DataFrame, k: int):
     """``acts`` with the dominant neurons of the flagged layers zeroed (unchanged if none is flagged)."""
-    from .diagnostics import exclude_dominant
-
     return exclude_dominant(acts, k, layers=flagged_layers(dominance))
 
 
@@ -339,17 +225,15 @@ def stability_numbers(table: pd.DataFrame) -> dict:
 
 
 def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSpec,
-                    cache: ResultCache) -> pd.DataFrame:
+                    cache: Cache) -> pd.DataFrame:
     """``robustness.lape_overlap`` of LAPE neurons (Tang et al. 2024) with the key regions, through the cache;
     an empty frame when ``cfg.lape`` is off."""
-    from .robustness import activation_probabilities, lape, lape_overlap
-
     if not cfg.lape:
         print("LAPE comparison off (robustness.lape: false)")
         return pd.DataFrame(columns=["lang", "lape_neurons", "key_neurons", "shared", "jaccard"])
-    parts = dict(model=lm.meta(), corpus=corpus.fingerprint(), capture=dataclasses.asdict(capture),
-                 regions=digest(regions.mask),
-                 code=code_digest("robustness.py", "capture.py", "hooks.py", "models.py", "regions.py"))
+    parts = dict(model=lm.meta(), corpus=corpus.fingerprint(), capture=capture.model_dump(),
+                 regions=regions.mask,
+                 code=code_key(activation_probabilities, lape, lape_overlap))
     return cache.frame("lape", parts, lambda: lape_overlap(lape(activation_probabilities(
         lm, corpus, batch_size=capture.batch_size, max_length=capture.max_length,
         pool_special_tokens=capture.pool_special_tokens, progress=False)), regions))
@@ -357,14 +241,10 @@ def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSp
 
 # ------------------------------------------------------------------------------------ obs6: steering
 
-STEERING_CODE = ("steering.py", "intervene.py", "evaluate.py", "langid.py", "hooks.py", "models.py", "regions.py")
-
 
 def held_out_prompts(c: CorpusSpec, langs: list[str], sample, n: int, seed: int):
     """``n`` sentence ids of the corpus, present in every language of ``langs`` and not in ``sample`` (the
     sentences the key regions are found on), as a ``ParallelCorpus``: the steering prompts."""
-    from .corpus import ParallelCorpus
-
     full = full_corpus(c, langs).select(langs)
     used = set(sample.ids)
     rest = ParallelCorpus([r for r in full.records if r.sentence_id not in used], name=full.name, meta=full.meta)
@@ -375,31 +255,26 @@ def held_out_prompts(c: CorpusSpec, langs: list[str], sample, n: int, seed: int)
 
 
 def _steering_parts(lm, regions, acts, prompts, cfg: SteeringSpec) -> dict:
-    from importlib.metadata import version
+    """What every steering result depends on: weights, regions, the activations the values come from, the prompts,
+    generation options, the language detector's version and the code."""
+    return dict(model=lm.meta(), regions=regions.mask, acts=acts.meta, rows=[acts.sentence_ids, acts.langs],
+                prompts=prompts.fingerprint(), max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                py3langid=version("py3langid"), code=code_key(continuations, steering_conditions, patch_conditions))
 
-    return dict(model=lm.meta(), regions=digest(regions.mask), acts=acts.meta,
-                rows=digest([acts.sentence_ids, acts.langs]), prompts=prompts.fingerprint(),
-                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, py3langid=version("py3langid"),
-                code=code_digest(*STEERING_CODE))
 
-
-def steering_generations(lm, regions, acts, prompts, cfg: SteeringSpec, cache: ResultCache) -> pd.DataFrame:
+def steering_generations(lm, regions, acts, prompts, cfg: SteeringSpec, cache: Cache) -> pd.DataFrame:
     """``steering.continuations`` with no intervention and with every language's region (and its random control)
     steered at each of ``cfg.strengths``, through the cache."""
-    from .steering import baseline, continuations, steering_conditions
-
     parts = dict(_steering_parts(lm, regions, acts, prompts, cfg), mode=cfg.mode, strengths=cfg.strengths)
     return cache.frame("steering", parts, lambda: continuations(
         lm, prompts, [baseline(), *steering_conditions(lm, regions, acts, cfg.strengths, cfg.mode, cfg.seed)],
         cfg.max_new_tokens))
 
 
-def patching_generations(lm, regions, prompt_acts, prompts, cfg: SteeringSpec, cache: ResultCache) -> pd.DataFrame:
+def patching_generations(lm, regions, prompt_acts, prompts, cfg: SteeringSpec, cache: Cache) -> pd.DataFrame:
     """``steering.continuations`` with each of ``cfg.patch_languages`` (None: the first three languages of the
     regions) patched in, whole region, random control and band by band, through the cache (``prompt_acts``: a
     capture of the prompt sentences)."""
-    from .steering import continuations, patch_conditions
-
     targets = cfg.patch_languages or list(regions.langs)[:3]
     parts = dict(_steering_parts(lm, regions, prompt_acts, prompts, cfg), targets=targets, bands=cfg.layer_bands)
     return cache.frame("patching", parts, lambda: continuations(
@@ -407,22 +282,18 @@ def patching_generations(lm, regions, prompt_acts, prompts, cfg: SteeringSpec, c
         cfg.max_new_tokens))
 
 
-def steering_perplexity(lm, regions, acts, ppl: PerplexitySpec, cfg: SteeringSpec, cache: ResultCache) -> pd.DataFrame:
+def steering_perplexity(lm, regions, acts, ppl: PerplexitySpec, cfg: SteeringSpec, cache: Cache) -> pd.DataFrame:
     """Perplexity of every language with each language's region (and its random control) steered at
     ``cfg.perplexity_strength``: a deactivation-style table (% change over the plain model), through the cache.
     The text: the first ``cfg.perplexity_tokens`` tokens of each language's ``ppl`` text, windows of
     ``ppl.seqlen``."""
-    from .evaluate import deactivation_table as compute
-    from .evaluate import start_token
-    from .steering import perplexity_sets, steering_conditions
-
-    texts = perplexity_texts(dataclasses.replace(ppl, max_tokens=cfg.perplexity_tokens), list(regions.langs),
+    texts = perplexity_texts(ppl.model_copy(update={"max_tokens": cfg.perplexity_tokens}), list(regions.langs),
                              lm.tokenizer)
-    parts = dict(model=lm.meta(), regions=digest(regions.mask), acts=acts.meta,
-                 rows=digest([acts.sentence_ids, acts.langs]), texts=digest(texts), mode=cfg.mode, strength=cfg.perplexity_strength, seed=cfg.seed,
-                 seqlen=ppl.seqlen, batch_size=ppl.batch_size, bos=start_token(lm.tokenizer, ppl.add_bos),
-                 code=code_digest(*STEERING_CODE, "fastattn.py"))
-    return cache.frame("steering_perplexity", parts, lambda: compute(
+    parts = dict(model=lm.meta(), regions=regions.mask, acts=acts.meta, rows=[acts.sentence_ids, acts.langs],
+                 texts=texts, mode=cfg.mode, strength=cfg.perplexity_strength, seed=cfg.seed, seqlen=ppl.seqlen,
+                 batch_size=ppl.batch_size, bos=start_token(lm.tokenizer, ppl.add_bos),
+                 code=code_key(deactivation_table, steering_conditions, perplexity_sets))
+    return cache.frame("steering_perplexity", parts, lambda: deactivation_table(
         lm, texts, perplexity_sets(steering_conditions(lm, regions, acts, [cfg.perplexity_strength], cfg.mode,
                                                        cfg.seed)),
         seqlen=ppl.seqlen, batch_size=ppl.batch_size, add_bos=ppl.add_bos, progress=False))

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .capture import Activations
+from .core import Activations
 from .metrics import check_parallel, layer_maps, similarity
 
 _TIE = 1e-9  # permuted statistics within this of the observed one count as ties (>=)

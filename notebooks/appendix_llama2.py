@@ -29,13 +29,14 @@ title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 family = {"models": [{"spec": "smollm2-135m", "label": "SmolLM2 135M Instruct (GGUF Q4_1)"},
                      {"spec": "gemma-3-270m", "label": "Gemma 3 270M (base, GGUF Q4_K_M)"}],
-          "note": "Offline: SmolLM2-135M (English-centric) beside Gemma 3 270M (multilingual)."}
+          "note": ("Offline stand-in for the LLaMA2 family: the English-centric SmolLM2-135M (analysed in detail) "
+                   "beside the multilingual Gemma 3 270M. The paper's run: lfcore reproduce params/paper_llama2.yaml.")}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
 capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False,
            "add_special_tokens": True}
 regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5], "epsilon": 0.0}
 perplexity = {"source": "ntrex128-passages", "documents": 2, "max_tokens": 256, "seqlen": 64, "stride": None,
-              "windows": "overlapping", "batch_size": 8, "random_percent": None, "seed": 0}
+              "windows": "overlapping", "batch_size": 8, "random_percent": 10.0, "seed": 0}
 accuracy = {"task": "xcopa_xl", "languages": ["en", "id", "vi", "zh"], "limit": 40, "batch_size": 16}
 generation = {"languages": ["en", "zh", "fr"], "prompts": None, "prompts_per_language": 2, "max_new_tokens": 24}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
@@ -45,6 +46,7 @@ out_dir = "reports/interactive/appendix_llama2"  # relative to the repository ro
 cache_dir = "reports/interactive/cache"
 
 # %%
+import lfcore.cache
 import lfcore.diagnostics
 import lfcore.evaluate
 import lfcore.metrics
@@ -59,7 +61,8 @@ import lfcore.uncertainty
 p = lfcore.params.notebook_params(languages=languages, family=family, corpus=corpus, capture=capture, regions=regions,
                                   perplexity=perplexity, accuracy=accuracy, generation=generation,
                                   uncertainty=uncertainty, diagnostics=diagnostics, maps=maps)
-report = lfcore.report.Report(out_dir, cache_dir, notebook="appendix")
+cache = lfcore.cache.Cache(lfcore.params.repo_path(cache_dir))
+report = lfcore.report.Report(out_dir, notebook="appendix", cache=cache)
 print(p.family.note)
 
 # %% [markdown]
@@ -69,7 +72,7 @@ print(p.family.note)
 lm = lfcore.steps.load(p.family.models[0])
 report.model(lm.meta())
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
-acts = report.cache.activations(lm, sentences, p.capture)
+acts = lfcore.steps.activations(lm, sentences, p.capture, cache)
 print(lm.meta())
 
 # %% [markdown]
@@ -79,7 +82,7 @@ print(lm.meta())
 # figure gives the scores with those neurons zeroed.
 
 # %%
-intervals = lfcore.steps.score_intervals(acts, p.uncertainty, report.cache)
+intervals = lfcore.steps.intervals(acts, p.uncertainty, cache)
 report.numbers(**lfcore.steps.interval_numbers(intervals))
 report.table(intervals, "score_intervals", index=False)
 dominance = lfcore.diagnostics.exclusion_table(acts, p.diagnostics.k, p.diagnostics.share)
@@ -109,7 +112,7 @@ report.show(lfcore.plots.key_regions_per_layer(key.per_layer(), title=f"Key neur
 # %%
 texts = lfcore.steps.perplexity_texts(p.perplexity, p.languages, lm.tokenizer)
 sets = lfcore.steps.key_region_sets(key, p.perplexity)
-table = lfcore.steps.deactivation_table(lm, texts, sets, p.perplexity, report.cache)
+table = lfcore.steps.perplexity_table(lm, texts, sets, p.perplexity, cache)
 report.table(table, "table4_deactivation", shown=lfcore.evaluate.format_table(table))
 cells = lfcore.uncertainty.deactivation_intervals(table.attrs["window_nll"], table.attrs["window_tokens"],
                                                   n_boot=p.uncertainty.n_boot, level=p.uncertainty.level,
@@ -127,7 +130,7 @@ report.show(lfcore.plots.deactivation_heatmap(table, cells, title=f"Perplexity i
 # hold.
 
 # %%
-report.table(lfcore.steps.generations(lm, p.generation, sets, report.cache), "table3_generations")
+report.table(lfcore.steps.generations(lm, p.generation, sets, cache), "table3_generations")
 del lm, acts
 
 # %% [markdown]
@@ -136,7 +139,7 @@ del lm, acts
 # ### Figure 10: metrics across the family
 
 # %%
-points = lfcore.series.run_series(p.family.models, sentences, p.capture, p.regions.threshold, report.cache,
+points = lfcore.series.run_series(p.family.models, sentences, p.capture, p.regions.threshold, cache,
                                   accuracy_cfg=p.accuracy, report=report, map_sentences=p.maps.family_sentences,
                                   uncertainty=p.uncertainty,
                                   epsilon=p.regions.epsilon)

@@ -44,6 +44,7 @@ out_dir = "reports/interactive/obs1_similarity"  # relative to the repository ro
 cache_dir = "reports/interactive/cache"
 
 # %%
+import lfcore.cache
 import lfcore.diagnostics
 import lfcore.metrics
 import lfcore.params
@@ -53,7 +54,8 @@ import lfcore.steps
 
 p = lfcore.params.notebook_params(languages=languages, model=model, corpus=corpus, capture=capture,
                                   uncertainty=uncertainty, diagnostics=diagnostics, maps=maps)
-report = lfcore.report.Report(out_dir, cache_dir, notebook="obs1")
+cache = lfcore.cache.Cache(lfcore.params.repo_path(cache_dir))
+report = lfcore.report.Report(out_dir, notebook="obs1", cache=cache)
 
 # %% [markdown]
 # ## Model and sentences
@@ -65,7 +67,7 @@ report = lfcore.report.Report(out_dir, cache_dir, notebook="obs1")
 lm = lfcore.steps.load(p.model)
 report.model(lm.meta())
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
-acts = report.cache.activations(lm, sentences, p.capture)
+acts = lfcore.steps.activations(lm, sentences, p.capture, cache)
 print(lm.meta())
 print(sentences)
 print(f"activations: {tuple(acts.values.shape)} (sentences x layers x neurons per layer)")
@@ -92,7 +94,7 @@ report.show(lfcore.plots.similarity_map(lfcore.metrics.similarity(shown), shown,
 # whose interval covers 0 is not evidence of the effect.
 
 # %%
-intervals = lfcore.steps.score_intervals(acts, p.uncertainty, report.cache)
+intervals = lfcore.steps.intervals(acts, p.uncertainty, cache)
 report.numbers(**lfcore.steps.interval_numbers(intervals))
 report.show(lfcore.plots.headline_scores(intervals, title=f"LRDS and SADS: {lm.title}"), "headline_scores")
 report.table(intervals, "score_intervals", index=False)
@@ -109,10 +111,10 @@ report.table(intervals, "score_intervals", index=False)
 # %%
 dominance = lfcore.diagnostics.exclusion_table(acts, p.diagnostics.k, p.diagnostics.share)
 report.table(dominance, "dominance", index=False)
-report.show(lfcore.plots.dominance(dominance, p.diagnostics.k, title=f"Dominant neurons per layer: {lm.title}"),
+report.show(lfcore.plots.exclusion(dominance, p.diagnostics.k, title=f"Dominant neurons per layer: {lm.title}"),
             "dominance")
-clean = lfcore.steps.score_intervals(lfcore.steps.without_dominant(acts, dominance, p.diagnostics.k), p.uncertainty,
-                                     report.cache, per_layer=False)
+clean = lfcore.steps.intervals(lfcore.steps.without_dominant(acts, dominance, p.diagnostics.k), p.uncertainty,
+                                     cache, per_layer=False)
 report.numbers(flagged_layers=lfcore.steps.flagged_layers(dominance),
                **lfcore.steps.interval_numbers(clean, suffix=" without dominant neurons"))
 report.table(clean, "score_intervals_without_dominant", index=False)
@@ -126,7 +128,7 @@ report.table(clean, "score_intervals_without_dominant", index=False)
 
 # %%
 pooling = lfcore.steps.first_token_effect(lm, sentences, acts, p.capture, p.diagnostics.first_token_sentences,
-                                          report.cache)
+                                          cache)
 report.table(pooling, "first_token_effect", index=False)
 report.show(lfcore.plots.pooling(pooling, title=f"First-token effect: {lm.title}"), "first_token_effect")
 

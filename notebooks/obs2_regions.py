@@ -31,7 +31,7 @@ capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "s
 regions = {"threshold": 2.0, "sweep": [1.0, 1.5, 2.0, 2.5], "epsilon": 0.0}
 perplexity = {"source": "ntrex128-passages", "documents": 2, "max_tokens": 256, "seqlen": 64, "stride": None,
               "windows": "overlapping", "batch_size": 8, "random_percent": 10.0, "seed": 0}
-generation = {"languages": ["en", "zh", "fr"], "prompts": None, "prompts_per_language": 3, "max_new_tokens": 32}
+generation = {"languages": ["en", "zh", "fr"], "prompts": None, "prompts_per_language": 2, "max_new_tokens": 24}
 uncertainty = {"n_boot": 1000, "n_perm": 1000, "level": 0.95, "seed": 0}
 diagnostics = {"k": 5, "share": 0.5, "first_token_sentences": 20}
 robustness = {"seeds": [0, 1, 2], "lape": False}
@@ -39,6 +39,7 @@ out_dir = "reports/interactive/obs2_regions"  # relative to the repository root 
 cache_dir = "reports/interactive/cache"
 
 # %%
+import lfcore.cache
 import lfcore.diagnostics
 import lfcore.evaluate
 import lfcore.params
@@ -52,7 +53,8 @@ import lfcore.uncertainty
 p = lfcore.params.notebook_params(languages=languages, model=model, corpus=corpus, capture=capture, regions=regions,
                                   perplexity=perplexity, generation=generation, uncertainty=uncertainty,
                                   diagnostics=diagnostics, robustness=robustness)
-report = lfcore.report.Report(out_dir, cache_dir, notebook="obs2")
+cache = lfcore.cache.Cache(lfcore.params.repo_path(cache_dir))
+report = lfcore.report.Report(out_dir, notebook="obs2", cache=cache)
 
 # %% [markdown]
 # ## Model, sentences, activations
@@ -63,7 +65,7 @@ report = lfcore.report.Report(out_dir, cache_dir, notebook="obs2")
 lm = lfcore.steps.load(p.model)
 report.model(lm.meta())
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
-acts = report.cache.activations(lm, sentences, p.capture)
+acts = lfcore.steps.activations(lm, sentences, p.capture, cache)
 print(lm.meta())
 print(sentences)
 
@@ -94,7 +96,7 @@ report.table(key.per_layer(), "key_regions_per_layer")
 # %%
 sweep = lfcore.robustness.threshold_sweep(key)
 report.table(sweep, "threshold_sweep", index=False)
-report.show(lfcore.plots.threshold_sweep(sweep, chosen=p.regions.threshold), "threshold_sweep")
+report.show(lfcore.plots.sweep(sweep, chosen=p.regions.threshold), "threshold_sweep")
 
 # %% [markdown]
 # Where the regions sit at each threshold of `regions.sweep` (the slider works in static HTML; the widget below
@@ -144,7 +146,7 @@ report.table(lfcore.robustness.region_jaccard(key, clean), "key_regions_vs_witho
 # offline default leaves it off (`robustness.lape: true` turns it on).
 
 # %%
-report.table(lfcore.steps.lape_comparison(lm, sentences, key, p.robustness, p.capture, report.cache), "lape_overlap",
+report.table(lfcore.steps.lape_comparison(lm, sentences, key, p.robustness, p.capture, cache), "lape_overlap",
              index=False)
 
 # %% [markdown]
@@ -160,7 +162,7 @@ report.table(lfcore.steps.lape_comparison(lm, sentences, key, p.robustness, p.ca
 # %%
 texts = lfcore.steps.perplexity_texts(p.perplexity, p.languages, lm.tokenizer)
 sets = lfcore.steps.key_region_sets(key, p.perplexity)
-table = lfcore.steps.deactivation_table(lm, texts, sets, p.perplexity, report.cache)
+table = lfcore.steps.perplexity_table(lm, texts, sets, p.perplexity, cache)
 report.table(table, "table1_deactivation", shown=lfcore.evaluate.format_table(table))
 
 # %% [markdown]
@@ -187,7 +189,7 @@ report.show(lfcore.plots.deactivation_heatmap(table, cells, title=f"Perplexity i
 # shows the effect less cleanly.
 
 # %%
-report.table(lfcore.steps.generations(lm, p.generation, sets, report.cache), "generations")
+report.table(lfcore.steps.generations(lm, p.generation, sets, cache), "generations")
 
 # %% [markdown]
 # ## Reading the result

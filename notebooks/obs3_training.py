@@ -27,7 +27,9 @@
 title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 checkpoints = {"models": [{"spec": "gemma-3-270m", "label": "Gemma 3 270M (base, GGUF Q4_K_M), final"}],
-               "note": "Offline: one final checkpoint, no series."}
+               "note": ("Offline there is no checkpoint series: this runs the single final checkpoint, so no trend "
+                        "can be read. The paper's series: lfcore reproduce params/paper_bloom_checkpoints.yaml "
+                        "(network and a GPU).")}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
 capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False,
            "add_special_tokens": True}
@@ -37,6 +39,7 @@ out_dir = "reports/interactive/obs3_training"  # relative to the repository root
 cache_dir = "reports/interactive/cache"
 
 # %%
+import lfcore.cache
 import lfcore.params
 import lfcore.plots
 import lfcore.report
@@ -45,7 +48,8 @@ import lfcore.steps
 
 p = lfcore.params.notebook_params(languages=languages, checkpoints=checkpoints, corpus=corpus, capture=capture,
                                   regions=regions, uncertainty=uncertainty)
-report = lfcore.report.Report(out_dir, cache_dir, notebook="obs3")
+cache = lfcore.cache.Cache(lfcore.params.repo_path(cache_dir))
+report = lfcore.report.Report(out_dir, notebook="obs3", cache=cache)
 print(p.checkpoints.note)
 
 # %% [markdown]
@@ -56,9 +60,8 @@ print(p.checkpoints.note)
 
 # %%
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
-points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, p.regions.threshold, report.cache,
-                                  report=report, uncertainty=p.uncertainty,
-                                  epsilon=p.regions.epsilon)
+points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, p.regions.threshold, cache,
+                                  report=report, uncertainty=p.uncertainty, epsilon=p.regions.epsilon)
 steps = lfcore.series.series_table(points)
 report.table(steps, "checkpoints", index=False)
 report.numbers(**lfcore.series.series_numbers(steps, ["lrds", "sklr"]))

@@ -27,8 +27,10 @@
 # %% tags=["parameters"]
 title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-128 sample"
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
-checkpoints = {"models": [{"spec": "gemma-3-270m", "label": "gemma-3-270m (final)"}],
-               "note": "Offline: one final checkpoint, no series."}
+checkpoints = {"models": [{"spec": "gemma-3-270m", "label": "Gemma 3 270M (base, GGUF Q4_K_M), final"}],
+               "note": ("Offline there is no checkpoint series: this runs the single final checkpoint, so no trend "
+                        "can be read. The paper's series: lfcore reproduce params/paper_bloom_checkpoints.yaml "
+                        "(network and a GPU).")}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
 capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False,
            "add_special_tokens": True}
@@ -39,6 +41,7 @@ out_dir = "reports/interactive/obs4_alignment"  # relative to the repository roo
 cache_dir = "reports/interactive/cache"
 
 # %%
+import lfcore.cache
 import lfcore.params
 import lfcore.plots
 import lfcore.report
@@ -47,7 +50,8 @@ import lfcore.steps
 
 p = lfcore.params.notebook_params(languages=languages, checkpoints=checkpoints, corpus=corpus, capture=capture,
                                   regions=regions, accuracy=accuracy, uncertainty=uncertainty)
-report = lfcore.report.Report(out_dir, cache_dir, notebook="obs4")
+cache = lfcore.cache.Cache(lfcore.params.repo_path(cache_dir))
+report = lfcore.report.Report(out_dir, notebook="obs4", cache=cache)
 print(p.checkpoints.note)
 
 # %% [markdown]
@@ -58,7 +62,7 @@ print(p.checkpoints.note)
 
 # %%
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
-points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, p.regions.threshold, report.cache,
+points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, p.regions.threshold, cache,
                                   accuracy_cfg=p.accuracy, report=report, uncertainty=p.uncertainty,
                                   epsilon=p.regions.epsilon)
 steps = lfcore.series.series_table(points)
@@ -83,7 +87,7 @@ report.show(lfcore.plots.series(steps, x="step", left=["sads"], right=["acc"],
 # %%
 acc = lfcore.series.series_accuracy(points)
 report.table(acc, "accuracy_per_language", index=False)
-report.show(lfcore.plots.accuracy(acc, group="model", title=f"{p.accuracy.task}: accuracy per language"),
+report.show(lfcore.plots.accuracy_bars(acc, group="model", title=f"{p.accuracy.task}: accuracy per language"),
             "accuracy_per_language")
 
 # %% [markdown]

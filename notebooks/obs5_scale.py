@@ -25,7 +25,9 @@ title = "Offline default: Gemma 3 270M (base, GGUF Q4_K_M) on the bundled NTREX-
 languages = ["ar", "zh", "en", "fr", "hi", "id", "pt", "es", "vi"]
 sizes = {"models": [{"spec": "smollm2-135m", "label": "SmolLM2 135M Instruct (GGUF Q4_1)"},
                     {"spec": "gemma-3-270m", "label": "Gemma 3 270M (base, GGUF Q4_K_M)"}],
-         "note": "Offline: two different families, not one family at two sizes."}
+         "note": ("Caveat: SmolLM2-135M and Gemma 3 270M are different families (data, tokenizer, recipe), so the "
+                  "comparison mixes size with everything else. The paper's series: lfcore reproduce "
+                  "params/paper_bloom_sizes.yaml.")}
 corpus = {"source": "ntrex128", "n": 100, "seed": 0}
 capture = {"batch_size": 16, "max_length": 512, "pool_special_tokens": False, "skip_first": False,
            "add_special_tokens": True}
@@ -36,6 +38,7 @@ out_dir = "reports/interactive/obs5_scale"  # relative to the repository root (g
 cache_dir = "reports/interactive/cache"
 
 # %%
+import lfcore.cache
 import lfcore.params
 import lfcore.plots
 import lfcore.report
@@ -44,7 +47,8 @@ import lfcore.steps
 
 p = lfcore.params.notebook_params(languages=languages, sizes=sizes, corpus=corpus, capture=capture, regions=regions,
                                   accuracy=accuracy, uncertainty=uncertainty)
-report = lfcore.report.Report(out_dir, cache_dir, notebook="obs5")
+cache = lfcore.cache.Cache(lfcore.params.repo_path(cache_dir))
+report = lfcore.report.Report(out_dir, notebook="obs5", cache=cache)
 print(p.sizes.note)
 
 # %% [markdown]
@@ -55,7 +59,7 @@ print(p.sizes.note)
 
 # %%
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
-points = lfcore.series.run_series(p.sizes.models, sentences, p.capture, p.regions.threshold, report.cache,
+points = lfcore.series.run_series(p.sizes.models, sentences, p.capture, p.regions.threshold, cache,
                                   accuracy_cfg=p.accuracy, report=report, uncertainty=p.uncertainty,
                                   epsilon=p.regions.epsilon)
 table = lfcore.series.series_table(points)
@@ -84,7 +88,7 @@ report.show(lfcore.plots.series(table, x="params", left=["lrds", "sads"], right=
 # %%
 acc = lfcore.series.series_accuracy(points)
 report.table(acc, "accuracy_per_language", index=False)
-report.show(lfcore.plots.accuracy(acc, group="model", title=f"{p.accuracy.task}: accuracy per language"),
+report.show(lfcore.plots.accuracy_bars(acc, group="model", title=f"{p.accuracy.task}: accuracy per language"),
             "accuracy_per_language")
 
 # %% [markdown]

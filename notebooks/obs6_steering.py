@@ -46,6 +46,7 @@ out_dir = "reports/interactive/obs6_steering"  # relative to the repository root
 cache_dir = "reports/interactive/cache"
 
 # %%
+import lfcore.cache
 import lfcore.params
 import lfcore.plots
 import lfcore.regions
@@ -56,7 +57,8 @@ import lfcore.uncertainty
 
 p = lfcore.params.notebook_params(languages=languages, model=model, corpus=corpus, capture=capture, regions=regions,
                                   perplexity=perplexity, uncertainty=uncertainty, steering=steering)
-report = lfcore.report.Report(out_dir, cache_dir, notebook="obs6")
+cache = lfcore.cache.Cache(lfcore.params.repo_path(cache_dir))
+report = lfcore.report.Report(out_dir, notebook="obs6", cache=cache)
 boot = dict(n_boot=p.uncertainty.n_boot, level=p.uncertainty.level, seed=p.uncertainty.seed)
 
 # %% [markdown]
@@ -68,7 +70,7 @@ boot = dict(n_boot=p.uncertainty.n_boot, level=p.uncertainty.level, seed=p.uncer
 lm = lfcore.steps.load(p.model)
 report.model(lm.meta())
 sentences = lfcore.steps.sentences(p.corpus, p.languages)
-acts = report.cache.activations(lm, sentences, p.capture)
+acts = lfcore.steps.activations(lm, sentences, p.capture, cache)
 key = lfcore.regions.key_regions(acts, p.regions.threshold, p.regions.epsilon)
 prompts = lfcore.steps.held_out_prompts(p.corpus, p.languages, sentences, p.steering.prompts_per_language,
                                         p.steering.seed)
@@ -83,7 +85,7 @@ print(prompts)
 # the size-matched random sets: a region is causal for its language if its column clearly beats the random one.
 
 # %%
-gens = lfcore.steps.steering_generations(lm, key, acts, prompts, p.steering, report.cache)
+gens = lfcore.steps.steering_generations(lm, key, acts, prompts, p.steering, cache)
 top = max(p.steering.strengths)
 report.show(lfcore.plots.switch_matrix(lfcore.switching.switch_matrix(gens, "region", top),
                                        title=f"Steered region x{top:g}: continuations detected as the steered "
@@ -124,8 +126,8 @@ report.table(gens, "steering_generations", shown=gens.head(0), index=False)
 # random control patched the same way. A band whose bar nears the whole region's carries the effect.
 
 # %%
-prompt_acts = report.cache.activations(lm, prompts, p.capture)
-patched = lfcore.steps.patching_generations(lm, key, prompt_acts, prompts, p.steering, report.cache)
+prompt_acts = lfcore.steps.activations(lm, prompts, p.capture, cache)
+patched = lfcore.steps.patching_generations(lm, key, prompt_acts, prompts, p.steering, cache)
 patch_shares = lfcore.uncertainty.share_intervals(lfcore.switching.switch_hits(patched),
                                                   ["target", "kind", "band"], **boot)
 report.table(patch_shares, "patching_shares", index=False)
@@ -141,7 +143,7 @@ report.table(patched, "patching_generations", shown=patched.head(0), index=False
 # window-bootstrap interval.
 
 # %%
-ppl = lfcore.steps.steering_perplexity(lm, key, acts, p.perplexity, p.steering, report.cache)
+ppl = lfcore.steps.steering_perplexity(lm, key, acts, p.perplexity, p.steering, cache)
 cells = lfcore.uncertainty.deactivation_intervals(ppl.attrs["window_nll"], ppl.attrs["window_tokens"], **boot)
 report.table(cells, "steering_perplexity_intervals", index=False)
 report.show(lfcore.plots.deactivation_heatmap(ppl, cells, diverging=True, x_title="steered set",

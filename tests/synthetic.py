@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from lfcore.capture import Activations
+from lfcore.core import Activations
 
 
 def planted(n_ids=12, langs=("en", "zh", "fr", "ar"), n_layers=3, width=20, lang_scale=1.0, sem_scale=1.0,

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lfcore.cache import CacheError, Store, make_key, read_entry, write_entry
+from lfcore.cache import Cache, CacheError, make_key, read_entry, write_entry
 
 
 def test_roundtrip_and_key_stability(tmp_path):
@@ -13,7 +13,7 @@ def test_roundtrip_and_key_stability(tmp_path):
 
 
 def test_corrupt_entry_is_reported(tmp_path):
-    store = Store(tmp_path)
+    store = Cache(tmp_path)
     assert store.get("acts", "k") is None
     store.put("acts", "k", {"a": torch.ones(100)}, {})
     path = tmp_path / "acts" / "k.safetensors"
@@ -34,6 +34,6 @@ def test_dots_in_a_name_are_kept(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["qwen2.5-0.5b.json", "qwen2.5-0.5b.safetensors",
                                                           "qwen2.5-0.6b.json", "qwen2.5-0.6b.safetensors"]
     assert read_entry(tmp_path / "qwen2.5-0.5b")[1] == {"n": 5}
-    store = Store(tmp_path)
+    store = Cache(tmp_path)
     store.put("acts", make_key(a=1), {"a": torch.ones(2)}, {})
     assert (tmp_path / "acts" / f"{make_key(a=1)}.json").exists() and store.get("acts", make_key(a=1)) is not None

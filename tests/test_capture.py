@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from lfcore import corpus as corpus_mod
-from lfcore.capture import Activations, capture
+from lfcore.capture import capture
+from lfcore.cache import read_entry, write_entry
+from lfcore.core import Activations
 from lfcore.deactivate import deactivate
 from lfcore.hooks import get_module
 from lfcore.models import from_objects, neuron_sites
@@ -115,8 +117,8 @@ def test_cached_capture_refuses_hooks_already_on_the_model(tiny_llama, small_cor
 
 def test_save_load_and_select_by_label(tiny_llama, small_corpus, tmp_path):
     acts = capture(tiny_llama, small_corpus, progress=False)
-    acts.save(tmp_path / "acts")
-    back = Activations.load(tmp_path / "acts")
+    write_entry(tmp_path / "acts", *acts.entry())
+    back = Activations.from_entry(*read_entry(tmp_path / "acts"))
     assert torch.equal(back.values, acts.values) and back.sentence_ids == acts.sentence_ids
     zh = acts.select(langs=["zh"])
     assert set(zh.langs) == {"zh"} and len(zh.langs) == 6
@@ -201,7 +203,7 @@ def test_opt_flattened_site_input(tiny_tokenizer, small_corpus):
     keep = [i for i in range(64) if i not in (1, 5)]
     torch.testing.assert_close(off.values[:, 0, keep], many.values[:, 0, keep], atol=0, rtol=0)
     assert not torch.equal(off.values[:, 1], many.values[:, 1])
-    from lfcore.robustness import activation_probabilities  # LAPE's counting hook reads the same input
+    from lfcore.capture import activation_probabilities  # LAPE's counting hook reads the same input
 
     probs = activation_probabilities(lm, small_corpus, batch_size=5, progress=False).probs  # (langs, 2, 64)
     assert probs.shape[1:] == (2, 64) and 0 < float(probs.mean()) < 1

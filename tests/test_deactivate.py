@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lfcore import hooks
-from lfcore.deactivate import count_neurons, deactivate, validate_neurons
+from lfcore.core import count_neurons, validate_neurons
+from lfcore.deactivate import deactivate
 from lfcore.models import neuron_sites, neuron_width
 
 TEXT = "The city council announced on Monday that the bridge will reopen."

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lfcore import diagnostics, metrics
-from lfcore.capture import Activations
+from lfcore.core import Activations
 from synthetic import planted, shuffled
 
 

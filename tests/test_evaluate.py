@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from lfcore import cache
 from lfcore import evaluate as ev
 from lfcore.deactivate import deactivate
 from lfcore.models import neuron_width
@@ -216,8 +217,8 @@ def test_deactivation_table(tiny_llama, tmp_path):
     assert df.attrs["seqlen"] == 48 and df.attrs["stride"] == 47 and df.attrs["total_neurons"] == 3 * width
     assert _no_hooks(lm.model)
 
-    csv, sidecar = ev.save_table(df, tmp_path / "table1.csv")
-    back = ev.load_table(csv)
+    csv, sidecar = cache.save_table(df, tmp_path / "table1.csv")
+    back = cache.load_table(csv)
     pd.testing.assert_frame_equal(back, df, check_names=False, check_exact=False, rtol=1e-12)
     assert back.attrs["perplexity"] == json.loads(sidecar.read_text())["perplexity"] == df.attrs["perplexity"]
     shown = ev.format_table(df)
@@ -231,7 +232,7 @@ def test_table_validates_every_set_first(tiny_llama):
     with pytest.raises(ValueError, match="reserved"):
         ev.deactivation_table(tiny_llama, {"en": "text"}, {"Full model": {}}, seqlen=16, batch_size=1)
     with pytest.raises(ValueError, match="save_table|CSV"):
-        ev.save_table(pd.DataFrame(), "x.json")
+        cache.save_table(pd.DataFrame(), "x.json")
 
 
 # ------------------------------------------------------------------------------------------ lm-eval tasks

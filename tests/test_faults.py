@@ -15,7 +15,7 @@ import torch
 from lfcore import cache as cache_mod
 from lfcore import capture as capture_mod
 from lfcore import corpus, metrics, models, regions, runner, tiny
-from lfcore.cache import CacheError, Store
+from lfcore.cache import Cache, CacheError
 from lfcore.capture import Activations, capture
 from lfcore.evaluate import deactivation_table, perplexity
 from lfcore.lock import FolderBusy, hold_folder
@@ -120,7 +120,7 @@ def test_nan_log_likelihoods_are_an_error_not_an_accuracy():
 
 
 def test_cache_labels_are_verified(tmp_path, lm, sents):
-    store = Store(tmp_path)
+    store = Cache(tmp_path)
     capture(lm, sents, cache=store, progress=False)
     (meta_path,) = (tmp_path / "activations").glob("*.json")
     record = json.loads(meta_path.read_text())

@@ -8,7 +8,8 @@ import torch
 from lfcore import hooks
 from lfcore.capture import Activations
 from lfcore.deactivate import deactivate
-from lfcore.intervene import intervene, language_means, patch_values
+from lfcore.core import language_means, patch_values
+from lfcore.intervene import intervene
 from lfcore.models import neuron_sites, neuron_width
 from test_deactivate import _logits, _no_hooks
 

@@ -19,9 +19,10 @@ import yaml
 
 import lfcore.jobs
 import lfcore.runner
+from lfcore.cache import Cache
 from lfcore.params import ResourceSpec, load_params
 from lfcore.series import run_series
-from lfcore.steps import ResultCache, sentences
+from lfcore.steps import sentences
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "params" / "smoke.yaml"
@@ -42,13 +43,13 @@ def test_plan_follows_the_params(tmp_path):
     assert len(names) == len(set(names)) == 15  # 7 distinct models: 7 captures, 7 accuracies, 1 deactivation
     main = next(s for s in steps if s.name == "capture of tiny:llama-32@step-1")
     # the main model is also the first checkpoint and the first of the family: one job serves them all
-    assert main.notebooks == ("obs1", "obs2", "obs3", "obs4", "appendix")
-    assert set(main.parts) == {"intervals", "intervals_clean", "first_token", "lape", "series_intervals"}
+    assert main.notebooks == ("obs1", "obs2", "obs3", "obs4", "obs6", "appendix")
+    assert set(main.parts) == {"intervals", "intervals_clean", "first_token", "lape", "series_intervals", "steering"}
     assert [s.name for s in lfcore.jobs.plan(p, ["obs3"])] == [f"capture of tiny:llama-32@step-{i}" for i in (1, 2, 3)]
     # a model's own resources replace the default; LLaMA-2-70b asks for its GPUs as one job
     llama = lfcore.jobs.plan(load_params(ROOT / "params" / "paper_llama2.yaml", check=False))
     big = [s for s in llama if s.model.label == "LLaMA2-70b"]
-    assert big and all(s.resources.gpus == 4 and s.model.device_map == "auto" for s in big)
+    assert big and all(s.resources.gpus == 8 and s.model.device_map == "auto" for s in big)
     assert all(s.resources.gpus == 1 for s in llama if s.model.label == "LLaMA2-7b")
     # a changed section a step reads changes its id; one it does not read leaves it
     other = load_params(_smoke(tmp_path, accuracy={**yaml.safe_load(SMOKE.read_text())["accuracy"], "limit": 3}))
@@ -65,7 +66,7 @@ def _compute_once(root: str, log: str, out: str) -> None:
         time.sleep(1.0)
         return pd.DataFrame({"x": [0.1, 0.2]})
 
-    df = ResultCache(root).frame("slow", {"a": 1}, compute)
+    df = Cache(root).frame("slow", {"a": 1}, compute)
     df.to_csv(out)
 
 
@@ -136,7 +137,7 @@ def test_series_steps_fill_what_the_series_reads(tmp_path):
     assert sorted(s.kind for s in steps) == ["accuracy", "accuracy", "capture", "capture"]
     for s in steps:
         lfcore.jobs.run_step(s, p, str(tmp_path / "cache"))
-    cache = ResultCache(tmp_path / "cache")
+    cache = Cache(tmp_path / "cache")
     run_series(p.checkpoints.models, sentences(p.corpus, p.languages), p.capture, p.regions.threshold, cache,
                accuracy_cfg=p.accuracy, uncertainty=p.uncertainty)
     assert cache.summary() == {"hits": {"activations": 2, "accuracy": 2, "intervals": 2}, "misses": {}}

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lfcore import metrics
-from lfcore.capture import Activations
+from lfcore.core import Activations
 from synthetic import planted, shuffled
 
 

@@ -12,7 +12,7 @@ from synthetic import planted
 
 from lfcore import metrics, plots, regions
 from lfcore.corpus import ParallelCorpus, Record
-from lfcore.evaluate import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT
+from lfcore.core import FULL_COLUMN, KEY_NUMBER, KEY_PERCENT
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_series_and_accuracy_error_bars():
     assert fig.data[1].error_y.array == (0.05, 0.04) and fig.data[0].error_y.array is None
     acc = pd.DataFrame({"lang": ["en", "zh"] * 2, "acc": [0.6, 0.5, 0.7, 0.55], "acc_stderr": [0.05] * 4,
                         "n": [50] * 4, "model": ["m1", "m1", "m2", "m2"]})
-    bars = plots.accuracy(acc, group="model")
+    bars = plots.accuracy_bars(acc, group="model")
     assert [t.name for t in bars.data] == ["m1", "m2"] and bars.data[0].error_y.array == (0.05, 0.05)
     lines = plots.by_layer(pd.DataFrame({"a": [1, 2], "b": [3, 4]}), "key neurons")
     assert len(lines.data) == 2

@@ -27,7 +27,7 @@ def _items(p) -> dict:
 
 def test_presets_resolve_to_concrete_items():
     assert _items(params_from_dict({})) == _items(params_from_dict({"protocol": "lfcore"})) == {
-        "add_special_tokens": True, "windows": "overlapping", "split": "test", "documents": 3, "epsilon": 0.0,
+        "add_special_tokens": True, "windows": "overlapping", "split": "test", "documents": 2, "epsilon": 0.0,
         "family_sentences": 40, "dtype": "float32"}
     paper = params_from_dict({"protocol": "paper", "checkpoints": {"models": [
         {"spec": "tiny:llama-32", "revision": "step1"}, {"spec": "tiny:llama-32"}]}})
@@ -171,11 +171,12 @@ def test_epsilon_is_added_to_every_normalised_value():
 
 def test_the_table_step_keys_on_the_window_scheme(tiny_llama, tmp_path):
     from lfcore.params import PerplexitySpec
-    from lfcore.steps import ResultCache, deactivation_table
+    from lfcore.cache import Cache
+    from lfcore.steps import perplexity_table
 
-    cache = ResultCache(tmp_path)
+    cache = Cache(tmp_path)
     texts = {lang: [corpus_mod.bundled_passages().records_for(lang)[0].text[:300]] for lang in ("en", "zh")}
-    tables = {w: deactivation_table(tiny_llama, texts, {}, PerplexitySpec(seqlen=16, windows=w), cache)
+    tables = {w: perplexity_table(tiny_llama, texts, {}, PerplexitySpec(seqlen=16, windows=w), cache)
               for w in ("overlapping", "disjoint")}
     assert cache.misses["deactivation"] == 2 and not cache.hits
     assert {w: t.attrs["windows"] for w, t in tables.items()} == {"overlapping": "overlapping", "disjoint": "disjoint"}

@@ -13,11 +13,14 @@ import pandas as pd
 import pytest
 import yaml
 
+import lfcore.cache
+import lfcore.capture
 import lfcore.params
 import lfcore.report
 import lfcore.runner
 import lfcore.series
 import lfcore.steps
+import lfcore.uncertainty
 from lfcore.params import NOTEBOOKS, ParamsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +107,7 @@ def test_paths_are_relative_to_the_params_file(tmp_path, monkeypatch):
     lines = [json.dumps({"id": f"s{i}", "lang": lang, "text": f"{lang} {i}"}) for i in range(3) for lang in ("en", "fr")]
     (tmp_path / "sub" / "data" / "c.jsonl").write_text("\n".join(lines))
     path = _write(tmp_path / "sub", {"languages": ["en", "fr"], "corpus": {"source": "data/c.jsonl", "n": 2},
-                                     "generation": {"languages": ["en", "fr"]},
+                                     "generation": {"languages": ["en", "fr"]}, "steering": {"patch_languages": None},
                                      "regions": {"threshold": 0.5, "sweep": [0.5]}})  # 2 languages: z <= 1
     monkeypatch.chdir(tmp_path)  # the working directory does not matter
     p = lfcore.params.load_params(path)
@@ -151,8 +154,9 @@ def test_perplexity_text_from_a_multi_config_dataset(tmp_path, monkeypatch):
         readme += [f"- config_name: {name}", "  data_files:", "  - split: test", f"    path: {name}/test.jsonl"]
     (tmp_path / "README.md").write_text("\n".join(readme + ["---", ""]))
     p = lfcore.params.params_from_dict({"languages": ["ar", "en"], "generation": {"languages": ["en"]},
+                                        "steering": {"patch_languages": None},
                                         "regions": {"sweep": [0.5], "threshold": 0.5}, "perplexity": {
-        "source": f"hf:{tmp_path}", "hf_configs": configs, "documents": 2, "revision": None}})
+        "source": f"hf:{tmp_path}", "hf_configs": configs, "documents": 2, "max_tokens": None, "revision": None}})
     texts = lfcore.steps.perplexity_texts(p.perplexity, p.languages)
     assert texts == {"ar": ["arabic document 0.", "arabic document 1."],
                      "en": ["english document 0.", "english document 1."]}
@@ -182,9 +186,11 @@ def test_parameters_cell_holds_plain_literals(key):
         ast.literal_eval(stmt.value)  # raises on anything but a literal
         names.append(stmt.targets[0].id)
     assert set(names) == set(sections) | {"title", "out_dir", "cache_dir"}
-    # the defaults in the notebook are a valid params set
+    # the defaults in the notebook are a valid params set, and they are lfcore's defaults (one source)
     values = {n: ast.literal_eval(s.value) for n, s in zip(names, ast.parse(tagged[0].source).body)}
-    lfcore.params.notebook_params(**{n: values[n] for n in sections})
+    p, defaults = lfcore.params.notebook_params(**{n: values[n] for n in sections}), lfcore.params.Params()
+    for n in sections:
+        assert getattr(p, n) == getattr(defaults, n), f"{stem}: parameters cell {n} differs from lfcore.params"
     # jupytext keeps the tag through a round trip (notebooks/jupytext.toml's cell_metadata_filter keeps "tags")
     again = jupytext.reads(jupytext.writes(nb, fmt="py:percent"), fmt="py:percent")
     assert any("parameters" in c.metadata.get("tags", []) for c in again.cells)
@@ -217,7 +223,7 @@ def test_notebook_names_the_project_kernel_and_round_trips(key):
 
 
 def test_result_cache_round_trips_frames_and_counts(tmp_path):
-    cache = lfcore.steps.ResultCache(tmp_path)
+    cache = lfcore.cache.Cache(tmp_path)
     calls = []
 
     def compute():
@@ -236,7 +242,7 @@ def test_result_cache_round_trips_frames_and_counts(tmp_path):
 
 def test_result_cache_frames_are_exact(tmp_path):
     """A hit equals the computed frame bit for bit (JSON alone keeps 10 digits)."""
-    cache = lfcore.steps.ResultCache(tmp_path)
+    cache = lfcore.cache.Cache(tmp_path)
     table = pd.DataFrame({"Full model Perplexity": [13.941234567891234, float("nan")], "×en": [0.1 + 0.2, 49152.0],
                           "n": [3, 4], "note": ["a", "é"]}, index=pd.Index(["en", "Key Neuron Number"], name="lang"))
     table.attrs["window_nll"] = {"en": [1 / 3, 2 / 7]}
@@ -250,17 +256,29 @@ def test_code_digest_sees_every_file(tmp_path, monkeypatch):
     (tmp_path / "tasks").mkdir()
     (tmp_path / "a.py").write_text("x = 1")
     (tmp_path / "tasks" / "t.yaml").write_text("task: t")
-    monkeypatch.setattr(lfcore.steps, "PACKAGE", tmp_path)
+    monkeypatch.setattr(lfcore.cache, "PACKAGE", tmp_path)
 
     def fresh(*paths):
-        lfcore.steps.code_digest.cache_clear()
-        return lfcore.steps.code_digest(*paths)
+        lfcore.cache.code_digest.cache_clear()
+        return lfcore.cache.code_digest(*paths)
 
     before = fresh("a.py", "tasks")
     (tmp_path / "tasks" / "t.yaml").write_text("task: t2")
     assert fresh("a.py", "tasks") != before
     assert fresh("a.py") != fresh("tasks")
-    lfcore.steps.code_digest.cache_clear()
+    lfcore.cache.code_digest.cache_clear()
+
+
+def test_code_key_follows_the_imports(monkeypatch):
+    """The code key of a step covers its module and every lfcore module that module imports, transitively."""
+    hashed = []
+    monkeypatch.setattr(lfcore.cache, "code_digest", lambda *paths: hashed.append(paths) or "k")
+    lfcore.cache.code_key(lfcore.capture.capture)
+    lfcore.cache.code_key(lfcore.uncertainty.score_intervals, data=("tasks",))
+    assert {"capture.py", "cache.py", "core.py", "hooks.py", "models.py", "tiny.py"} <= set(hashed[0])
+    assert "evaluate.py" not in hashed[0] and "runner.py" not in hashed[0]
+    assert {"uncertainty.py", "metrics.py", "core.py"} <= set(hashed[1]) and hashed[1][-1] == "tasks"
+    assert "models.py" not in hashed[1]
 
 
 def test_step_keys_carry_code_and_data(tmp_path, tiny_llama, monkeypatch):
@@ -269,18 +287,18 @@ def test_step_keys_carry_code_and_data(tmp_path, tiny_llama, monkeypatch):
 
     version, asked = {"v": "old"}, []
 
-    def fake_digest(*paths):
-        asked.append(paths)
+    def fake_key(*functions, data=()):
+        asked.append(({f.__name__ for f in functions}, data))
         return version["v"]
 
-    monkeypatch.setattr(lfcore.steps, "code_digest", fake_digest)
-    cache = lfcore.steps.ResultCache(tmp_path)
+    monkeypatch.setattr(lfcore.steps, "code_key", fake_key)
+    cache = lfcore.cache.Cache(tmp_path)
     sets = {"en": {0: [1, 2]}, "zh": {1: [3]}}
 
     def run():
-        lfcore.steps.deactivation_table(tiny_llama, {"en": "Some text to score, twice over."}, sets,
+        lfcore.steps.perplexity_table(tiny_llama, {"en": "Some text to score, twice over."}, sets,
                                         PerplexitySpec(seqlen=8, batch_size=2), cache)
-        lfcore.steps.accuracy(tiny_llama, AccuracySpec(languages=["en"], limit=2), cache)
+        lfcore.steps.task_accuracy(tiny_llama, AccuracySpec(languages=["en"], limit=2), cache)
         lfcore.steps.generations(tiny_llama, GenerationSpec(languages=["en"], prompts_per_language=1,
                                                             max_new_tokens=2), sets, cache)
 
@@ -290,8 +308,8 @@ def test_step_keys_carry_code_and_data(tmp_path, tiny_llama, monkeypatch):
     run()
     steps = {"deactivation", "accuracy", "generations"}
     assert cache.summary() == {"hits": dict.fromkeys(steps, 1), "misses": dict.fromkeys(steps, 2)}
-    assert all("evaluate.py" in paths and "deactivate.py" in paths for paths in asked)
-    assert any("tasks" in paths and "data/xcopa_en_id_vi_zh.jsonl" in paths for paths in asked)  # accuracy
+    assert {"deactivation_table", "crosslingual_accuracy", "generate"} == set().union(*(f for f, _ in asked))
+    assert any("tasks" in data and "data/xcopa_en_id_vi_zh.jsonl" in data for _, data in asked)  # accuracy
 
 
 def test_identical_checkpoints_warn(tmp_path, tiny_tokenizer):
@@ -301,13 +319,14 @@ def test_identical_checkpoints_warn(tmp_path, tiny_tokenizer):
         tiny.model("llama", seed=3).save_pretrained(tmp_path / name)
         tiny_tokenizer.save_pretrained(tmp_path / name)
     p = lfcore.params.params_from_dict({"languages": ["en", "zh", "fr"], "corpus": {"n": 3},
-                                        "regions": {"threshold": 1.0, "sweep": [1.0]},
+                                        "regions": {"threshold": 1.0, "sweep": [1.0]}, "notebooks": ["obs3"],
                                         "checkpoints": {"models": [{"spec": "ckpt-a", "step": 1},
                                                                    {"spec": "ckpt-b", "step": 2}]}}, tmp_path, "test")
-    report = lfcore.report.Report(tmp_path / "out", tmp_path / "cache", "obs3")
+    cache = lfcore.cache.Cache(tmp_path / "cache")
+    report = lfcore.report.Report(tmp_path / "out", "obs3", cache)
     sentences = lfcore.steps.sentences(p.corpus, p.languages)
     with pytest.warns(lfcore.series.IdenticalCheckpointsWarning, match="ckpt-b.*identical weights"):
-        points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, 1.0, report.cache, report=report)
+        points = lfcore.series.run_series(p.checkpoints.models, sentences, p.capture, 1.0, cache, report=report)
     assert points[0].meta["fingerprint"] == points[1].meta["fingerprint"]
     assert "identical weights" in json.loads((tmp_path / "out" / "summary.json").read_text())["warnings"][0]
     assert lfcore.series.check_fingerprints([{"model": "m", "revision": "a", "fingerprint": "f1"},

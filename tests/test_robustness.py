@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from lfcore import corpus as corpus_mod
-from lfcore import regions, robustness
+from lfcore import capture as capture_mod
+from lfcore import evaluate, regions, robustness
 from lfcore.capture import capture
 from lfcore.hooks import get_module
 from lfcore.models import neuron_sites
@@ -161,7 +162,7 @@ FIRING = {"llama": ("model.layers.{layer}.mlp.gate_proj", "output"),
 def test_activation_probabilities_count_firing_neurons(tiny, small_corpus):
     """Tang et al. count act_fn(gate) > 0 (not act(gate) * up > 0, the down projection's input) in gated MLPs."""
     kind = tiny.model.config.model_type
-    probs = robustness.activation_probabilities(tiny, small_corpus, batch_size=4, progress=False)
+    probs = capture_mod.activation_probabilities(tiny, small_corpus, batch_size=4, progress=False)
     width = probs.probs.shape[2]
     assert probs.probs.shape == (3, 3, width) and sorted(probs.langs) == ["ar", "en", "zh"]
     assert probs.tokens.sum() == sum(len(tiny.tokenizer(r.text, add_special_tokens=False)["input_ids"])
@@ -186,12 +187,12 @@ def test_activation_probabilities_stop_at_the_last_firing_site(tiny_llama, small
     handles = [last_mlp.up_proj.register_forward_pre_hook(lambda m, a: calls.append("up")),
                last_mlp.down_proj.register_forward_pre_hook(lambda m, a: calls.append("down"))]
     try:
-        probs = robustness.activation_probabilities(tiny_llama, small_corpus, batch_size=4, progress=False)
+        probs = capture_mod.activation_probabilities(tiny_llama, small_corpus, batch_size=4, progress=False)
     finally:
         for h in handles:
             h.remove()
     assert calls == [] and probs.probs[:, 2].sum() > 0  # layer 2 was counted, its up/down projections never ran
-    one = robustness.activation_probabilities(tiny_llama, small_corpus, batch_size=1, layers=[1], progress=False)
+    one = capture_mod.activation_probabilities(tiny_llama, small_corpus, batch_size=1, layers=[1], progress=False)
     torch.testing.assert_close(one.probs[:, 0], probs.probs[:, 1])
     lp = robustness.lape(probs, entropy_quantile=0.05)
     kr = regions.key_regions(capture(tiny_llama, small_corpus, progress=False), threshold=1.0)
@@ -206,7 +207,7 @@ def test_intersection_effect_on_tiny_model(tiny_llama, small_corpus):
     acts = capture(tiny_llama, small_corpus, progress=False)
     _, krs = robustness.stability_halves(acts, threshold=1.0, seeds=(0,))
     sets = {"none": {}, "xzh": robustness.intersection(krs)["zh"], "layer0": {0: list(range(24))}}
-    df = robustness.intersection_effect(tiny_llama, texts, sets, seqlen=32, batch_size=2, n_boot=200)
+    df = evaluate.intersection_effect(tiny_llama, texts, sets, seqlen=32, batch_size=2, n_boot=200)
     assert list(df.columns) == ["set", "lang", "n_neurons", "ppl_full", "ppl", "increase", "ci_low", "ci_high"]
     assert len(df) == 2 * len(sets)
     none = df[df.set == "none"]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lfcore import hooks, steps, switching
+from lfcore.cache import Cache
 from lfcore.corpus import bundled_ntrex
 from lfcore.langid import detect
 from lfcore.models import neuron_sites
@@ -44,8 +45,8 @@ def test_share_intervals_paired_and_checked():
 def setup(tiny_llama):
     c = CorpusSpec(n=6)
     sample = steps.sentences(c, LANGS)
-    cache = steps.ResultCache(None)
-    acts = cache.activations(tiny_llama, sample, CaptureSpec(batch_size=8, max_length=48))
+    cache = Cache(None)
+    acts = steps.activations(tiny_llama, sample, CaptureSpec(batch_size=8, max_length=48), cache)
     prompts = steps.held_out_prompts(c, LANGS, sample, 2, 0)
     return tiny_llama, acts, key_regions(acts, 1.0), prompts, cache
 
@@ -76,7 +77,7 @@ def test_continuations_label_every_prompt(setup):
 
 def test_patch_conditions_follow_the_prompt_order(setup):
     lm, acts, key, prompts, cache = setup
-    prompt_acts = cache.activations(lm, prompts, CaptureSpec(batch_size=8, max_length=48))
+    prompt_acts = steps.activations(lm, prompts, CaptureSpec(batch_size=8, max_length=48), cache)
     conds = patch_conditions(lm, key, prompt_acts, prompts, ["zh"], bands=2)
     assert [c.band for c in conds] == ["all", "all", "layers 0-1", "layers 2-2"]
     assert [c.kind for c in conds] == ["region", "random", "region", "region"]
@@ -105,7 +106,7 @@ def test_steering_raises_the_target_share_above_random(gemma):
     langs = ["en", "zh", "fr", "hi", "ar"]
     c = CorpusSpec(n=20)
     sample = steps.sentences(c, langs)
-    acts = steps.ResultCache(None).activations(gemma, sample, CaptureSpec(batch_size=20, max_length=48))
+    acts = steps.activations(gemma, sample, CaptureSpec(batch_size=20, max_length=48), Cache(None))
     key = key_regions(acts, 1.5)
     prompts = steps.held_out_prompts(c, langs, sample, 3, 0)
     conds = [cond for cond in steering_conditions(gemma, key, acts, [1.0]) if cond.target == "hi"]
@@ -118,8 +119,11 @@ def test_steering_raises_the_target_share_above_random(gemma):
 def test_patch_languages_must_have_regions():
     from lfcore.params import ParamsError, params_from_dict
 
+    two = {"languages": ["en", "fr"], "generation": {"languages": ["en"]},
+           "regions": {"threshold": 0.5, "sweep": [0.5]}}
     with pytest.raises(ParamsError, match=r"steering.patch_languages\[0\]: 'zh' is not in languages"):
-        params_from_dict({"languages": ["en", "fr"], "generation": {"languages": ["en"]},
-                          "steering": {"patch_languages": ["zh"]}})
-    assert params_from_dict({"languages": ["en", "fr"], "generation": {"languages": ["en"]}}).steering.patch_languages \
-        is None  # None: the first three languages
+        params_from_dict({**two, "steering": {"patch_languages": ["zh"]}})
+    with pytest.raises(ParamsError, match=r"steering.patch_languages\[0\]: 'zh' is not in languages"):  # the default
+        params_from_dict(two)
+    assert params_from_dict({**two, "notebooks": ["obs1"]}).steering.patch_languages == ["zh", "hi"]  # no obs6
+    assert params_from_dict({**two, "steering": {"patch_languages": None}}).steering.patch_languages is None

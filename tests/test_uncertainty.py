@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lfcore import metrics, uncertainty
-from lfcore.capture import Activations
+from lfcore.core import Activations
 from synthetic import planted, shuffled
 
 

@@ -11,7 +11,6 @@ from importlib import resources
 
 XCOPA_FILE = "xcopa_en_id_vi_zh.jsonl"
 XCOPA_CONNECTORS = {"cause": "because", "effect": "therefore"}  # English, as in the harness's copa task
-STORY_CUE = "The ending in English:"  # Appendix B of the paper
 
 
 @lru_cache(maxsize=1)
