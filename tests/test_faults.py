@@ -14,7 +14,7 @@ import torch
 
 from lfcore import cache as cache_mod
 from lfcore import capture as capture_mod
-from lfcore import corpus, metrics, models, regions, runner, tiny
+from lfcore import cli, corpus, metrics, models, regions, runner, tiny
 from lfcore.cache import Cache, CacheError
 from lfcore.capture import Activations, capture
 from lfcore.evaluate import deactivation_table, perplexity
@@ -254,12 +254,12 @@ def test_site_is_settable_in_params_and_checked_at_load(lm, sents):
 
 def test_cli_user_error_is_one_line_and_debug_shows_the_traceback(capsys, tmp_path):
     argv = ["scores", "tiny:llama-32", "--langs", *FOUR, "--n", "3", "--threshold", "2"]
-    assert runner.main(argv) == 2
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("lfcore: ValueError: --threshold: 2 can never be exceeded")
     with pytest.raises(ValueError, match="can never be exceeded"):
-        runner.main(argv + ["--debug"])
-    assert runner.main(["reproduce", str(_yaml(tmp_path, "title: a\ntitle: b\n"))]) == 2
+        cli.main(argv + ["--debug"])
+    assert cli.main(["reproduce", str(_yaml(tmp_path, "title: a\ntitle: b\n"))]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "p.yaml:2: key 'title' appears twice" in err
 
@@ -267,7 +267,7 @@ def test_cli_user_error_is_one_line_and_debug_shows_the_traceback(capsys, tmp_pa
 def test_cli_scores_takes_site(capsys):
     argv = ["scores", "tiny:llama-32", "--langs", *FOUR, "--n", "3", "--threshold", "1", "--no-cache",
             "--site", "model.layers.{layer}.mlp.act_fn"]
-    assert runner.main(argv) == 2
+    assert cli.main(argv) == 2
     assert "has no 2-D weight" in capsys.readouterr().err
 
 

@@ -110,7 +110,7 @@ def test_a_model_without_tokenizer_files_says_how_to_name_one(tmp_path, tiny_fol
 def test_revisions_offline_is_one_clear_line(monkeypatch, capsys):
     import huggingface_hub.constants
 
-    from lfcore.runner import main
+    from lfcore.cli import main
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     assert main(["revisions", "bigscience/bloom-7b1-intermediate"]) == 2

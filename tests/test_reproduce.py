@@ -15,6 +15,7 @@ import yaml
 
 import lfcore.cache
 import lfcore.capture
+import lfcore.cli
 import lfcore.params
 import lfcore.report
 import lfcore.runner
@@ -527,15 +528,15 @@ def test_failing_notebook_names_notebook_cell_and_file(tmp_path):
 
 def test_cli_reports_params_errors(tmp_path, capsys):
     path = _write(tmp_path, {"capture": {"batch_size": "x"}})
-    assert lfcore.runner.main(["reproduce", str(path)]) == 2
+    assert lfcore.cli.main(["reproduce", str(path)]) == 2
     err = capsys.readouterr().err
     assert "capture.batch_size" in err and str(path) in err and "Traceback" not in err
-    assert lfcore.runner.main(["reproduce", str(SMOKE), "--only", "obs7"]) == 2
+    assert lfcore.cli.main(["reproduce", str(SMOKE), "--only", "obs7"]) == 2
     assert "unknown notebook" in capsys.readouterr().err
 
 
 def test_cli_scores(tmp_path, capsys):
-    code = lfcore.runner.main(["scores", "tiny:llama-32", "--langs", "en", "zh", "fr", "ar", "--n", "4", "--threshold",
+    code = lfcore.cli.main(["scores", "tiny:llama-32", "--langs", "en", "zh", "fr", "ar", "--n", "4", "--threshold",
                                "1", "--cache-dir", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
