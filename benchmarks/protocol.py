@@ -17,7 +17,7 @@ import torch
 
 from lfcore.capture import capture
 from lfcore.corpus import load_corpus
-from lfcore.evaluate import perplexity
+from lfcore.perplexity import perplexity
 from lfcore.metrics import scores
 from lfcore.models import load_model
 from lfcore.params import LANGS9

@@ -140,7 +140,7 @@ class PerplexitySpec(_Spec):
     # % of all neurons in the random set; None: just above the largest key region (the paper's Table 4)
     random_percent: Annotated[float | None, _rule(lambda v: 0 < v <= 100, "must be in (0, 100]")] = 10.0
     seed: int = 0
-    # each window's start token: None follows the tokenizer (evaluate.start_token), true its bos_token, false none
+    # each window's start token: None follows the tokenizer (perplexity.start_token), true its bos_token, false none
     add_bos: bool | None = None
 
 

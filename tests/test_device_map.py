@@ -15,7 +15,7 @@ from conftest import make_tiny
 from lfcore import corpus as corpus_mod
 from lfcore.capture import capture
 from lfcore.deactivate import deactivate
-from lfcore.evaluate import perplexity
+from lfcore.perplexity import perplexity
 from lfcore.models import from_objects, load_model
 
 NEURONS = {0: [1, 5, 7], 2: [0, 3]}
