@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 from .cache import Cache, CacheError
+from .convert import cache_root
 from .corpus import load_corpus
 from .jobs import JobsFailed, estimate, read_records
 from .lock import FolderBusy
 from .metrics import layerwise, scores
-from .models import cache_root
 from .params import LANGS9, NOTEBOOKS, CaptureSpec, ModelSpec, ParamsError, load_params
 from .regions import check_threshold, key_regions
 from .report import render_html

@@ -14,7 +14,7 @@ import torch
 
 from lfcore import cache as cache_mod
 from lfcore import capture as capture_mod
-from lfcore import cli, corpus, metrics, models, regions, runner, tiny
+from lfcore import cli, convert, corpus, metrics, models, regions, runner, tiny
 from lfcore.cache import Cache, CacheError
 from lfcore.capture import Activations, capture
 from lfcore.evaluate import deactivation_table
@@ -170,7 +170,7 @@ def test_truncated_gguf_names_the_file(tmp_path):
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(20))
     with pytest.raises(ValueError, match=r"cannot read GGUF file .*model.gguf \(28 bytes\).*download it again"):
-        models.convert_gguf(gguf, tmp_path / "out")
+        convert.convert_gguf(gguf, tmp_path / "out")
 
 
 def test_unwritable_conversion_folder_fails_before_the_gguf_load(tmp_path):
@@ -178,7 +178,7 @@ def test_unwritable_conversion_folder_fails_before_the_gguf_load(tmp_path):
     gguf.write_bytes(b"GGUF")  # never read: the folder check comes first
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match=r"cannot write the converted model under .*file .*LFCORE_CACHE"):
-        models.convert_gguf(gguf, tmp_path / "file" / "conv")
+        convert.convert_gguf(gguf, tmp_path / "file" / "conv")
 
 
 def test_empty_notebook_list_is_an_error(tmp_path):
@@ -192,7 +192,7 @@ def test_damaged_gguf_conversion_is_rebuilt_not_fatal(tmp_path):
     (folder / "model.safetensors").write_bytes(b"abc")
     (folder / "lfcore-manifest.json").write_text(json.dumps({"files": {"model.safetensors": "0" * 64}}))
     with pytest.warns(UserWarning, match="is damaged .*converting the GGUF file again"):
-        assert models._converted_ok(folder) is False  # convert_gguf then converts into a fresh folder
+        assert convert._converted_ok(folder) is False  # convert_gguf then converts into a fresh folder
 
 
 def _saved_tiny(folder: Path, tokenizer: bool = True) -> Path:
