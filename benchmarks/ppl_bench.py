@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import PeakMemory, paired, sync
-from lfcore.perplexity import IGNORE, _windows, perplexity, start_token
 from lfcore.fastattn import fused_attention
+from lfcore.perplexity import IGNORE, _windows, perplexity, start_token
 
 
 def text_for(tokenizer, n_tokens: int) -> str:

@@ -15,10 +15,11 @@ from .corpus import load_corpus
 from .jobs import JobsFailed, estimate, read_records
 from .lock import FolderBusy
 from .metrics import layerwise, scores
-from .params import LANGS9, NOTEBOOKS, CaptureSpec, ModelSpec, ParamsError, load_params
+from .params import ParamsError, load_params
 from .regions import check_threshold, key_regions
 from .report import render_html
 from .runner import rehearse, reproduce
+from .specs import LANGS9, NOTEBOOKS, CaptureSpec, ModelSpec
 from .steps import activations, load
 
 

@@ -28,9 +28,10 @@ from .cache import Cache, atomic_write, code_digest, make_key
 from .jobs import run_jobs
 from .lock import hold_folder
 from .models import BUNDLED
-from .params import NOTEBOOK_DIR, NOTEBOOKS, ROOT, Params, ParamsError, load_params, sections_for
+from .params import ParamsError, load_params, sections_for
 from .rehearse import prepare
 from .report import RUNNER_ENV, number, render_html
+from .specs import NOTEBOOK_DIR, NOTEBOOKS, ROOT, Params
 from .steps import cache_dir
 
 

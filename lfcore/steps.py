@@ -25,11 +25,11 @@ from .corpus import ParallelCorpus, from_hf_dataset, load_corpus
 from .diagnostics import compare_pooling, exclude_dominant
 from .evaluate import DEFAULT_PROMPTS, FULL, crosslingual_accuracy, deactivation_table, generate
 from .models import BUNDLED, load_model
-from .params import (AccuracySpec, CaptureSpec, CorpusSpec, GenerationSpec, ModelSpec, PerplexitySpec,
-                     RobustnessSpec, SteeringSpec, UncertaintySpec)
 from .perplexity import start_token
 from .regions import random_neurons
 from .robustness import lape, lape_overlap
+from .specs import (AccuracySpec, CaptureSpec, CorpusSpec, GenerationSpec, ModelSpec, PerplexitySpec, RobustnessSpec,
+                    SteeringSpec, UncertaintySpec)
 from .steering import baseline, continuations, patch_conditions, perplexity_sets, steering_conditions
 from .tasks.utils import XCOPA_FILE
 from .uncertainty import score_intervals

@@ -18,9 +18,9 @@ from lfcore import cli, convert, corpus, metrics, models, regions, runner, tiny
 from lfcore.cache import Cache, CacheError
 from lfcore.capture import Activations, capture
 from lfcore.evaluate import deactivation_table
-from lfcore.perplexity import perplexity
 from lfcore.lock import FolderBusy, hold_folder
 from lfcore.params import ParamsError, load_params, params_from_dict
+from lfcore.perplexity import perplexity
 
 from synthetic import planted
 

@@ -21,7 +21,8 @@ import lfcore.cli
 import lfcore.jobs
 import lfcore.runner
 from lfcore.cache import Cache
-from lfcore.params import ResourceSpec, load_params
+from lfcore.params import load_params
+from lfcore.specs import ResourceSpec
 from lfcore.series import run_series
 from lfcore.steps import sentences
 

@@ -170,7 +170,7 @@ def test_epsilon_is_added_to_every_normalised_value():
 
 
 def test_the_table_step_keys_on_the_window_scheme(tiny_llama, tmp_path):
-    from lfcore.params import PerplexitySpec
+    from lfcore.specs import PerplexitySpec
     from lfcore.cache import Cache
     from lfcore.steps import perplexity_table
 
