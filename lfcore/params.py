@@ -17,8 +17,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .corpus import check_language, load_corpus
+from .corpus import load_corpus
 from .evaluate import DEFAULT_PROMPTS, tasks_dir
+from .languages import check_language
 from .models import BUNDLED, check_spec
 from .regions import check_threshold
 from .specs import NOTEBOOKS, ROOT, ModelSpec, Params
