@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from lfcore.corpus import bundled_ntrex
-from lfcore.params import LANGS9
+from lfcore.specs import LANGS9
 
 
 def _lingua(detector):

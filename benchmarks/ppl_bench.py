@@ -1,6 +1,6 @@
 """Perplexity: BLOOM eager vs fused attention (lfcore.fastattn), LLaMA unchanged, chunked vs full-logits loss.
 
-Throughput is scored tokens per second of ``lfcore.evaluate.perplexity``; "same numbers" is the relative
+Throughput is scored tokens per second of ``lfcore.perplexity.perplexity``; "same numbers" is the relative
 difference of the perplexities. The full-logits reference is the textbook loss (``model(ids).logits`` for
 the whole batch, then cross-entropy in fp32) on the same windows, for its peak memory.
 """
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import PeakMemory, paired, sync
-from lfcore.evaluate import IGNORE, _windows, perplexity, start_token
 from lfcore.fastattn import fused_attention
+from lfcore.perplexity import IGNORE, _windows, perplexity, start_token
 
 
 def text_for(tokenizer, n_tokens: int) -> str:
@@ -64,14 +64,14 @@ def throughput_pair(model, tokenizer, text: str, seqlen: int, batch_size: int, d
 @contextlib.contextmanager
 def vocabulary_blocks(on: bool):
     """lfcore's loss over the vocabulary in CPU blocks (``on``, the default) or whole logits at once."""
-    import lfcore.evaluate as ev
+    import lfcore.perplexity as pp
 
-    default = ev.CPU_VOCAB_BLOCK
-    ev.CPU_VOCAB_BLOCK = default if on else 1 << 62  # a block larger than any vocabulary: whole logits
+    default = pp.CPU_VOCAB_BLOCK
+    pp.CPU_VOCAB_BLOCK = default if on else 1 << 62  # a block larger than any vocabulary: whole logits
     try:
         yield
     finally:
-        ev.CPU_VOCAB_BLOCK = default
+        pp.CPU_VOCAB_BLOCK = default
 
 
 def full_logits_loss(model, tokenizer, text: str, seqlen: int, batch_size: int) -> float:

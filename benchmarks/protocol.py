@@ -17,12 +17,12 @@ import torch
 
 from lfcore.capture import capture
 from lfcore.corpus import load_corpus
-from lfcore.evaluate import perplexity
 from lfcore.metrics import scores
 from lfcore.models import load_model
-from lfcore.params import LANGS9
+from lfcore.perplexity import perplexity
 from lfcore.regions import key_regions
 from lfcore.robustness import region_jaccard
+from lfcore.specs import LANGS9
 
 VARIANTS = {  # name -> (add_special_tokens, epsilon)
     "lfcore": (True, 0.0),

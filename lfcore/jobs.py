@@ -25,8 +25,8 @@ from pydantic import BaseModel
 
 from .cache import Cache, atomic_write, code_digest, make_key
 from .diagnostics import exclusion_table
-from .params import ModelSpec, Params, ResourceSpec
 from .regions import key_regions
+from .specs import ModelSpec, Params, ResourceSpec
 from .steps import (activations, first_token_effect, generations, held_out_prompts, intervals, key_region_sets, label,
                     lape_comparison, load, patching_generations, perplexity_table, perplexity_texts, sentences,
                     steering_generations, steering_perplexity, task_accuracy, without_dominant)

@@ -34,7 +34,8 @@ from . import tiny
 from .cache import PACKAGE
 from .corpus import load_corpus
 from .models import BUNDLED
-from .params import BUNDLED_CORPORA, ModelSpec, Params, ParamsError, load_params
+from .params import BUNDLED_CORPORA, ParamsError, load_params
+from .specs import ModelSpec, Params
 
 # hub id prefix -> (tiny family, the real max_position_embeddings: rotary LLaMA-2 needs it, BLOOM's ALiBi ignores it)
 ARCHITECTURES = {"bigscience/bloom": ("bloom", 2048), "meta-llama/Llama-2": ("llama", 4096)}

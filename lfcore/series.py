@@ -10,9 +10,9 @@ import pandas as pd
 
 from .cache import Cache
 from .metrics import layerwise, ordered, scores, similarity
-from .params import AccuracySpec, CaptureSpec, ModelSpec, UncertaintySpec
 from .regions import key_regions
 from .report import Report
+from .specs import AccuracySpec, CaptureSpec, ModelSpec, UncertaintySpec
 from .steps import activations, intervals, label, load, task_accuracy
 
 

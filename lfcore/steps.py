@@ -23,12 +23,13 @@ from .capture import activation_probabilities, capture
 from .core import FULL_COLUMN, Activations
 from .corpus import ParallelCorpus, from_hf_dataset, load_corpus
 from .diagnostics import compare_pooling, exclude_dominant
-from .evaluate import DEFAULT_PROMPTS, FULL, crosslingual_accuracy, deactivation_table, generate, start_token
+from .evaluate import DEFAULT_PROMPTS, FULL, crosslingual_accuracy, deactivation_table, generate
 from .models import BUNDLED, load_model
-from .params import (AccuracySpec, CaptureSpec, CorpusSpec, GenerationSpec, ModelSpec, PerplexitySpec,
-                     RobustnessSpec, SteeringSpec, UncertaintySpec)
+from .perplexity import start_token
 from .regions import random_neurons
 from .robustness import lape, lape_overlap
+from .specs import (AccuracySpec, CaptureSpec, CorpusSpec, GenerationSpec, ModelSpec, PerplexitySpec, RobustnessSpec,
+                    SteeringSpec, UncertaintySpec)
 from .steering import baseline, continuations, patch_conditions, perplexity_sets, steering_conditions
 from .tasks.utils import XCOPA_FILE
 from .uncertainty import score_intervals
@@ -91,7 +92,7 @@ def perplexity_texts(cfg: PerplexitySpec, langs: list[str], tokenizer=None) -> d
                          "perplexity_texts(cfg, langs, lm.tokenizer)")
     cut = {}
     for lang, texts in docs.items():
-        text = "\n\n".join(texts)  # as evaluate.perplexity joins documents
+        text = "\n\n".join(texts)  # as lfcore.perplexity.perplexity joins documents
         ends = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
         cut[lang] = [text[:ends[min(cfg.max_tokens, len(ends)) - 1][1]]]
     return cut

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+import lfcore.cli
 import lfcore.runner
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -231,7 +232,7 @@ def test_plain_papermill_and_nbconvert_draw_every_figure_offline(papermill_html,
 @needs_chromium
 def test_lfcore_render_makes_a_page_without_external_requests(papermill_html, tmp_path):
     page = tmp_path / "render.html"
-    assert lfcore.runner.main(["render", str(papermill_html.with_suffix(".ipynb")), "-o", str(page)]) == 0
+    assert lfcore.cli.main(["render", str(papermill_html.with_suffix(".ipynb")), "-o", str(page)]) == 0
     text = page.read_text(encoding="utf-8")
     assert text.count("* plotly.js v") == 1 and 'src="http' not in text
     drawn = _evaluate(tmp_path, page.as_uri(), MOVE_SLIDERS)
@@ -239,7 +240,7 @@ def test_lfcore_render_makes_a_page_without_external_requests(papermill_html, tm
 
 
 def test_render_rejects_what_is_not_an_executed_notebook(tmp_path, capsys):
-    assert lfcore.runner.main(["render", str(ROOT / "notebooks" / "obs1_similarity.py")]) == 2
+    assert lfcore.cli.main(["render", str(ROOT / "notebooks" / "obs1_similarity.py")]) == 2
     assert "not an .ipynb file" in capsys.readouterr().err
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lfcore.corpus import (ISO639_1, ParallelCorpus, Record, bundled_ntrex, bundled_passages, check_language,
-                           from_bible_xml, from_hf_dataset, from_jsonl, from_tsv, load_corpus)
+from lfcore.corpus import (ParallelCorpus, Record, bundled_ntrex, bundled_passages, from_bible_xml, from_hf_dataset,
+                           from_jsonl, from_tsv, load_corpus)
+from lfcore.languages import ISO639_1, check_language
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BIBLE = {lang: FIXTURES / f"bible_{lang}.xml" for lang in ("en", "fr", "zh")}

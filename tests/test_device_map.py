@@ -15,8 +15,8 @@ from conftest import make_tiny
 from lfcore import corpus as corpus_mod
 from lfcore.capture import capture
 from lfcore.deactivate import deactivate
-from lfcore.evaluate import perplexity
 from lfcore.models import from_objects, load_model
+from lfcore.perplexity import perplexity
 
 NEURONS = {0: [1, 5, 7], 2: [0, 3]}
 TEXT = "Le conseil municipal a annoncé lundi que la route sera fermée. " * 8

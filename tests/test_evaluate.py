@@ -11,6 +11,7 @@ import torch
 
 from lfcore import cache
 from lfcore import evaluate as ev
+from lfcore import perplexity as pp
 from lfcore.deactivate import deactivate
 from lfcore.models import neuron_width
 
@@ -36,11 +37,11 @@ def _no_hooks(model):
 
 @pytest.mark.parametrize("add_bos, vocab_block", [(False, 100), (True, 100), (True, 4096)])
 def test_chunked_loss_equals_plain_loss(tiny, add_bos, vocab_block, monkeypatch):
-    monkeypatch.setattr(ev, "CPU_VOCAB_BLOCK", vocab_block)  # 100: the blocked path, a short last block; 4096: whole
+    monkeypatch.setattr(pp, "CPU_VOCAB_BLOCK", vocab_block)  # 100: the blocked path, a short last block; 4096: whole
     text = _passages("fr")[0][:300]
     ids = tiny.tokenizer(text, add_special_tokens=False)["input_ids"]
     full = [tiny.tokenizer.bos_token_id] + ids if add_bos else ids
-    got = ev.perplexity(tiny.model, tiny.tokenizer, text, seqlen=len(full), add_bos=add_bos, chunk_tokens=7)
+    got = pp.perplexity(tiny.model, tiny.tokenizer, text, seqlen=len(full), add_bos=add_bos, chunk_tokens=7)
     assert got["n_windows"] == 1 and got["n_tokens"] == len(full) - 1
     assert abs(got["nll"] - _plain_loss(tiny.model, full)) < 1e-5
     assert math.isclose(got["ppl"], math.exp(got["nll"]))
@@ -53,9 +54,9 @@ def test_blocked_nll_with_bias_and_cap(monkeypatch):
     for cap in (None, 2.0):
         logits = head(h) if cap is None else torch.tanh(head(h) / cap) * cap
         want = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-        monkeypatch.setattr(ev, "CPU_VOCAB_BLOCK", 64)
+        monkeypatch.setattr(pp, "CPU_VOCAB_BLOCK", 64)
         with torch.inference_mode():
-            got = ev._nll(head, cap, h, targets)
+            got = pp._nll(head, cap, h, targets)
         assert torch.allclose(got, want, atol=1e-5), cap
 
 
@@ -63,7 +64,7 @@ def test_blocked_nll_with_bias_and_cap(monkeypatch):
 def test_softcapped_logits(tiny_tokenizer, vocab_block, monkeypatch):
     from conftest import make_tiny
 
-    monkeypatch.setattr(ev, "CPU_VOCAB_BLOCK", vocab_block)
+    monkeypatch.setattr(pp, "CPU_VOCAB_BLOCK", vocab_block)
 
     model = make_tiny("gemma3", seed=1)
     with torch.no_grad():
@@ -71,10 +72,10 @@ def test_softcapped_logits(tiny_tokenizer, vocab_block, monkeypatch):
     model.config.final_logit_softcapping = 1.0  # ... that the cap squashes
     text = _passages("en")[0][:200]
     ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
-    got = ev.perplexity(model, tiny_tokenizer, text, seqlen=len(ids), add_bos=False)
+    got = pp.perplexity(model, tiny_tokenizer, text, seqlen=len(ids), add_bos=False)
     assert abs(got["nll"] - _plain_loss(model, ids)) < 1e-5
     model.config.final_logit_softcapping = None
-    assert abs(ev.perplexity(model, tiny_tokenizer, text, seqlen=len(ids), add_bos=False)["nll"] - got["nll"]) > 1e-2
+    assert abs(pp.perplexity(model, tiny_tokenizer, text, seqlen=len(ids), add_bos=False)["nll"] - got["nll"]) > 1e-2
 
 
 def _reference_strided(model, ids, span, stride, bos):
@@ -101,7 +102,7 @@ def test_strided_windows_score_each_token_once(tiny_llama, add_bos, stride):
     text = _passages("es")[0][:300]
     ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"]
     seqlen = 24
-    got = ev.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, stride=stride, batch_size=3, add_bos=add_bos)
+    got = pp.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, stride=stride, batch_size=3, add_bos=add_bos)
     span = seqlen - add_bos
     assert got["stride"] == (stride or (span if add_bos else span - 1))  # without BOS windows overlap by one
     # every token is scored once; without BOS the text's first token has no context
@@ -120,14 +121,14 @@ def test_windows_score_every_token_after_the_first_exactly_once(bos):
         for seqlen in [3, 4, 8, 17]:
             longest = seqlen - 1  # with BOS: seqlen - 1 text tokens; without: one token re-read as context
             for stride in [None, *sorted({1, min(2, longest), longest // 2 or 1, longest})]:
-                wins, used = ev._windows(list(range(100, 100 + n)), seqlen, stride, bos)
+                wins, used = pp._windows(list(range(100, 100 + n)), seqlen, stride, bos)
                 assert used == (stride or longest)
                 scored = []
                 for x, labels in wins:
                     assert len(x) <= seqlen
                     targets = labels[1:]  # next-token targets, as in _score
-                    assert (targets != ev.IGNORE).sum() > 0, (n, seqlen, stride, bos)  # no empty window
-                    scored += targets[targets != ev.IGNORE].tolist()
+                    assert (targets != pp.IGNORE).sum() > 0, (n, seqlen, stride, bos)  # no empty window
+                    scored += targets[targets != pp.IGNORE].tolist()
                 first = 0 if bos is not None else 1
                 assert scored == list(range(100 + first, 100 + n)), (n, seqlen, stride, bos)
 
@@ -138,33 +139,33 @@ def test_one_token_last_window_without_bos(tiny_llama):
     ids = lm.tokenizer(_passages("en")[0], add_special_tokens=False)["input_ids"]
     text = lm.tokenizer.decode(ids[:3 * seqlen + 1])
     n = len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
-    got = ev.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, add_bos=False)
+    got = pp.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, add_bos=False)
     assert got["n_tokens"] == n - 1 and all(c > 0 for c in got["window_tokens"])
     with pytest.raises(ValueError, match="stride=8 must be between 1 and 7.*without a BOS token"):
-        ev.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, stride=8, add_bos=False)
+        pp.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, stride=8, add_bos=False)
 
 
 def test_start_token_follows_the_tokenizer(tiny_tokenizer):
     from transformers import PreTrainedTokenizerFast
 
     assert tiny_tokenizer("x")["input_ids"][0] == tiny_tokenizer.bos_token_id  # the tiny tokenizer adds <bos>
-    assert ev.start_token(tiny_tokenizer) == tiny_tokenizer.bos_token_id
-    assert ev.start_token(tiny_tokenizer, add_bos=False) is None
+    assert pp.start_token(tiny_tokenizer) == tiny_tokenizer.bos_token_id
+    assert pp.start_token(tiny_tokenizer, add_bos=False) is None
     bare = tiny_tokenizer.backend_tokenizer.__class__.from_str(tiny_tokenizer.backend_tokenizer.to_str())
     bare.post_processor = None  # a bos_token the tokenizer never adds by itself (as SmolLM2's <|im_start|>)
     plain = PreTrainedTokenizerFast(tokenizer_object=bare, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>")
     assert plain("x")["input_ids"][0] != plain.bos_token_id
-    assert ev.start_token(plain) is None
-    assert ev.start_token(plain, add_bos=True) == plain.bos_token_id  # the explicit override
+    assert pp.start_token(plain) is None
+    assert pp.start_token(plain, add_bos=True) == plain.bos_token_id  # the explicit override
 
 
 def test_batch_size_and_document_joining(tiny_llama):
     lm = tiny_llama
     docs = [p[:150] for p in _passages("vi", 3)]
-    a = ev.perplexity(lm.model, lm.tokenizer, docs, seqlen=32, batch_size=1)
-    b = ev.perplexity(lm.model, lm.tokenizer, docs, seqlen=32, batch_size=8)
+    a = pp.perplexity(lm.model, lm.tokenizer, docs, seqlen=32, batch_size=1)
+    b = pp.perplexity(lm.model, lm.tokenizer, docs, seqlen=32, batch_size=8)
     assert abs(a["nll"] - b["nll"]) < 1e-5 and a["n_tokens"] == b["n_tokens"]
-    assert ev.perplexity(lm.model, lm.tokenizer, "\n\n".join(docs), seqlen=32)["nll"] == pytest.approx(a["nll"], abs=1e-6)
+    assert pp.perplexity(lm.model, lm.tokenizer, "\n\n".join(docs), seqlen=32)["nll"] == pytest.approx(a["nll"], abs=1e-6)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -178,16 +179,16 @@ def test_batch_size_and_document_joining(tiny_llama):
 def test_perplexity_bad_input(tiny_llama, kwargs, message):
     args = dict(texts="Some text to score here.", seqlen=32) | kwargs
     with pytest.raises(ValueError, match=message):
-        ev.perplexity(tiny_llama.model, tiny_llama.tokenizer, **args)
+        pp.perplexity(tiny_llama.model, tiny_llama.tokenizer, **args)
 
 
 def test_deactivation_changes_perplexity(tiny_llama):
     lm, text = tiny_llama, _passages("en")[0][:300]
-    base = ev.perplexity(lm.model, lm.tokenizer, text, seqlen=64)
+    base = pp.perplexity(lm.model, lm.tokenizer, text, seqlen=64)
     with deactivate(lm.model, {layer: list(range(24)) for layer in range(3)}):
-        off = ev.perplexity(lm.model, lm.tokenizer, text, seqlen=64)
+        off = pp.perplexity(lm.model, lm.tokenizer, text, seqlen=64)
     assert off["nll"] != base["nll"]
-    assert ev.perplexity(lm.model, lm.tokenizer, text, seqlen=64)["nll"] == base["nll"]
+    assert pp.perplexity(lm.model, lm.tokenizer, text, seqlen=64)["nll"] == base["nll"]
 
 
 # ----------------------------------------------------------------------------------------------- Table 1
@@ -210,7 +211,7 @@ def test_deactivation_table(tiny_llama, tmp_path):
     for lang in texts:
         assert df.loc[lang, "Full model Perplexity"] == ppl[lang]["Full model"]
         assert df.loc[lang, "×zh"] == pytest.approx(100 * (ppl[lang]["×zh"] / ppl[lang]["Full model"] - 1))
-        direct = ev.perplexity(lm.model, lm.tokenizer, texts[lang], seqlen=48)
+        direct = pp.perplexity(lm.model, lm.tokenizer, texts[lang], seqlen=48)
         assert direct["ppl"] == pytest.approx(ppl[lang]["Full model"], rel=1e-9)
         assert df.attrs["n_tokens"][lang] == direct["n_tokens"]
     assert df.loc[["en", "zh", "fr"], "×zh"].ne(0).all()
@@ -353,8 +354,8 @@ def test_default_prompts():
 
 @pytest.mark.real
 def test_real_tokenizers_start_tokens(gemma, smollm):
-    assert ev.start_token(gemma.tokenizer) == gemma.tokenizer.bos_token_id  # Gemma adds <bos> itself: as before
-    assert smollm.tokenizer.bos_token == "<|im_start|>" and ev.start_token(smollm.tokenizer) is None
+    assert pp.start_token(gemma.tokenizer) == gemma.tokenizer.bos_token_id  # Gemma adds <bos> itself: as before
+    assert smollm.tokenizer.bos_token == "<|im_start|>" and pp.start_token(smollm.tokenizer) is None
 
 
 @pytest.mark.real
@@ -366,9 +367,9 @@ def test_gemma_deactivation_perplexity_and_xcopa(gemma):
     flat = torch.randperm(n_layers * width, generator=gen)[:2000]
     neurons = {layer: flat[flat // width == layer] % width for layer in range(n_layers)}
     text = _passages("en")[0][:400]  # ~90 tokens: the 262k-word LM head dominates the CPU time
-    base = ev.perplexity(gemma.model, gemma.tokenizer, text, seqlen=512)
+    base = pp.perplexity(gemma.model, gemma.tokenizer, text, seqlen=512)
     with deactivate(gemma.model, neurons):
-        off = ev.perplexity(gemma.model, gemma.tokenizer, text, seqlen=512)
+        off = pp.perplexity(gemma.model, gemma.tokenizer, text, seqlen=512)
     print(f"\ngemma en ppl {base['ppl']:.3f} -> {off['ppl']:.3f} with 2000 random neurons off ({base['n_tokens']} tokens)")
     assert 1 < base["ppl"] < 100 and off["ppl"] != base["ppl"]
     full = ev.crosslingual_accuracy(gemma, ["zh"], limit=3)

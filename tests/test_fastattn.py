@@ -136,7 +136,7 @@ def test_fused_bf16_close_to_eager(bloom):
 
 def test_perplexity_same_numbers(bloom, tiny_tokenizer, monkeypatch):
     import lfcore.fastattn as fa
-    from lfcore.evaluate import perplexity
+    from lfcore.perplexity import perplexity
 
     calls = []
     get = fa._SharedBias.get

@@ -14,12 +14,13 @@ import torch
 
 from lfcore import cache as cache_mod
 from lfcore import capture as capture_mod
-from lfcore import corpus, metrics, models, regions, runner, tiny
+from lfcore import cli, convert, corpus, metrics, models, regions, runner, tiny
 from lfcore.cache import Cache, CacheError
 from lfcore.capture import Activations, capture
-from lfcore.evaluate import deactivation_table, perplexity
+from lfcore.evaluate import deactivation_table
 from lfcore.lock import FolderBusy, hold_folder
 from lfcore.params import ParamsError, load_params, params_from_dict
+from lfcore.perplexity import perplexity
 
 from synthetic import planted
 
@@ -169,7 +170,7 @@ def test_truncated_gguf_names_the_file(tmp_path):
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF\x03\x00\x00\x00" + bytes(20))
     with pytest.raises(ValueError, match=r"cannot read GGUF file .*model.gguf \(28 bytes\).*download it again"):
-        models.convert_gguf(gguf, tmp_path / "out")
+        convert.convert_gguf(gguf, tmp_path / "out")
 
 
 def test_unwritable_conversion_folder_fails_before_the_gguf_load(tmp_path):
@@ -177,7 +178,7 @@ def test_unwritable_conversion_folder_fails_before_the_gguf_load(tmp_path):
     gguf.write_bytes(b"GGUF")  # never read: the folder check comes first
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match=r"cannot write the converted model under .*file .*LFCORE_CACHE"):
-        models.convert_gguf(gguf, tmp_path / "file" / "conv")
+        convert.convert_gguf(gguf, tmp_path / "file" / "conv")
 
 
 def test_empty_notebook_list_is_an_error(tmp_path):
@@ -191,7 +192,7 @@ def test_damaged_gguf_conversion_is_rebuilt_not_fatal(tmp_path):
     (folder / "model.safetensors").write_bytes(b"abc")
     (folder / "lfcore-manifest.json").write_text(json.dumps({"files": {"model.safetensors": "0" * 64}}))
     with pytest.warns(UserWarning, match="is damaged .*converting the GGUF file again"):
-        assert models._converted_ok(folder) is False  # convert_gguf then converts into a fresh folder
+        assert convert._converted_ok(folder) is False  # convert_gguf then converts into a fresh folder
 
 
 def _saved_tiny(folder: Path, tokenizer: bool = True) -> Path:
@@ -254,12 +255,12 @@ def test_site_is_settable_in_params_and_checked_at_load(lm, sents):
 
 def test_cli_user_error_is_one_line_and_debug_shows_the_traceback(capsys, tmp_path):
     argv = ["scores", "tiny:llama-32", "--langs", *FOUR, "--n", "3", "--threshold", "2"]
-    assert runner.main(argv) == 2
+    assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("lfcore: ValueError: --threshold: 2 can never be exceeded")
     with pytest.raises(ValueError, match="can never be exceeded"):
-        runner.main(argv + ["--debug"])
-    assert runner.main(["reproduce", str(_yaml(tmp_path, "title: a\ntitle: b\n"))]) == 2
+        cli.main(argv + ["--debug"])
+    assert cli.main(["reproduce", str(_yaml(tmp_path, "title: a\ntitle: b\n"))]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "p.yaml:2: key 'title' appears twice" in err
 
@@ -267,7 +268,7 @@ def test_cli_user_error_is_one_line_and_debug_shows_the_traceback(capsys, tmp_pa
 def test_cli_scores_takes_site(capsys):
     argv = ["scores", "tiny:llama-32", "--langs", *FOUR, "--n", "3", "--threshold", "1", "--no-cache",
             "--site", "model.layers.{layer}.mlp.act_fn"]
-    assert runner.main(argv) == 2
+    assert cli.main(argv) == 2
     assert "has no 2-D weight" in capsys.readouterr().err
 
 

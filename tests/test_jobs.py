@@ -17,10 +17,12 @@ import pytest
 import submitit
 import yaml
 
+import lfcore.cli
 import lfcore.jobs
 import lfcore.runner
 from lfcore.cache import Cache
-from lfcore.params import ResourceSpec, load_params
+from lfcore.params import load_params
+from lfcore.specs import ResourceSpec
 from lfcore.series import run_series
 from lfcore.steps import sentences
 
@@ -199,9 +201,9 @@ def test_estimate_scales_recorded_costs():
 
 def test_cli_estimate(runs, capsys):
     tmp = runs[0]
-    assert lfcore.runner.main(["estimate", str(ROOT / "params" / "paper_llama2.yaml"),
+    assert lfcore.cli.main(["estimate", str(ROOT / "params" / "paper_llama2.yaml"),
                                "--cache-dir", str(tmp / "local" / "cache")]) == 0
     out = capsys.readouterr().out
     assert "Based on 2 job records" in out and "LLaMA2-70b" in out and "total:" in out
-    assert lfcore.runner.main(["estimate", str(SMOKE), "--cache-dir", str(tmp / "nothing")]) == 2
+    assert lfcore.cli.main(["estimate", str(SMOKE), "--cache-dir", str(tmp / "nothing")]) == 2
     assert "no job records" in capsys.readouterr().err

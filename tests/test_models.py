@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from lfcore import models
+from lfcore import convert, models
 from lfcore.models import load_model
 
 
@@ -53,8 +53,8 @@ def test_bad_inputs_say_what_to_do(tmp_path):
 @pytest.mark.real
 def test_bundled_conversion_is_cached_and_verified(smollm):
     """The GGUF was converted once to a safetensors folder with a manifest; reloading takes that folder."""
-    gguf = models._bundled_gguf("smollm2-135m")
-    folder = models.convert_gguf(gguf)  # already converted by the fixture: verified, not redone
+    gguf = convert._bundled_gguf("smollm2-135m")
+    folder = convert.convert_gguf(gguf)  # already converted by the fixture: verified, not redone
     manifest = json.loads((folder / "lfcore-manifest.json").read_text())
     assert manifest["files"] and all((folder / name).exists() for name in manifest["files"])
     assert smollm.source == "bundled" and smollm.model_type == "llama"
@@ -110,7 +110,7 @@ def test_a_model_without_tokenizer_files_says_how_to_name_one(tmp_path, tiny_fol
 def test_revisions_offline_is_one_clear_line(monkeypatch, capsys):
     import huggingface_hub.constants
 
-    from lfcore.runner import main
+    from lfcore.cli import main
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     assert main(["revisions", "bigscience/bloom-7b1-intermediate"]) == 2

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from lfcore import corpus as corpus_mod
-from lfcore import evaluate as ev
+from lfcore import perplexity as pp
 from lfcore.capture import Activations, capture, tokenize
 from lfcore.hooks import get_module
 from lfcore.models import neuron_sites
@@ -109,11 +109,11 @@ def test_disjoint_windows_drop_the_tail_and_score_each_token_once():
     for n, seqlen in itertools.product([4, 16, 17, 33, 100], [2, 4, 8, 17]):
         if n < seqlen:
             with pytest.raises(ValueError, match="fewer than one disjoint window"):
-                ev._disjoint_windows(list(range(n)), seqlen)
+                pp._disjoint_windows(list(range(n)), seqlen)
             continue
-        wins = ev._disjoint_windows(list(range(100, 100 + n)), seqlen)
+        wins = pp._disjoint_windows(list(range(100, 100 + n)), seqlen)
         assert len(wins) == n // seqlen and all(len(x) == seqlen for x, _ in wins)
-        scored = [t for _, labels in wins for t in labels[1:][labels[1:] != ev.IGNORE].tolist()]
+        scored = [t for _, labels in wins for t in labels[1:][labels[1:] != pp.IGNORE].tolist()]
         starts = set(range(100, 100 + len(wins) * seqlen, seqlen))  # a window's first token is only read
         assert scored == [t for t in range(100, 100 + len(wins) * seqlen) if t not in starts]
 
@@ -121,7 +121,7 @@ def test_disjoint_windows_drop_the_tail_and_score_each_token_once():
 def test_disjoint_perplexity_is_the_authors_loss(tiny_llama):
     lm, seqlen = tiny_llama, 16
     text = "\n\n".join([corpus_mod.bundled_passages().records_for("fr")[0].text[:400]] * 2)
-    got = ev.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, batch_size=3, windows="disjoint")
+    got = pp.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, batch_size=3, windows="disjoint")
     ids = lm.tokenizer(text)["input_ids"]  # tokenised once, as the tokenizer does: one <bos> at the start
     assert ids[0] == lm.tokenizer.bos_token_id
     n = len(ids) // seqlen
@@ -132,9 +132,9 @@ def test_disjoint_perplexity_is_the_authors_loss(tiny_llama):
                                                                                        seqlen, None)
     assert abs(got["nll"] - want) < 1e-5
     with pytest.raises(ValueError, match="add_bos=True with windows='disjoint'"):
-        ev.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, add_bos=True, windows="disjoint")
+        pp.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, add_bos=True, windows="disjoint")
     with pytest.raises(ValueError, match="must be None or seqlen"):
-        ev.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, stride=4, windows="disjoint")
+        pp.perplexity(lm.model, lm.tokenizer, text, seqlen=seqlen, stride=4, windows="disjoint")
 
 
 # ---------------------------------------------------------------------------------------------- regions
@@ -170,7 +170,7 @@ def test_epsilon_is_added_to_every_normalised_value():
 
 
 def test_the_table_step_keys_on_the_window_scheme(tiny_llama, tmp_path):
-    from lfcore.params import PerplexitySpec
+    from lfcore.specs import PerplexitySpec
     from lfcore.cache import Cache
     from lfcore.steps import perplexity_table
 

@@ -15,13 +15,16 @@ import yaml
 
 import lfcore.cache
 import lfcore.capture
+import lfcore.cli
 import lfcore.params
 import lfcore.report
 import lfcore.runner
 import lfcore.series
+import lfcore.specs
 import lfcore.steps
 import lfcore.uncertainty
-from lfcore.params import NOTEBOOKS, ParamsError
+from lfcore.params import ParamsError
+from lfcore.specs import NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "params" / "smoke.yaml"
@@ -188,7 +191,7 @@ def test_parameters_cell_holds_plain_literals(key):
     assert set(names) == set(sections) | {"title", "out_dir", "cache_dir"}
     # the defaults in the notebook are a valid params set, and they are lfcore's defaults (one source)
     values = {n: ast.literal_eval(s.value) for n, s in zip(names, ast.parse(tagged[0].source).body)}
-    p, defaults = lfcore.params.notebook_params(**{n: values[n] for n in sections}), lfcore.params.Params()
+    p, defaults = lfcore.params.notebook_params(**{n: values[n] for n in sections}), lfcore.specs.Params()
     for n in sections:
         assert getattr(p, n) == getattr(defaults, n), f"{stem}: parameters cell {n} differs from lfcore.params"
     # jupytext keeps the tag through a round trip (notebooks/jupytext.toml's cell_metadata_filter keeps "tags")
@@ -283,7 +286,7 @@ def test_code_key_follows_the_imports(monkeypatch):
 
 def test_step_keys_carry_code_and_data(tmp_path, tiny_llama, monkeypatch):
     """A fix to the code (or bundled data) that computes Table 1, accuracy or generations recomputes them."""
-    from lfcore.params import AccuracySpec, GenerationSpec, PerplexitySpec
+    from lfcore.specs import AccuracySpec, GenerationSpec, PerplexitySpec
 
     version, asked = {"v": "old"}, []
 
@@ -527,15 +530,15 @@ def test_failing_notebook_names_notebook_cell_and_file(tmp_path):
 
 def test_cli_reports_params_errors(tmp_path, capsys):
     path = _write(tmp_path, {"capture": {"batch_size": "x"}})
-    assert lfcore.runner.main(["reproduce", str(path)]) == 2
+    assert lfcore.cli.main(["reproduce", str(path)]) == 2
     err = capsys.readouterr().err
     assert "capture.batch_size" in err and str(path) in err and "Traceback" not in err
-    assert lfcore.runner.main(["reproduce", str(SMOKE), "--only", "obs7"]) == 2
+    assert lfcore.cli.main(["reproduce", str(SMOKE), "--only", "obs7"]) == 2
     assert "unknown notebook" in capsys.readouterr().err
 
 
 def test_cli_scores(tmp_path, capsys):
-    code = lfcore.runner.main(["scores", "tiny:llama-32", "--langs", "en", "zh", "fr", "ar", "--n", "4", "--threshold",
+    code = lfcore.cli.main(["scores", "tiny:llama-32", "--langs", "en", "zh", "fr", "ar", "--n", "4", "--threshold",
                                "1", "--cache-dir", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out

@@ -201,7 +201,7 @@ def test_activation_probabilities_stop_at_the_last_firing_site(tiny_llama, small
 
 
 def test_intersection_effect_on_tiny_model(tiny_llama, small_corpus):
-    from lfcore.evaluate import perplexity
+    from lfcore.perplexity import perplexity
 
     texts = {lang: [r.text for r in small_corpus.records_for(lang)] for lang in ("en", "zh")}
     acts = capture(tiny_llama, small_corpus, progress=False)

@@ -11,8 +11,8 @@ from lfcore.cache import Cache
 from lfcore.corpus import bundled_ntrex
 from lfcore.langid import detect
 from lfcore.models import neuron_sites
-from lfcore.params import CaptureSpec, CorpusSpec
 from lfcore.regions import key_regions
+from lfcore.specs import CaptureSpec, CorpusSpec
 from lfcore.steering import (baseline, continuations, layer_bands, patch_conditions, prompt_order,
                              size_matched_control, steering_conditions)
 from lfcore.uncertainty import share_intervals
