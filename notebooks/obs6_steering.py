@@ -89,7 +89,7 @@ gens = lfcore.steps.steering_generations(lm, key, acts, prompts, p.steering, cac
 top = max(p.steering.strengths)
 report.show(lfcore.plots.switch_matrix(lfcore.switching.switch_matrix(gens, "region", top),
                                        title=f"Steered region x{top:g}: continuations detected as the steered "
-                                             f"language ({lm.name})"), "switch_matrix_region")
+                                             f"language ({lm.title})"), "switch_matrix_region")
 report.show(lfcore.plots.switch_matrix(lfcore.switching.switch_matrix(gens, "random", top),
                                        title=f"Control: size-matched random set x{top:g}"), "switch_matrix_random")
 
@@ -104,7 +104,7 @@ hits = lfcore.switching.switch_hits(gens)
 shares = lfcore.uncertainty.share_intervals(hits, ["target", "kind", "strength"], **boot)
 report.numbers(**lfcore.switching.steering_numbers(shares, top))
 report.table(shares, "steering_shares", index=False)
-report.show(lfcore.plots.dose_response(shares, title=f"Switch rate against steering strength ({lm.name})"),
+report.show(lfcore.plots.dose_response(shares, title=f"Switch rate against steering strength ({lm.title})"),
             "dose_response")
 
 # %% [markdown]
@@ -131,7 +131,7 @@ patched = lfcore.steps.patching_generations(lm, key, prompt_acts, prompts, p.ste
 patch_shares = lfcore.uncertainty.share_intervals(lfcore.switching.switch_hits(patched),
                                                   ["target", "kind", "band"], **boot)
 report.table(patch_shares, "patching_shares", index=False)
-report.show(lfcore.plots.patch_bands(patch_shares, title=f"Patching by layer band ({lm.name})"), "patching_bands")
+report.show(lfcore.plots.patch_bands(patch_shares, title=f"Patching by layer band ({lm.title})"), "patching_bands")
 report.table(patched, "patching_generations", shown=patched.head(0), index=False)
 
 # %% [markdown]
@@ -148,7 +148,7 @@ cells = lfcore.uncertainty.deactivation_intervals(ppl.attrs["window_nll"], ppl.a
 report.table(cells, "steering_perplexity_intervals", index=False)
 report.show(lfcore.plots.deactivation_heatmap(ppl, cells, diverging=True, x_title="steered set",
                                               title=f"Perplexity change (%) with a region steered "
-                                                    f"x{p.steering.perplexity_strength:g} ({lm.name})"),
+                                                    f"x{p.steering.perplexity_strength:g} ({lm.title})"),
             "steering_perplexity")
 
 # %% [markdown]
