@@ -296,19 +296,21 @@ def _checked_site(model: nn.Module, site: str | None) -> str | None:
     return site
 
 
-def check_spec(spec: str) -> None:
+def check_spec(spec: str, base: str | os.PathLike | None = None) -> None:
     """Raise ``ValueError`` for a model spec that would go to the hub by mistake: a close miss of a bundled key
-    ("gemma-3-27m"), or a relative path without "./" ("models/bloom") that does not exist. Usage:
-    ``check_spec("gemma-3-270m")``. A hub id ("org/name") passes; so does an existing path."""
-    if spec in BUNDLED or spec.startswith(("tiny:", ".", "/", "~")) or spec.endswith(".gguf") or Path(spec).exists():
+    ("gemma-3-27m"), or a relative path without "./" ("models/bloom") that does not exist under ``base`` (default:
+    the working directory; a params file passes its folder). Usage: ``check_spec("gemma-3-270m")``. A hub id
+    ("org/name") passes; so does an existing path."""
+    base = Path.cwd() if base is None else Path(base)
+    if spec in BUNDLED or spec.startswith(("tiny:", ".", "/", "~")) or spec.endswith(".gguf") or (base / spec).exists():
         return  # keys, explicit paths (their own errors) and existing paths
     close = difflib.get_close_matches(spec, list(BUNDLED), n=1, cutoff=0.8)
     if close and "/" not in spec:
         raise ValueError(f"model {spec!r} is not a bundled key: did you mean {close[0]!r}? "
                          f"(bundled: {', '.join(BUNDLED)})")
     parts = Path(spec).parts
-    if len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir()) or spec.endswith(os.sep):
-        raise ValueError(f"model {spec!r}: no such local path (from {Path.cwd()}), and it is not a hub id "
+    if len(parts) > 2 or (len(parts) == 2 and (base / parts[0]).is_dir()) or spec.endswith(os.sep):
+        raise ValueError(f"model {spec!r}: no such local path {base / spec}, and it is not a hub id "
                          f"('organisation/name'); check the path")
 
 

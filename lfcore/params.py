@@ -151,12 +151,8 @@ def _model_path(m: ModelSpec, base: Path, where: str) -> None:
         m.tokenizer = _resolve(m.tokenizer, base, f"{where}.tokenizer")
     if m.spec in BUNDLED or m.spec.startswith("tiny:"):
         return
-    parts = Path(m.spec).parts
-    if len(parts) > 1 and (base / parts[0]).is_dir() and not (base / m.spec).exists():
-        raise ParamsError(f"{where}.spec: {m.spec!r}: no such local path {base / m.spec} (paths are relative to the "
-                          f"params file's folder), and it is not a hub id; check the path")
     try:
-        check_spec(m.spec)
+        check_spec(m.spec, base)  # relative paths are relative to the params file's folder
     except ValueError as e:
         raise ParamsError(f"{where}.spec: {e}") from None
     if m.spec.startswith((".", "/", "~")) or m.spec.endswith(".gguf") or (base / m.spec).exists():
