@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import fcntl
 import functools
 import hashlib
 import io
@@ -26,6 +25,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+import filelock
 import numpy as np
 import pandas as pd
 import torch
@@ -248,17 +248,14 @@ class Cache:
         key waits. Usage: ``with cache.lock(kind, key): hit = cache.get(kind, key) or compute-and-put``;
         ``result`` does this on every miss.
 
-        An ``fcntl.flock`` on ``<root>/<kind>/.<key>.lock``: released by the kernel when the holder exits or is
-        killed, so a dead job never blocks the next. (On NFS, Linux maps it to a POSIX lock the server holds.)
+        A ``filelock`` OS lock (``flock`` on Unix, as ``lock.hold_folder``) on ``<root>/<kind>/.<key>.lock``:
+        released by the kernel when the holder exits or is killed, so a dead job never blocks the next. (On NFS,
+        Linux maps it to a POSIX lock the server holds.)
         """
         path = self.root / kind / f".{key}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with filelock.FileLock(path):
+            yield
 
     def result(self, kind: str, parts: dict, compute, encode, decode):
         """``compute()`` unless a result with the same ``parts`` is cached; counted as a hit or a miss.
