@@ -253,7 +253,7 @@ def perplexity_increase(full_nll: Sequence[float], cond_nll: Sequence[float], to
         raise ValueError("tokens must be non-negative with a positive sum")
     if n_boot < 1 or not 0 < level < 1:
         raise ValueError(f"need n_boot >= 1 and 0 < level < 1 (got {n_boot}, {level})")
-    w = np.random.default_rng(seed).multinomial(len(f), np.full(len(f), 1.0 / len(f)), size=n_boot) * t  # (B, W)
+    w = bootstrap_weights(len(f), n_boot, np.random.default_rng(seed)) * t  # (B, W)
     with np.errstate(invalid="ignore", divide="ignore"):
         delta = (w @ (c - f)) / w.sum(1)  # (B,) mean NLL difference: log(ppl_cond / ppl_full)
     lo, hi = np.nanquantile(100 * np.expm1(delta), [(1 - level) / 2, (1 + level) / 2])
@@ -315,7 +315,7 @@ def share_intervals(hits: pd.DataFrame, by: Sequence[str], *, unit: Sequence[str
             raise ValueError(f"group {key}: prompt {tuple(group[unit][dup].iloc[0])} appears twice; "
                              f"add the column that tells the rows apart to `by`")
         h = group.hit.to_numpy(dtype=np.float64)  # (n,)
-        w = np.random.default_rng(seed).multinomial(len(h), np.full(len(h), 1.0 / len(h)), size=n_boot)  # (B, n)
+        w = bootstrap_weights(len(h), n_boot, np.random.default_rng(seed))  # (B, n)
         lo, hi = np.quantile(w @ h / len(h), [(1 - level) / 2, (1 + level) / 2])
         rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "share": float(h.mean()),
                      "ci_low": float(lo), "ci_high": float(hi), "n": len(h)})
