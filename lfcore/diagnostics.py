@@ -1,22 +1,10 @@
 """Dominant-neuron layers ("massive activations", Sun et al. 2024) and what LRDS/SADS look like without them.
 
-A few neurons with huge pooled values put every sentence vector of a layer on nearly the same direction:
-every cosine of that layer's map is close to 1, and its LRDS and SADS (differences of mean cosines) are
-close to 0 whatever the language or meaning structure of the other neurons. This module measures that
-per layer, names the neurons, and recomputes the scores with them zeroed.
-
-- ``dominant_neurons``: per layer, the k neurons with the largest mean share of a sentence's squared norm.
-- ``dominance``: per layer, the share of the squared norm those k neurons hold (averaged over sentences)
-  and the mean off-diagonal cosine; a layer is flagged when the share of its ``flag_k`` dominant neurons
-  exceeds ``threshold``. Default: top-5 share > 0.5. When the same few neurons hold a share s of every
-  vector, each cosine is about s + (1 - s) * (cosine of the rest), so the layer's LRDS and SADS shrink by
-  about (1 - s): past s = 0.5 they are less than half what the other neurons say. The flag measures the
-  set that ``exclude_dominant`` zeroes, so a flagged layer is one that exclusion changes; a layer where
-  each sentence has its own large neuron is not flagged (no one set dominates every vector).
-- ``exclude_dominant``: a copy of the activations with the dominant neurons zeroed (shapes and labels
-  unchanged).
-- ``exclusion_table``: layer-wise LRDS/SADS before and after exclusion, next to the dominance columns.
-- ``compare_pooling``: layer-wise tables of two poolings (e.g. with and without the first token) side by side.
+A few neurons with huge pooled values put every sentence vector of a layer on nearly the same direction, so its
+cosines are all near 1 and its LRDS and SADS near 0. When the same neurons hold a share s of every vector, each
+cosine is about s + (1 - s) * (cosine of the rest): the scores shrink by about (1 - s). Hence the default flag:
+the top-5 neurons hold more than half the squared norm. ``dominance`` measures that per layer,
+``exclude_dominant`` zeroes those neurons, ``exclusion_table`` and ``compare_pooling`` tabulate the scores.
 """
 from __future__ import annotations
 
@@ -61,13 +49,13 @@ def dominance(acts: Activations, ks: Sequence[int] = (1, DEFAULT_K), threshold: 
               flag_k: int = DEFAULT_K) -> pd.DataFrame:
     """Per layer: squared-norm shares of the dominant neurons, mean off-diagonal cosine, and a dominance flag.
 
-    Columns: layer, ``top{k}_share`` (``topk_share``: the share of the k neurons ``dominant_neurons``
-    returns) for each k in ``ks`` and ``flag_k``, mean_cosine, dominant (top-``flag_k`` share >
-    ``threshold``). ``attrs["neurons"]`` holds ``dominant_neurons(acts, flag_k)``: the set the flag measures.
+    Columns: layer, ``top{k}_share`` (``topk_share``) for each k in ``ks`` and ``flag_k``, mean_cosine,
+    dominant (top-``flag_k`` share > ``threshold``). The flag measures the set ``exclude_dominant`` zeroes, so a
+    layer where each sentence has its own large neuron is not flagged. ``attrs["neurons"]`` holds
+    ``dominant_neurons(acts, flag_k)``.
     """
-    ks = sorted(set(ks) | {flag_k})
     df = pd.DataFrame({"layer": acts.layers})
-    for k in ks:
+    for k in sorted(set(ks) | {flag_k}):
         df[f"top{k}_share"] = topk_share(acts, k).numpy()
     df["mean_cosine"] = mean_cosine(acts).numpy()
     df["dominant"] = df[f"top{flag_k}_share"] > threshold
@@ -113,10 +101,9 @@ def exclusion_table(acts: Activations, k: int = DEFAULT_K, threshold: float = DE
     """
     excluded = exclude_dominant(acts, k)
     dom = dominance(acts, ks=(k,), threshold=threshold, flag_k=k)
-    before, after = layerwise(acts), layerwise(excluded)
-    df = dom.merge(before, on="layer")
+    df = dom.merge(layerwise(acts), on="layer")
     df["mean_cosine_excluded"] = mean_cosine(excluded).numpy()
-    df = df.merge(after.rename(columns={"lrds": "lrds_excluded", "sads": "sads_excluded"}), on="layer")
+    df = df.merge(layerwise(excluded).rename(columns={"lrds": "lrds_excluded", "sads": "sads_excluded"}), on="layer")
     df.attrs.update(dom.attrs)
     return df
 
@@ -133,11 +120,10 @@ def compare_pooling(a: Activations, b: Activations, names: Sequence[str] = ("all
         raise ValueError(f"names must be two different strings, got {names!r}")
     if set(zip(a.sentence_ids, a.langs)) != set(zip(b.sentence_ids, b.langs)) or a.layers != b.layers:
         raise ValueError("the two captures must cover the same (sentence id, language) rows and the same layers")
-    out = None
+    frames = []
     for acts, name in zip((a, b), names):
         df = layerwise(acts)
         df["mean_cosine"] = mean_cosine(acts).numpy()
         df[f"top{k}_share"] = topk_share(acts, k).numpy()
-        df = df.rename(columns={c: f"{c}_{name}" for c in df.columns if c != "layer"})
-        out = df if out is None else out.merge(df, on="layer")
-    return out
+        frames.append(df.rename(columns={c: f"{c}_{name}" for c in df.columns if c != "layer"}))
+    return frames[0].merge(frames[1], on="layer")
