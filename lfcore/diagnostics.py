@@ -1,10 +1,9 @@
 """Dominant-neuron layers ("massive activations", Sun et al. 2024) and what LRDS/SADS look like without them.
 
-A few neurons with huge pooled values put every sentence vector of a layer on nearly the same direction, so its
-cosines are all near 1 and its LRDS and SADS near 0. When the same neurons hold a share s of every vector, each
-cosine is about s + (1 - s) * (cosine of the rest): the scores shrink by about (1 - s). Hence the default flag:
-the top-5 neurons hold more than half the squared norm. ``dominance`` measures that per layer,
-``exclude_dominant`` zeroes those neurons, ``exclusion_table`` and ``compare_pooling`` tabulate the scores.
+When the same few neurons hold a share s of every sentence vector of a layer, each cosine is about
+s + (1 - s) * (cosine of the rest): the layer's map is near 1 and its LRDS and SADS shrink by about (1 - s).
+``dominance`` flags such layers, ``exclude_dominant`` zeroes their dominant neurons, and ``exclusion_table`` and
+``compare_pooling`` put the layer-wise scores side by side.
 """
 from __future__ import annotations
 
@@ -49,10 +48,9 @@ def dominance(acts: Activations, ks: Sequence[int] = (1, DEFAULT_K), threshold: 
               flag_k: int = DEFAULT_K) -> pd.DataFrame:
     """Per layer: squared-norm shares of the dominant neurons, mean off-diagonal cosine, and a dominance flag.
 
-    Columns: layer, ``top{k}_share`` (``topk_share``) for each k in ``ks`` and ``flag_k``, mean_cosine,
-    dominant (top-``flag_k`` share > ``threshold``). The flag measures the set ``exclude_dominant`` zeroes, so a
-    layer where each sentence has its own large neuron is not flagged. ``attrs["neurons"]`` holds
-    ``dominant_neurons(acts, flag_k)``.
+    Columns: layer, ``top{k}_share`` for each k in ``ks`` and ``flag_k``, mean_cosine, dominant (top-``flag_k``
+    share > ``threshold``: the set ``exclude_dominant`` zeroes, so a layer where each sentence has its own large
+    neuron is not flagged). ``attrs["neurons"]``: ``dominant_neurons(acts, flag_k)``.
     """
     df = pd.DataFrame({"layer": acts.layers})
     for k in sorted(set(ks) | {flag_k}):
@@ -66,10 +64,8 @@ def dominance(acts: Activations, ks: Sequence[int] = (1, DEFAULT_K), threshold: 
 
 def dominant_neurons(acts: Activations, k: int = DEFAULT_K, layers: Sequence[int] | None = None
                      ) -> dict[int, torch.Tensor]:
-    """The k neurons of each layer with the largest mean squared-norm share: {layer: LongTensor (k,)}.
-
-    A neuron set in the format of ``deactivate`` and ``regions``; ``layers`` limits it (default: all).
-    """
+    """The k neurons of each layer with the largest mean squared-norm share: {layer: LongTensor (k,)}, a neuron
+    set as ``deactivate`` and ``regions`` take; ``layers`` limits it (default: all)."""
     _check_k(acts, k)
     layers = list(acts.layers if layers is None else layers)
     missing = [l for l in layers if l not in acts.layers]
@@ -80,9 +76,7 @@ def dominant_neurons(acts: Activations, k: int = DEFAULT_K, layers: Sequence[int
 
 def exclude_dominant(acts: Activations, k: int = DEFAULT_K, layers: Sequence[int] | None = None) -> Activations:
     """A copy of ``acts`` with each layer's ``k`` dominant neurons zeroed (``layers``: which, default all).
-
-    Shapes and labels are unchanged; ``meta["excluded_neurons"]`` records {layer: [indices]}.
-    """
+    Shapes and labels are unchanged; ``meta["excluded_neurons"]`` records {layer: [indices]}."""
     neurons = dominant_neurons(acts, k, layers)
     values = acts.values.clone()
     for layer, idx in neurons.items():
@@ -96,8 +90,7 @@ def exclusion_table(acts: Activations, k: int = DEFAULT_K, threshold: float = DE
     """Layer-wise LRDS/SADS with all neurons and with each layer's ``k`` dominant neurons zeroed.
 
     Columns: layer, ``top{k}_share``, mean_cosine, dominant (share > ``threshold``), lrds, sads,
-    mean_cosine_excluded, lrds_excluded, sads_excluded. A dominated layer typically shows mean_cosine
-    near 1 and LRDS/SADS near 0 before, and scores like its neighbours' after.
+    mean_cosine_excluded, lrds_excluded, sads_excluded.
     """
     excluded = exclude_dominant(acts, k)
     dom = dominance(acts, ks=(k,), threshold=threshold, flag_k=k)
@@ -112,9 +105,8 @@ def compare_pooling(a: Activations, b: Activations, names: Sequence[str] = ("all
                     k: int = DEFAULT_K) -> pd.DataFrame:
     """Layer-wise LRDS, SADS, mean cosine and top-k share of two poolings of one corpus, side by side.
 
-    ``a`` and ``b`` are captures of the same sentences and layers (e.g. ``capture(...)`` and
-    ``capture(..., skip_first=True)``); rows are matched by label. Columns: layer, then
-    ``{metric}_{name}`` for each metric and name.
+    ``a``, ``b``: captures of the same sentences and layers, e.g. ``capture(...)`` and ``capture(...,
+    skip_first=True)``; rows are matched by label. Columns: layer, then ``{metric}_{name}`` per metric and name.
     """
     if len(names) != 2 or names[0] == names[1]:
         raise ValueError(f"names must be two different strings, got {names!r}")

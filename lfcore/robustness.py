@@ -1,10 +1,8 @@
 """How robust are key regions? Threshold sweeps, sample stability, and a second selection method (LAPE).
 
-``threshold_sweep`` moves the z cut from 1 to sqrt(L - 1), where every region is empty; ``stability_halves``
-compares each language's region between two disjoint halves of the sentence ids (``intersection`` keeps the
-neurons found every time, for ``evaluate.intersection_effect``); ``lape`` (Tang et al. 2024, "Language-Specific
-Neurons") keeps the lowest-entropy neurons of ``capture.activation_probabilities`` and ``lape_overlap`` compares
-them with the z-score key regions.
+``threshold_sweep`` moves the z cut; ``stability_halves`` compares regions found on disjoint halves of the ids
+(``intersection`` keeps the neurons found every time); ``lape`` (Tang et al. 2024, "Language-Specific Neurons")
+selects neurons by activation-probability entropy and ``lape_overlap`` compares them with the key regions.
 """
 from __future__ import annotations
 
@@ -23,9 +21,9 @@ from .regions import KeyRegions, key_regions
 def threshold_sweep(kr: KeyRegions, thresholds: Sequence[float] | None = None, n: int = 21) -> pd.DataFrame:
     """Key-region sizes as the z threshold grows (same z-scores, only the cut moves).
 
-    ``thresholds`` default: ``n`` evenly spaced values from 1 to sqrt(L - 1), the largest z-score L
-    languages allow (population std). Returns one row per threshold and language: threshold, lang, key_neurons,
-    percent (of all neurons), sklr (sum over languages at that threshold). Sizes never grow with the threshold.
+    ``thresholds`` default: ``n`` evenly spaced values from 1 to sqrt(L - 1), the largest z-score L languages allow
+    (population std). One row per threshold and language: threshold, lang, key_neurons, percent (of all neurons),
+    sklr (sum over languages at that threshold).
     """
     if thresholds is None:
         top = math.sqrt(len(kr.langs) - 1)
@@ -60,10 +58,7 @@ def _check_same_grid(a, b) -> None:
 
 
 def region_jaccard(a: KeyRegions, b: KeyRegions) -> pd.DataFrame:
-    """Per language (those in both, in ``a``'s order): lang, jaccard, size_a, size_b, shared.
-
-    ``a`` or ``b`` may also be ``LapeRegions`` (any set of per-language masks on the same neurons).
-    """
+    """Per language in both (``a``'s order): lang, jaccard, size_a, size_b, shared. Either may be ``LapeRegions``."""
     _check_same_grid(a, b)
     rows = []
     for lang in [l for l in a.langs if l in b.langs]:
@@ -84,11 +79,10 @@ def split_ids(ids: Sequence[str], seed: int = 0) -> tuple[list[str], list[str]]:
 def stability_halves(acts: Activations, threshold: float = 2.0, seeds: Sequence[int] = (0, 1, 2, 3, 4),
                      epsilon: float = 0.0) -> tuple[pd.DataFrame, list[KeyRegions]]:
     """Key regions (``regions.key_regions`` with ``threshold``, ``epsilon``) on two disjoint halves of the
-    sentence ids, for several random splits.
+    sentence ids, for each seed's random split.
 
-    Returns (table, regions): one row per seed and language (seed, lang, jaccard, size_a, size_b,
-    shared) and the 2 * len(seeds) ``KeyRegions`` (half a and b of each seed, in order), e.g. for
-    ``intersection``.
+    Returns (table, regions): one row per seed and language (seed, lang, jaccard, size_a, size_b, shared) and
+    the 2 * len(seeds) ``KeyRegions`` (half a and b of each seed, in order), e.g. for ``intersection``.
     """
     tables, regions = [], []
     for seed in seeds:
@@ -143,12 +137,10 @@ class LapeRegions:
 def lape(probs: ActivationProbs, entropy_quantile: float = 0.01, prob_quantile: float = 0.95) -> LapeRegions:
     """Language activation probability entropy (Tang et al. 2024, their ``identify.py``).
 
-    p: (L, K) activation probabilities (per language, the fraction of tokens on which a neuron fires: act(gate) > 0
-    in gated MLPs, as Tang et al. count). Normalise each neuron over languages, q = p / sum_l p; entropy
-    H = -sum_l q log q. The threshold tau is the ``prob_quantile`` quantile of all L*K probabilities
-    (the round(prob_quantile * L * K)-th smallest).
-    Neurons with no language above tau are dropped; of the rest, the round(K * entropy_quantile) with
-    the lowest entropy are language-specific, each assigned to every language whose p exceeds tau.
+    p: (L, K) activation probabilities (``capture.activation_probabilities``: per language, the fraction of tokens
+    on which a neuron fires). q = p / sum_l p per neuron; entropy H = -sum_l q log q. tau is the round(prob_quantile
+    * L * K)-th smallest probability. Of the neurons with some language above tau, the round(K * entropy_quantile)
+    with the lowest entropy are language-specific, each assigned to every language whose p exceeds tau.
     """
     p = probs.probs.double().flatten(1)  # (L, K)
     total = p.sum(0, keepdim=True)
