@@ -19,22 +19,18 @@ DEFAULT_K = 5
 DEFAULT_SHARE = 0.5  # a layer is dominated when its top-5 neurons hold > 50% of the squared norm
 
 
-def _mean_shares(acts: Activations, block: int) -> torch.Tensor:
-    """Each neuron's share of its sentence's squared norm in one layer block, averaged over sentences: (width,) fp64."""
-    sq = acts.values[:, block].double() ** 2  # (n, width); one layer at a time keeps big models in memory
-    return (sq / sq.sum(1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)).mean(0)
-
-
-def _check_k(acts: Activations, k: int) -> None:
+def _top(acts: Activations, block: int, k: int):
+    """topk of one layer block's neurons by their share of a sentence's squared norm, averaged over sentences."""
     if not 1 <= k <= acts.width:
         raise ValueError(f"k must be in 1..{acts.width}, got {k}")
+    sq = acts.values[:, block].double() ** 2  # (n, width); one layer at a time keeps big models in memory
+    return (sq / sq.sum(1, keepdim=True).clamp_min(torch.finfo(torch.float64).tiny)).mean(0).topk(k)
 
 
 def topk_share(acts: Activations, k: int) -> torch.Tensor:
     """Share of the squared norm held by each layer's k dominant neurons (``dominant_neurons``), averaged over
     sentences: (n_layers,) fp64. This is the share that ``exclude_dominant(acts, k)`` removes."""
-    _check_k(acts, k)
-    return torch.stack([_mean_shares(acts, b).topk(k).values.sum() for b in range(len(acts.layers))])
+    return torch.stack([_top(acts, b, k).values.sum() for b in range(len(acts.layers))])
 
 
 def mean_cosine(acts: Activations) -> torch.Tensor:
@@ -66,12 +62,11 @@ def dominant_neurons(acts: Activations, k: int = DEFAULT_K, layers: Sequence[int
                      ) -> dict[int, torch.Tensor]:
     """The k neurons of each layer with the largest mean squared-norm share: {layer: LongTensor (k,)}, a neuron
     set as ``deactivate`` and ``regions`` take; ``layers`` limits it (default: all)."""
-    _check_k(acts, k)
     layers = list(acts.layers if layers is None else layers)
     missing = [l for l in layers if l not in acts.layers]
     if missing:
         raise ValueError(f"layer(s) {missing} not in these activations (have {acts.layers})")
-    return {l: _mean_shares(acts, acts.layers.index(l)).topk(k).indices.sort().values for l in layers}
+    return {l: _top(acts, acts.layers.index(l), k).indices.sort().values for l in layers}
 
 
 def exclude_dominant(acts: Activations, k: int = DEFAULT_K, layers: Sequence[int] | None = None) -> Activations:

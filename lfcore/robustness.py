@@ -31,11 +31,10 @@ def threshold_sweep(kr: KeyRegions, thresholds: Sequence[float] | None = None, n
     thresholds = np.sort(np.asarray(thresholds, dtype=np.float64))  # reported as given
     t = torch.as_tensor(thresholds, dtype=kr.z.dtype)  # compared as KeyRegions.mask compares (z > threshold)
     z = torch.where(kr.valid, kr.z, -torch.inf).flatten(1)  # (n_langs, K); invalid neurons are never key
-    counts = (z[None] > t[:, None, None]).sum(2)  # (T, n_langs)
-    rows = [{"threshold": float(thresholds[i]), "lang": lang, "key_neurons": int(counts[i, k]),
-             "percent": 100.0 * int(counts[i, k]) / kr.total_neurons, "sklr": int(counts[i].sum())}
-            for i in range(len(t)) for k, lang in enumerate(kr.langs)]
-    return pd.DataFrame(rows)
+    counts = (z[None] > t[:, None, None]).sum(2).numpy()  # (T, n_langs)
+    return pd.DataFrame({"threshold": thresholds.repeat(len(kr.langs)), "lang": kr.langs * len(t),
+                         "key_neurons": counts.ravel(), "percent": 100.0 * counts.ravel() / kr.total_neurons,
+                         "sklr": counts.sum(1).repeat(len(kr.langs))})
 
 
 def jaccard(a: torch.Tensor | NeuronSet, b: torch.Tensor | NeuronSet) -> float:
@@ -84,11 +83,11 @@ def stability_halves(acts: Activations, threshold: float = 2.0, seeds: Sequence[
     Returns (table, regions): one row per seed and language (seed, lang, jaccard, size_a, size_b, shared) and
     the 2 * len(seeds) ``KeyRegions`` (half a and b of each seed, in order), e.g. for ``intersection``.
     """
+    if len(acts.ids) < 4:
+        raise ValueError(f"need at least 4 sentence ids to split in halves, have {len(acts.ids)}")
     tables, regions = [], []
     for seed in seeds:
         half_a, half_b = split_ids(acts.ids, seed)
-        if len(half_a) < 2:
-            raise ValueError(f"need at least 4 sentence ids to split in halves, have {len(acts.ids)}")
         ka = key_regions(acts.select(ids=half_a), threshold, epsilon)
         kb = key_regions(acts.select(ids=half_b), threshold, epsilon)
         regions += [ka, kb]

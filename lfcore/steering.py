@@ -61,8 +61,9 @@ def steering_conditions(lm, regions: KeyRegions, acts, strengths, mode: Mode = "
         means = language_means(acts, lang)  # {layer: (width,)}
         for s in strengths:
             value = {layer: float(s) * v for layer, v in means.items()}
-            out += [Condition(f"{lang} {kind} x{s:g}", lang, kind, float(s), "all",
-                              intervene(lm.model, neurons, mode, value, lm.site)) for kind, neurons in sets.items()]
+            for kind, neurons in sets.items():
+                out.append(Condition(f"{lang} {kind} x{s:g}", lang, kind, float(s), "all",
+                                     intervene(lm.model, neurons, mode, value, lm.site)))
     return out
 
 
@@ -82,17 +83,17 @@ def patch_conditions(lm, regions: KeyRegions, prompt_acts, prompts, targets, ban
     patched from Y: set, for each prompt, to the pooled activation of the same sentence in Y (``prompt_acts``,
     a capture of the prompt sentences)."""
     ids = [sid for _, sid in prompt_order(prompts)]
-    nan = float("nan")
     out = []
     for lang in targets:
         sets = {"region": regions.neurons(lang), "random": size_matched_control(regions, lang, seed)}
         rows = patch_values(prompt_acts, lang, ids)  # {layer: (prompts, width)}
-        out += [Condition(f"{lang} {kind} patched", lang, kind, nan, "all",
-                          intervene(lm.model, neurons, "set", rows, lm.site)) for kind, neurons in sets.items()]
+        for kind, neurons in sets.items():
+            out.append(Condition(f"{lang} {kind} patched", lang, kind, float("nan"), "all",
+                                 intervene(lm.model, neurons, "set", rows, lm.site)))
         for band in layer_bands(regions.layers, bands):
             part = {layer: idx for layer, idx in sets["region"].items() if layer in band}
             name = f"layers {band[0]}-{band[-1]}"
-            out.append(Condition(f"{lang} region patched, {name}", lang, "region", nan, name,
+            out.append(Condition(f"{lang} region patched, {name}", lang, "region", float("nan"), name,
                                  intervene(lm.model, part, "set", {layer: rows[layer] for layer in band}, lm.site)))
     return out
 
