@@ -1,19 +1,11 @@
 """How robust are key regions? Threshold sweeps, sample stability, and a second selection method (LAPE).
 
-- ``threshold_sweep``: key-region size per language and SKLR as the z threshold runs from 1 to the largest
-  reachable value, sqrt(L - 1) for L languages (population std), where every region is empty.
-- ``stability_halves`` / ``stability_subsets``: Jaccard overlap of each language's key region between two
-  disjoint halves of the sentence ids, and between random id subsets drawn with different seeds;
-  ``intersection`` keeps the neurons found every time (``evaluate.intersection_effect`` measures the
-  perplexity increase when those are deactivated).
-- LAPE (Tang et al. 2024, "Language-Specific Neurons: The Key to Multilingual Capabilities in LLMs"):
-  from ``capture.activation_probabilities`` (per language, the fraction of tokens on which each neuron fires,
-  act(gate) > 0 in gated MLPs, as Tang et al. count) ``lape`` keeps the lowest-entropy neurons;
-  ``lape_overlap`` compares them with the z-score key regions.
+``threshold_sweep`` moves the z cut; ``stability_halves`` compares regions found on disjoint halves of the ids
+(``intersection`` keeps the neurons found every time); ``lape`` (Tang et al. 2024, "Language-Specific Neurons")
+selects neurons by activation-probability entropy and ``lape_overlap`` compares them with the key regions.
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -25,15 +17,13 @@ import torch
 from .core import ActivationProbs, Activations, NeuronSet, mask_to_set
 from .regions import KeyRegions, key_regions
 
-# ------------------------------------------------------------------------------------------- threshold
-
 
 def threshold_sweep(kr: KeyRegions, thresholds: Sequence[float] | None = None, n: int = 21) -> pd.DataFrame:
     """Key-region sizes as the z threshold grows (same z-scores, only the cut moves).
 
-    ``thresholds`` default: ``n`` evenly spaced values from 1 to sqrt(L - 1), the largest z-score L
-    languages allow. Returns one row per threshold and language: threshold, lang, key_neurons, percent
-    (of all neurons), sklr (sum over languages at that threshold). Sizes never grow with the threshold.
+    ``thresholds`` default: ``n`` evenly spaced values from 1 to sqrt(L - 1), the largest z-score L languages allow
+    (population std). One row per threshold and language: threshold, lang, key_neurons, percent (of all neurons),
+    sklr (sum over languages at that threshold).
     """
     if thresholds is None:
         top = math.sqrt(len(kr.langs) - 1)
@@ -41,14 +31,10 @@ def threshold_sweep(kr: KeyRegions, thresholds: Sequence[float] | None = None, n
     thresholds = np.sort(np.asarray(thresholds, dtype=np.float64))  # reported as given
     t = torch.as_tensor(thresholds, dtype=kr.z.dtype)  # compared as KeyRegions.mask compares (z > threshold)
     z = torch.where(kr.valid, kr.z, -torch.inf).flatten(1)  # (n_langs, K); invalid neurons are never key
-    counts = (z[None] > t[:, None, None]).sum(2)  # (T, n_langs)
-    rows = [{"threshold": float(thresholds[i]), "lang": lang, "key_neurons": int(counts[i, k]),
-             "percent": 100.0 * int(counts[i, k]) / kr.total_neurons, "sklr": int(counts[i].sum())}
-            for i in range(len(t)) for k, lang in enumerate(kr.langs)]
-    return pd.DataFrame(rows)
-
-
-# ------------------------------------------------------------------------------------------- stability
+    counts = (z[None] > t[:, None, None]).sum(2).numpy()  # (T, n_langs)
+    return pd.DataFrame({"threshold": thresholds.repeat(len(kr.langs)), "lang": kr.langs * len(t),
+                         "key_neurons": counts.ravel(), "percent": 100.0 * counts.ravel() / kr.total_neurons,
+                         "sklr": counts.sum(1).repeat(len(kr.langs))})
 
 
 def jaccard(a: torch.Tensor | NeuronSet, b: torch.Tensor | NeuronSet) -> float:
@@ -71,14 +57,14 @@ def _check_same_grid(a, b) -> None:
 
 
 def region_jaccard(a: KeyRegions, b: KeyRegions) -> pd.DataFrame:
-    """Per language (those in both): lang, jaccard, size_a, size_b, shared."""
+    """Per language in both (``a``'s order): lang, jaccard, size_a, size_b, shared. Either may be ``LapeRegions``."""
     _check_same_grid(a, b)
     rows = []
     for lang in [l for l in a.langs if l in b.langs]:
         ma, mb = a.mask[a.langs.index(lang)], b.mask[b.langs.index(lang)]
         rows.append({"lang": lang, "jaccard": jaccard(ma, mb), "size_a": int(ma.sum()), "size_b": int(mb.sum()),
                      "shared": int((ma & mb).sum())})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["lang", "jaccard", "size_a", "size_b", "shared"])
 
 
 def split_ids(ids: Sequence[str], seed: int = 0) -> tuple[list[str], list[str]]:
@@ -92,17 +78,16 @@ def split_ids(ids: Sequence[str], seed: int = 0) -> tuple[list[str], list[str]]:
 def stability_halves(acts: Activations, threshold: float = 2.0, seeds: Sequence[int] = (0, 1, 2, 3, 4),
                      epsilon: float = 0.0) -> tuple[pd.DataFrame, list[KeyRegions]]:
     """Key regions (``regions.key_regions`` with ``threshold``, ``epsilon``) on two disjoint halves of the
-    sentence ids, for several random splits.
+    sentence ids, for each seed's random split.
 
-    Returns (table, regions): one row per seed and language (seed, lang, jaccard, size_a, size_b,
-    shared) and the 2 * len(seeds) ``KeyRegions`` (half a and b of each seed, in order), e.g. for
-    ``intersection``.
+    Returns (table, regions): one row per seed and language (seed, lang, jaccard, size_a, size_b, shared) and
+    the 2 * len(seeds) ``KeyRegions`` (half a and b of each seed, in order), e.g. for ``intersection``.
     """
+    if len(acts.ids) < 4:
+        raise ValueError(f"need at least 4 sentence ids to split in halves, have {len(acts.ids)}")
     tables, regions = [], []
     for seed in seeds:
         half_a, half_b = split_ids(acts.ids, seed)
-        if len(half_a) < 2:
-            raise ValueError(f"need at least 4 sentence ids to split in halves, have {len(acts.ids)}")
         ka = key_regions(acts.select(ids=half_a), threshold, epsilon)
         kb = key_regions(acts.select(ids=half_b), threshold, epsilon)
         regions += [ka, kb]
@@ -111,42 +96,17 @@ def stability_halves(acts: Activations, threshold: float = 2.0, seeds: Sequence[
     return df[["seed", "lang", "jaccard", "size_a", "size_b", "shared"]], regions
 
 
-def stability_subsets(acts: Activations, threshold: float = 2.0, size: int | None = None,
-                      seeds: Sequence[int] = (0, 1, 2)) -> tuple[pd.DataFrame, list[KeyRegions]]:
-    """Key regions on random id subsets of ``size`` (default half) drawn with each seed; every pair compared.
-
-    Returns (table, regions): one row per seed pair and language (seed_a, seed_b, lang, jaccard,
-    size_a, size_b, shared, shared_ids) and one ``KeyRegions`` per seed.
-    """
-    ids = sorted(acts.ids)
-    size = len(ids) // 2 if size is None else size
-    if not 2 <= size <= len(ids):
-        raise ValueError(f"subset size must be in 2..{len(ids)}, got {size}")
-    subsets = [sorted(np.random.default_rng(s).choice(ids, size, replace=False).tolist()) for s in seeds]
-    regions = [key_regions(acts.select(ids=sub), threshold) for sub in subsets]
-    tables = []
-    for (i, a), (j, b) in itertools.combinations(enumerate(seeds), 2):
-        tables.append(region_jaccard(regions[i], regions[j]).assign(
-            seed_a=a, seed_b=b, shared_ids=len(set(subsets[i]) & set(subsets[j]))))
-    df = pd.concat(tables, ignore_index=True)
-    return df[["seed_a", "seed_b", "lang", "jaccard", "size_a", "size_b", "shared", "shared_ids"]], regions
-
-
 def intersection(regions: Sequence[KeyRegions]) -> dict[str, NeuronSet]:
     """For each language present in every region set, the neurons found in all of them: {lang: NeuronSet}."""
     if not regions:
         raise ValueError("no region sets to intersect")
     for r in regions[1:]:
         _check_same_grid(regions[0], r)
-    langs = [l for l in regions[0].langs if all(l in r.langs for r in regions)]
     out = {}
-    for lang in langs:
+    for lang in [l for l in regions[0].langs if all(l in r.langs for r in regions)]:
         mask = torch.stack([r.mask[r.langs.index(lang)] for r in regions]).all(0)  # (n_layers, width)
         out[lang] = mask_to_set(mask, regions[0].layers)
     return out
-
-
-# ------------------------------------------------------------------------------------------------ LAPE
 
 
 @dataclass
@@ -176,11 +136,10 @@ class LapeRegions:
 def lape(probs: ActivationProbs, entropy_quantile: float = 0.01, prob_quantile: float = 0.95) -> LapeRegions:
     """Language activation probability entropy (Tang et al. 2024, their ``identify.py``).
 
-    p: (L, K) activation probabilities. Normalise each neuron over languages, q = p / sum_l p; entropy
-    H = -sum_l q log q. The threshold tau is the ``prob_quantile`` quantile of all L*K probabilities
-    (the round(prob_quantile * L * K)-th smallest).
-    Neurons with no language above tau are dropped; of the rest, the round(K * entropy_quantile) with
-    the lowest entropy are language-specific, each assigned to every language whose p exceeds tau.
+    p: (L, K) activation probabilities (``capture.activation_probabilities``: per language, the fraction of tokens
+    on which a neuron fires). q = p / sum_l p per neuron; entropy H = -sum_l q log q. tau is the round(prob_quantile
+    * L * K)-th smallest probability. Of the neurons with some language above tau, the round(K * entropy_quantile)
+    with the lowest entropy are language-specific, each assigned to every language whose p exceeds tau.
     """
     p = probs.probs.double().flatten(1)  # (L, K)
     total = p.sum(0, keepdim=True)
@@ -201,10 +160,5 @@ def lape(probs: ActivationProbs, entropy_quantile: float = 0.01, prob_quantile: 
 
 def lape_overlap(lape_regions: LapeRegions, kr: KeyRegions) -> pd.DataFrame:
     """Per language in both: lang, lape_neurons, key_neurons, shared, jaccard (LAPE vs z-score key region)."""
-    _check_same_grid(lape_regions, kr)
-    rows = []
-    for lang in [l for l in kr.langs if l in lape_regions.langs]:
-        a, b = lape_regions.mask[lape_regions.langs.index(lang)], kr.mask[kr.langs.index(lang)]
-        rows.append({"lang": lang, "lape_neurons": int(a.sum()), "key_neurons": int(b.sum()),
-                     "shared": int((a & b).sum()), "jaccard": jaccard(a, b)})
-    return pd.DataFrame(rows)
+    df = region_jaccard(kr, lape_regions).rename(columns={"size_a": "key_neurons", "size_b": "lape_neurons"})
+    return df[["lang", "lape_neurons", "key_neurons", "shared", "jaccard"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import warnings
+from collections import namedtuple
 from dataclasses import dataclass
 
 import pandas as pd
@@ -14,6 +15,8 @@ from .regions import key_regions
 from .report import Report
 from .specs import AccuracySpec, CaptureSpec, ModelSpec, UncertaintySpec
 from .steps import activations, intervals, label, load, task_accuracy
+
+Rows = namedtuple("Rows", ["sentence_ids", "langs"])  # row labels of a similarity map (what plots needs)
 
 
 class IdenticalCheckpointsWarning(UserWarning):
@@ -30,14 +33,6 @@ def check_fingerprints(metas: list[dict]) -> list[str]:
                             f"{m['fingerprint']}): the series repeats a checkpoint")
         seen.setdefault(m["fingerprint"], name)
     return messages
-
-
-@dataclass
-class Rows:
-    """Row labels of a similarity map (what ``plots`` needs of an ``Activations``)."""
-
-    sentence_ids: list[str]
-    langs: list[str]
 
 
 @dataclass
@@ -62,9 +57,8 @@ def run_series(models: list[ModelSpec], corpus, capture: CaptureSpec, threshold:
                map_sentences: int = 0, uncertainty: UncertaintySpec | None = None,
                epsilon: float = 0.0) -> list[SeriesPoint]:
     """Load each model in turn, measure it (LRDS/SADS overall and per layer, key regions with ``threshold`` and
-    ``epsilon`` as in ``regions.key_regions``; optionally accuracy,
-    whole-model score intervals and a small similarity map), release it, and warn if two entries have
-    identical weights."""
+    ``epsilon`` as in ``regions.key_regions``; optionally accuracy, whole-model score intervals and a small
+    similarity map), release it, and warn if two entries have identical weights."""
     points = []
     for m in models:
         lm = load(m)
@@ -72,8 +66,8 @@ def run_series(models: list[ModelSpec], corpus, capture: CaptureSpec, threshold:
             report.model(lm.meta())
         acts = activations(lm, corpus, capture, cache)
         acc = task_accuracy(lm, accuracy_cfg, cache) if accuracy_cfg else None
-        n_params = sum(p.numel() for p in lm.model.parameters())
-        point = SeriesPoint(m, lm.meta(), int(m.params or n_params), scores(acts), layerwise(acts),
+        n_params = m.params or sum(p.numel() for p in lm.model.parameters())
+        point = SeriesPoint(m, lm.meta(), int(n_params), scores(acts), layerwise(acts),
                             key_regions(acts, threshold, epsilon), acc)
         if uncertainty is not None:
             point.intervals = intervals(acts, uncertainty, cache, per_layer=False)
@@ -116,19 +110,16 @@ def series_table(points: list[SeriesPoint]) -> pd.DataFrame:
 def series_numbers(table: pd.DataFrame, columns: list[str]) -> dict:
     """Headline numbers of a series table: {COLUMN: {model label: value}}, with the bootstrap interval where the
     table has one (``*_ci_low``/``*_ci_high``) and a normal 95% interval (±1.96 se) for the accuracy."""
-    out = {}
-    for c in columns:
-        values = {}
-        for _, row in table.iterrows():
-            v = row[c].item() if hasattr(row[c], "item") else row[c]
-            if f"{c}_ci_low" in table:
-                v = {"estimate": v, "ci": [float(row[f"{c}_ci_low"]), float(row[f"{c}_ci_high"])]}
-            elif f"{c}_stderr" in table:
-                se = float(row[f"{c}_stderr"])
-                v = {"estimate": v, "ci": [v - 1.96 * se, v + 1.96 * se]}
-            values[row["label"]] = v
-        out[c.upper()] = values
-    return out
+    def number(row, c):
+        v = row[c].item() if hasattr(row[c], "item") else row[c]
+        if f"{c}_ci_low" in table:
+            return {"estimate": v, "ci": [float(row[f"{c}_ci_low"]), float(row[f"{c}_ci_high"])]}
+        if f"{c}_stderr" in table:
+            se = float(row[f"{c}_stderr"])
+            return {"estimate": v, "ci": [v - 1.96 * se, v + 1.96 * se]}
+        return v
+
+    return {c.upper(): {row["label"]: number(row, c) for _, row in table.iterrows()} for c in columns}
 
 
 def series_per_layer(points: list[SeriesPoint]) -> pd.DataFrame:

@@ -10,10 +10,9 @@ import pandas as pd
 def switch_hits(gens: pd.DataFrame) -> pd.DataFrame:
     """One row per (condition, target, prompt) of prompts *not* in the target language, ``hit`` = the
     continuation is detected as the target. The plain model's rows are repeated for every target (its floor)."""
-    targets = sorted(t for t in gens.target.dropna().unique())
     plain = gens[gens.kind == "none"]
-    rows = [gens[gens.kind != "none"]] + [plain.assign(target=t) for t in targets]
-    df = pd.concat(rows, ignore_index=True)
+    targets = sorted(gens.target.dropna().unique())
+    df = pd.concat([gens[gens.kind != "none"]] + [plain.assign(target=t) for t in targets], ignore_index=True)
     df = df[df.lang != df.target].copy()
     df["hit"] = df.detected == df.target
     return df
@@ -25,8 +24,8 @@ def switch_matrix(gens: pd.DataFrame, condition_kind: str, strength: float | Non
     regions). The diagonal is the share of target-language prompts that stay in it."""
     sel = gens[(gens.kind == condition_kind) & (gens.band == "all")]
     sel = sel[sel.strength.isna()] if strength is None else sel[sel.strength == strength]
-    m = (sel.assign(hit=sel.detected == sel.target).groupby(["lang", "target"]).hit.mean().unstack("target"))
-    order = [lang for lang in gens.lang.unique()]
+    m = sel.assign(hit=sel.detected == sel.target).groupby(["lang", "target"]).hit.mean().unstack("target")
+    order = list(gens.lang.unique())
     return m.reindex(index=order, columns=[t for t in order if t in m.columns])
 
 
