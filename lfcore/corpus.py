@@ -1,6 +1,5 @@
-"""Parallel text as labelled records: (sentence_id, lang, text), loaders, and aligned, seeded selection.
-
-Every record is addressed by its label, never by its position: metrics look rows up by (sentence id, language).
+"""Parallel text as labelled records: (sentence_id, lang, text), loaders, and aligned, seeded selection. Every
+record is addressed by its label, never by its position: metrics look rows up by (sentence id, language).
 """
 from __future__ import annotations
 
@@ -15,10 +14,7 @@ from pathlib import Path
 
 from .languages import check_language, suggest
 
-_SHOW = 5  # how many offending items an error message names
-
-
-def _names(items: list, show: int = _SHOW) -> str:
+def _names(items: list, show: int = 5) -> str:
     """'a, b, c' for up to `show` items, then '... (N in all)'."""
     text = ", ".join(str(i) for i in items[:show])
     return text + (f", ... ({len(items)} in all)" if len(items) > show else "")
@@ -33,11 +29,9 @@ class Record:
 
 
 class ParallelCorpus:
-    """Records labelled by (sentence_id, lang), validated on construction; ``languages`` and ``ids`` are in order
-    of first appearance.
-
-    `where` (optional, one per record, e.g. "data.jsonl:12") is only used to point error messages at their source.
-    Raises ValueError on empty text, a duplicate (sentence_id, lang) pair or an unknown language code.
+    """Records labelled by (sentence_id, lang), validated on construction: ValueError on empty text, a duplicate
+    (sentence_id, lang) pair or an unknown language code. ``languages`` and ``ids`` are in order of first appearance.
+    `where` (optional, one per record, e.g. "data.jsonl:12") points error messages at their source.
     """
 
     def __init__(self, records: Iterable[Record], name: str = "corpus", meta: dict | None = None,
@@ -60,8 +54,7 @@ class ParallelCorpus:
                 dupes.append(f"{key} at {seen[key]} and {loc}")
             seen.setdefault(key, loc)
         if bad_langs:
-            raise ValueError(f"{name}: {len(bad_langs)} unknown language code(s):\n  "
-                             + "\n  ".join(bad_langs[:_SHOW]))
+            raise ValueError(f"{name}: {len(bad_langs)} unknown language code(s):\n  " + "\n  ".join(bad_langs[:5]))
         if empty:
             raise ValueError(f"{name}: empty, whitespace-only or non-string text in {len(empty)} record(s): "
                              f"{_names(empty)}; fill in the text or drop these records")

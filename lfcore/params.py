@@ -59,9 +59,14 @@ class ParamsError(ValueError):
     """A params file (or a notebook's parameters) does not match ``Params``; the message names key and file."""
 
 
-_EXPECTED = {"int_type": "int", "float_type": "float", "bool_type": "bool", "string_type": "str",
-             "list_type": "a list", "dict_type": "a mapping"}
-_BOUND = {"greater_than_equal": "at least {ge:g}", "greater_than": "> {gt:g}"}
+_WORDS = {  # a pydantic error type -> lfcore's words, given the value, its type and the error's context
+    "literal_error": "{value!r} is not one of {expected}", "finite_number": "{value!r} is not a finite number",
+    "value_error": "{error}", "greater_than_equal": "{value!r} must be at least {ge:g}",
+    "greater_than": "{value!r} must be > {gt:g}", "model_type": "expected a mapping of keys, got {value!r}",
+    "model_attributes_type": "expected a mapping of keys, got {value!r}",
+    "int_type": "expected int, got {type} ({value!r})", "float_type": "expected float, got {type} ({value!r})",
+    "bool_type": "expected bool, got {type} ({value!r})", "string_type": "expected str, got {type} ({value!r})",
+    "list_type": "expected a list, got {type} ({value!r})", "dict_type": "expected a mapping, got {type} ({value!r})"}
 
 
 def _where(loc: tuple) -> str:
@@ -87,19 +92,10 @@ def _message(e: dict) -> str:
         close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
         hint = f"did you mean {_where((*e['loc'][:-1], close[0]))!r}? " if close else ""
         return f"unknown key {where!r} ({hint}known keys here: {', '.join(known)})"
+    ctx = {**e.get("ctx", {}), "value": value, "type": type(value).__name__}
     if kind == "literal_error":
-        return f"{where}: {value!r} is not one of {e['ctx']['expected'].replace(' or ', ', ')}"
-    if kind == "finite_number":
-        return f"{where}: {value!r} is not a finite number"
-    if kind == "value_error":
-        return f"{where}: {e['ctx']['error']}"
-    if kind in _BOUND:
-        return f"{where}: {value!r} must be {_BOUND[kind].format(**e['ctx'])}"
-    if kind in ("model_type", "model_attributes_type"):
-        return f"{where or 'top level'}: expected a mapping of keys, got {value!r}"
-    if kind in _EXPECTED:
-        return f"{where}: expected {_EXPECTED[kind]}, got {type(value).__name__} ({value!r})"
-    return f"{where}: {e['msg']}"
+        ctx["expected"] = ctx["expected"].replace(" or ", ", ")
+    return f"{where or 'top level'}: " + _WORDS.get(kind, "{msg}").format(msg=e["msg"], **ctx)
 
 
 def _resolve(path: str, base: Path, where: str) -> str:
@@ -116,13 +112,6 @@ def _available(langs: list[str], where: str, available, what: str) -> None:
                               f"(available: {', '.join(sorted(available))})")
 
 
-def _have_regions(langs: list[str] | None, where: str, languages: list[str], fix: str) -> None:
-    """Each of ``langs`` is one of ``languages``, the languages key regions are found for."""
-    for i, lang in enumerate(langs or []):
-        if lang not in languages:
-            raise ParamsError(f"{where}[{i}]: {lang!r} is not in languages {languages}: {fix.format(lang=lang)}")
-
-
 @functools.lru_cache(maxsize=8)
 def _corpus(source: str):
     """A bundled corpus or a local corpus file (read once)."""
@@ -133,8 +122,7 @@ def _corpus(source: str):
 
 
 def _model_path(m: ModelSpec, base: Path, where: str) -> None:
-    """Resolve a folder or .gguf spec (and a tokenizer folder) relative to the params file; leave keys and hub
-    ids alone."""
+    """Resolve a folder or .gguf spec (and a tokenizer folder) against the params file; keys and hub ids stay."""
     if m.tokenizer is not None and (m.tokenizer.startswith((".", "/", "~")) or (base / m.tokenizer).exists()):
         m.tokenizer = _resolve(m.tokenizer, base, f"{where}.tokenizer")
     if m.spec in BUNDLED or m.spec.startswith("tiny:"):
@@ -190,13 +178,15 @@ def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None
     _available(p.accuracy.languages, "accuracy.languages", task_langs, f"task {p.accuracy.task!r}")
     _available(p.generation.languages, "generation.languages", p.generation.prompts or DEFAULT_PROMPTS,
                "generation.prompts")
-    if {"obs2", "appendix"} & set(p.notebooks):
-        _have_regions(p.generation.languages, "generation.languages", p.languages,
-                      "obs2 and the appendix switch off each generation language's key region, and key regions are "
-                      "found for `languages` only; add {lang!r} to languages or remove it from generation.languages")
-    for where, m in [("model", p.model)] + [(f"{name}.models[{i}]", m) for name in ("checkpoints", "sizes", "family")
-                                            for i, m in enumerate(getattr(p, name).models)]:
-        _model_path(m, base, where)
+    for i, lang in enumerate(p.generation.languages if {"obs2", "appendix"} & set(p.notebooks) else []):
+        if lang not in p.languages:
+            raise ParamsError(f"generation.languages[{i}]: {lang!r} is not in languages {p.languages}: obs2 and the "
+                              f"appendix switch off each generation language's key region, and key regions are found "
+                              f"for `languages` only; add {lang!r} to languages or remove it from generation.languages")
+    _model_path(p.model, base, "model")
+    for name in ("checkpoints", "sizes", "family"):
+        for i, m in enumerate(getattr(p, name).models):
+            _model_path(m, base, f"{name}.models[{i}]")
     if "regions" in present or (whole and any("regions" in NOTEBOOKS[nb][2] for nb in p.notebooks)):
         sweep = [(f"regions.sweep[{i}]", t) for i, t in enumerate(p.regions.sweep)]
         for where, t in [("regions.threshold", p.regions.threshold), *sweep]:
@@ -205,9 +195,11 @@ def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None
             except ValueError as e:
                 raise ParamsError(f"{e} (languages: {p.languages})") from None
     if "steering" in present or (whole and "obs6" in p.notebooks):
-        _have_regions(p.steering.patch_languages, "steering.patch_languages", p.languages,
-                      "key regions are found for `languages` only; set steering.patch_languages to some of them "
-                      "(null: the first three)")
+        for i, lang in enumerate(p.steering.patch_languages or []):
+            if lang not in p.languages:
+                raise ParamsError(f"steering.patch_languages[{i}]: {lang!r} is not in languages {p.languages}: key "
+                                  f"regions are found for `languages` only; set steering.patch_languages to some of "
+                                  f"them (null: the first three)")
 
 
 def params_from_dict(data: dict, base: str | Path = ".", source: str = "params", whole: bool = True,
@@ -243,11 +235,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_params(path: str | Path, check: bool = True) -> Params:
     """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file.
-    ``check=False``: keys, types and ranges only (see ``params_from_dict``).
-
-    Usage: ``p = load_params("params/default.yaml")``. A file that is empty (or only comments), not UTF-8, not
-    valid YAML, or has a key twice in one mapping is an error: none of them starts a run.
-    """
+    Usage: ``p = load_params("params/default.yaml")``; ``check=False``: keys, types and ranges only (see
+    ``params_from_dict``). A file that is empty (or only comments), not UTF-8, not valid YAML, or has a key twice
+    in one mapping is an error: none of them starts a run."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
