@@ -62,7 +62,8 @@ class ParamsError(ValueError):
 _WORDS = {  # a pydantic error type -> lfcore's words, given the value, its type and the error's context
     "literal_error": "{value!r} is not one of {expected}", "finite_number": "{value!r} is not a finite number",
     "value_error": "{error}", "greater_than_equal": "{value!r} must be at least {ge:g}",
-    "greater_than": "{value!r} must be > {gt:g}", "model_type": "expected a mapping of keys, got {value!r}",
+    "greater_than": "{value!r} must be > {gt:g}", "too_short": "{value!r} must not be empty",
+    "model_type": "expected a mapping of keys, got {value!r}",
     "model_attributes_type": "expected a mapping of keys, got {value!r}",
     "int_type": "expected int, got {type} ({value!r})", "float_type": "expected float, got {type} ({value!r})",
     "bool_type": "expected bool, got {type} ({value!r})", "string_type": "expected str, got {type} ({value!r})",

@@ -43,7 +43,6 @@ def _rule(test, message: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-_NON_EMPTY = _rule(lambda v: len(v) > 0, "{v!r} must not be empty")
 Lang = Annotated[str, AfterValidator(check_language)]  # an ISO 639-1 code, optionally suffixed: "zh-CN"
 _KNOWN = ", ".join(NOTEBOOKS)
 _Notebook = Annotated[str, _rule(lambda v: v in NOTEBOOKS, "unknown notebook {v!r} (known: " + _KNOWN + ")")]
@@ -115,7 +114,7 @@ class CaptureSpec(_Spec):
 
 class RegionSpec(_Spec):
     threshold: float = 2.0
-    sweep: Annotated[list[float], _NON_EMPTY] = [1.0, 1.5, 2.0, 2.5]
+    sweep: list[float] = Field([1.0, 1.5, 2.0, 2.5], min_length=1)
     epsilon: float = Field(0.0, ge=0.0)  # added to every normalised value before the contribution scores
 
 
@@ -146,13 +145,13 @@ class PerplexitySpec(_Spec):
 
 class AccuracySpec(_Spec):
     task: Literal["xcopa_xl", "xstorycloze_xl"] = "xcopa_xl"
-    languages: Annotated[list[Lang], _NON_EMPTY] = ["en", "id", "vi", "zh"]
+    languages: list[Lang] = Field(["en", "id", "vi", "zh"], min_length=1)
     limit: int | None = Field(40, ge=1)
     batch_size: int = Field(16, ge=1)
 
 
 class GenerationSpec(_Spec):
-    languages: Annotated[list[Lang], _NON_EMPTY] = ["en", "zh", "fr"]  # a subset of Params.languages
+    languages: list[Lang] = Field(["en", "zh", "fr"], min_length=1)  # a subset of Params.languages
     prompts: dict[str, list[str]] | None = None  # None: evaluate.DEFAULT_PROMPTS
     prompts_per_language: int = Field(2, ge=1)
     max_new_tokens: int = Field(24, ge=1)
@@ -173,7 +172,7 @@ class DiagnosticsSpec(_Spec):
 
 
 class RobustnessSpec(_Spec):
-    seeds: Annotated[list[int], _NON_EMPTY] = [0, 1, 2]  # random disjoint halves
+    seeds: list[int] = Field([0, 1, 2], min_length=1)  # random disjoint halves
     lape: bool = False  # also select neurons by LAPE and compare (one more pass: about a minute offline)
 
 
@@ -186,8 +185,7 @@ class SteeringSpec(_Spec):
     # "set": the region's neurons are set to strength x the target language's mean activation (LAPE's
     # "activate" at strength 1); "add": that vector is added to them
     mode: Literal["set", "add"] = "set"
-    strengths: Annotated[list[float], _rule(lambda v: len(v) > 0 and all(s > 0 for s in v),
-                                            "{v!r} must be a non-empty list of positive factors")] = [1.0, 4.0]
+    strengths: list[Annotated[float, Field(gt=0)]] = Field([1.0, 4.0], min_length=1)
     # targets of per-layer patching (a subset of Params.languages); None: the first 3 of `languages`
     patch_languages: list[Lang] | None = ["zh", "hi"]
     layer_bands: int = Field(3, ge=1)  # patching: each region cut into bands of consecutive layers
@@ -203,7 +201,7 @@ class MapSpec(_Spec):
 
 
 class SeriesSpec(_Spec):
-    models: Annotated[list[ModelSpec], _NON_EMPTY] = [ModelSpec()]
+    models: list[ModelSpec] = Field([ModelSpec()], min_length=1)
     note: str = ""
 
 
