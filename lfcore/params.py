@@ -24,11 +24,8 @@ from .specs import NOTEBOOKS, ROOT, ModelSpec, Params
 BUNDLED_CORPORA = ("ntrex128", "ntrex128-passages")
 
 # Protocol presets: section -> {item: value}, filled in where a params file does not set the item itself.
-# "lfcore" is the defaults in lfcore.specs. "paper" follows the authors' released code (X-LANCE/LinguaFranca):
-# capture without special tokens (run.py generate_hidden_states_*: add_special_tokens=False, every token pooled);
-# XL-Sum validation[:500] joined by "\n\n", tokenised once, disjoint windows, tail dropped (lib/data.py get_xlsum,
-# lib/eval.py eval_ppl_wikitext); 1e-5 added to normalised values (run.py find_max_average_neurons: + 10e-6);
-# 50 sentences per language in each map of Fig 8 (read from the figure). Model dtype: PAPER_DTYPE.
+# "lfcore": the defaults in lfcore.specs; "paper": the authors' released code (X-LANCE/LinguaFranca), item by item
+# with its source in README, "The authors' protocol". Model dtype: PAPER_DTYPE.
 PROTOCOLS: dict[str, dict[str, dict]] = {
     "lfcore": {},
     "paper": {"capture": {"add_special_tokens": False},

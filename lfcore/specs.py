@@ -81,7 +81,9 @@ class ModelSpec(_Spec):
     dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     device_map: str | None = None
     label: str | None = None
-    site: str | None = None  # for a model_type outside models.neuron_sites: "model.layers.{layer}.mlp.down_proj"
+    # the neuron-site template for a model_type outside lfcore's table (models.neuron_sites), e.g.
+    # "model.language_model.layers.{layer}.mlp.down_proj"; None: the table's site
+    site: str | None = None
     step: int | None = Field(None, ge=0)
     params: float | None = Field(None, gt=0)
     resources: ResourceSpec | None = None
