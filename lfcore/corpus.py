@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .languages import check_language, suggest
 
+
 def _names(items: list, show: int = 5) -> str:
     """'a, b, c' for up to `show` items, then '... (N in all)'."""
     text = ", ".join(str(i) for i in items[:show])
