@@ -1,6 +1,5 @@
-"""Parallel text as labelled records: (sentence_id, lang, text), loaders, and aligned, seeded selection.
-
-Every record is addressed by its label, never by its position: metrics look rows up by (sentence id, language).
+"""Parallel text as labelled records: (sentence_id, lang, text), loaders, and aligned, seeded selection. Every
+record is addressed by its label, never by its position: metrics look rows up by (sentence id, language).
 """
 from __future__ import annotations
 
@@ -9,16 +8,14 @@ import json
 import random
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from .languages import _suggest, check_language
-
-_SHOW = 5  # how many offending items an error message names
+from .languages import check_language, suggest
 
 
-def _names(items: list, show: int = _SHOW) -> str:
+def _names(items: list, show: int = 5) -> str:
     """'a, b, c' for up to `show` items, then '... (N in all)'."""
     text = ", ".join(str(i) for i in items[:show])
     return text + (f", ... ({len(items)} in all)" if len(items) > show else "")
@@ -33,34 +30,32 @@ class Record:
 
 
 class ParallelCorpus:
-    """Records labelled by (sentence_id, lang), validated on construction.
-
-    `where` (optional, one per record, e.g. "data.jsonl:12") is only used to point error messages at their source.
-    Raises ValueError on empty text, a duplicate (sentence_id, lang) pair or an unknown language code.
+    """Records labelled by (sentence_id, lang), validated on construction: ValueError on empty text, a duplicate
+    (sentence_id, lang) pair or an unknown language code. ``languages`` and ``ids`` are in order of first appearance.
+    `where` (optional, one per record, e.g. "data.jsonl:12") points error messages at their source.
     """
 
     def __init__(self, records: Iterable[Record], name: str = "corpus", meta: dict | None = None,
                  where: list[str] | None = None):
         self.records, self.name, self.meta = list(records), name, dict(meta or {})
         where = where or [f"record {i}" for i in range(len(self.records))]
-        if len(where) != len(self.records):
-            raise ValueError(f"where has {len(where)} entries for {len(self.records)} records")
-        bad_langs, empty, dupes, seen = {}, [], [], {}
+        assert len(where) == len(self.records), "one `where` per record"
+        first, bad_langs, empty, dupes, seen = {}, [], [], [], {}
         for rec, loc in zip(self.records, where):
-            if rec.lang not in bad_langs:
+            if rec.lang not in first:
+                first[rec.lang] = loc
                 try:
                     check_language(rec.lang)
                 except ValueError as err:
-                    bad_langs[rec.lang] = f"{loc}: {err}"
-            if not isinstance(rec.text, str) or not rec.text.strip():
-                empty.append(f"{loc} ({rec.sentence_id!r}, {rec.lang!r})")
+                    bad_langs.append(f"{loc}: {err}")
             key = (rec.sentence_id, rec.lang)
+            if not isinstance(rec.text, str) or not rec.text.strip():
+                empty.append(f"{loc} {key}")
             if key in seen:
                 dupes.append(f"{key} at {seen[key]} and {loc}")
             seen.setdefault(key, loc)
         if bad_langs:
-            lines = list(bad_langs.values())
-            raise ValueError(f"{name}: {len(lines)} unknown language code(s):\n  " + "\n  ".join(lines[:_SHOW]))
+            raise ValueError(f"{name}: {len(bad_langs)} unknown language code(s):\n  " + "\n  ".join(bad_langs[:5]))
         if empty:
             raise ValueError(f"{name}: empty, whitespace-only or non-string text in {len(empty)} record(s): "
                              f"{_names(empty)}; fill in the text or drop these records")
@@ -68,18 +63,8 @@ class ParallelCorpus:
             raise ValueError(f"{name}: duplicate (sentence_id, lang) pair(s): {_names(dupes)}; "
                              "each id may appear once per language")
         self._text = {(r.sentence_id, r.lang): r.text for r in self.records}
-        self._langs = list(dict.fromkeys(r.lang for r in self.records))
-        self._ids = list(dict.fromkeys(r.sentence_id for r in self.records))
-
-    @property
-    def languages(self) -> list[str]:
-        """Language codes in order of first appearance."""
-        return list(self._langs)
-
-    @property
-    def ids(self) -> list[str]:
-        """Sentence ids in order of first appearance."""
-        return list(self._ids)
+        self.languages = list(first)
+        self.ids = list(dict.fromkeys(r.sentence_id for r in self.records))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -91,13 +76,13 @@ class ParallelCorpus:
         return (f"ParallelCorpus(name={self.name!r}, {len(self.ids)} ids x {len(self.languages)} langs "
                 f"{self.languages}, {len(self)} records)")
 
-    def _check_requested(self, langs: Iterable[str] | None) -> list[str]:
-        langs = self.languages if langs is None else [langs] if isinstance(langs, str) else list(langs)
-        have = self.languages
-        missing = [lang for lang in langs if lang not in have]
+    def _requested(self, langs: Iterable[str] | None) -> list[str]:
+        """`langs` as a list (default: all), each in the corpus and named once."""
+        langs = [langs] if isinstance(langs, str) else list(self.languages if langs is None else langs)
+        missing = [lang for lang in langs if lang not in self.languages]
         if missing:
-            hints = [h for lang in missing for h in _suggest(str(lang)) if h in have]
-            raise ValueError(f"{self.name}: language(s) {missing} not in the corpus; available: {have}"
+            hints = [h for lang in missing for h in suggest(str(lang)) if h in self.languages]
+            raise ValueError(f"{self.name}: language(s) {missing} not in the corpus; available: {self.languages}"
                              + (f"; did you mean {' or '.join(map(repr, hints))}?" if hints else ""))
         if len(set(langs)) != len(langs):
             raise ValueError(f"language list {langs} names a language twice")
@@ -111,24 +96,8 @@ class ParallelCorpus:
 
     def records_for(self, lang: str) -> list[Record]:
         """All records of one language, in corpus order."""
-        self._check_requested([lang])
+        self._requested([lang])
         return [r for r in self.records if r.lang == lang]
-
-    def _missing(self, langs: list[str]) -> dict[str, list[str]]:
-        """lang -> ids (corpus order) that lack it."""
-        return {lang: [i for i in self._ids if (i, lang) not in self._text] for lang in langs}
-
-    def complete(self, langs: Iterable[str] | None = None) -> list[str]:
-        """The ids (corpus order), after checking every id has every language in `langs` (default: all).
-
-        Raises ValueError naming ids with missing translations, e.g. "ntrex128-0017 has no 'fr'".
-        """
-        langs = self._check_requested(langs)
-        gaps = [f"{i} has no {lang!r}" for lang, ids in self._missing(langs).items() for i in ids]
-        if gaps:
-            raise ValueError(f"{self.name}: {len(gaps)} missing translation(s): {_names(gaps)}; "
-                             "use .select(langs) to keep only the ids present in every language")
-        return self.ids
 
     def select(self, langs: Iterable[str] | None = None, n: int | None = None, seed: int = 0) -> ParallelCorpus:
         """Keep `langs` (default: all) and the ids present in all of them; optionally draw `n` of those ids.
@@ -136,21 +105,20 @@ class ParallelCorpus:
         The draw is `random.Random(seed).sample(sorted(ids), n)`, so it depends only on the set of complete ids,
         not on record order; kept records stay in corpus order. Returns a new ParallelCorpus.
         """
-        langs = self._check_requested(langs)
-        missing = self._missing(langs)
-        lacking = {i for ids in missing.values() for i in ids}
-        ids = [i for i in self.ids if i not in lacking]
+        langs = self._requested(langs)
+        ids = [i for i in self.ids if all((i, lang) in self._text for lang in langs)]
         if n is not None:
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
                 raise ValueError(f"n must be a non-negative integer or None, got {n!r}")
             if n > len(ids):
-                per_lang = "; ".join(f"{len(v)} lack {lang!r} ({_names(v, 3)})" for lang, v in missing.items() if v)
+                lack = {lang: [i for i in self.ids if (i, lang) not in self._text] for lang in langs}
+                per_lang = "; ".join(f"{len(v)} lack {lang!r} ({_names(v, 3)})" for lang, v in lack.items() if v)
                 raise ValueError(f"{self.name}: asked for n={n} ids but only {len(ids)} of {len(self.ids)} have all "
                                  f"of {langs}" + (f": {per_lang}" if per_lang else ""))
             keep = set(random.Random(seed).sample(sorted(ids), n))
             ids = [i for i in ids if i in keep]
-        keep_ids, keep_langs = set(ids), set(langs)
-        records = [r for r in self.records if r.sentence_id in keep_ids and r.lang in keep_langs]
+        keep = set(ids)
+        records = [r for r in self.records if r.sentence_id in keep and r.lang in langs]
         meta = {**self.meta, "select": {"langs": langs, "n": n, "seed": seed}}
         return ParallelCorpus(records, name=self.name, meta=meta)
 
@@ -158,10 +126,6 @@ class ParallelCorpus:
         """sha256 hex digest over the sorted (id, lang, text) triples: equal content gives an equal key."""
         triples = sorted((r.sentence_id, r.lang, r.text) for r in self.records)
         return hashlib.sha256(json.dumps(triples, ensure_ascii=False).encode("utf-8")).hexdigest()
-
-    def to_records(self) -> list[dict]:
-        """The records as dicts {"sentence_id", "lang", "text"}, in corpus order."""
-        return [asdict(r) for r in self.records]
 
 
 def _read_lines(path) -> tuple[str, list[str]]:
@@ -189,10 +153,7 @@ def sentence_id(value, where: str) -> str:
 
 def from_jsonl(path, id_key: str = "id", lang_key: str = "lang", text_key: str = "text",
                name: str | None = None) -> ParallelCorpus:
-    """Long-format JSON lines, one {id, lang, text} object per line; other keys are ignored.
-
-    Returns a ParallelCorpus; errors name file:line.
-    """
+    """Long-format JSON lines, one {id, lang, text} object per line (other keys ignored); errors name file:line."""
     src, lines = _read_lines(path)
     records, where = [], []
     for n, line in enumerate(lines, start=1):
@@ -215,8 +176,7 @@ def from_jsonl(path, id_key: str = "id", lang_key: str = "lang", text_key: str =
 def from_tsv(path, name: str | None = None) -> ParallelCorpus:
     """Tab-separated text: long (header `id, lang, text`) or wide (header `id, en, fr, ...`, one column per language).
 
-    In the wide format an empty cell means "no translation" and is left out. Returns a ParallelCorpus;
-    errors name file:line.
+    In the wide format an empty cell means "no translation" and is left out. Errors name file:line.
     """
     src, lines = _read_lines(path)
     if not lines[0].strip():
@@ -257,7 +217,7 @@ def from_bible_xml(files: Mapping[str, str | Path], books: Iterable[str] | None 
 
     Each `<seg id="b.GEN.1.1">` becomes a record with the seg id as sentence_id and whitespace-collapsed text.
     `books` keeps only those book codes (e.g. ["GEN", "MAT"]). Empty verses are skipped and counted in
-    meta["skipped_empty"][lang]. Returns a ParallelCorpus.
+    meta["skipped_empty"][lang].
     """
     books = None if books is None else [books] if isinstance(books, str) else list(books)
     wanted = None if books is None else {b.removeprefix("b.") for b in books}
@@ -297,8 +257,8 @@ def from_hf_dataset(path, name: str | None = None, split: str = "train", langs: 
 
     Text comes from a `translation` dict column ({"en": ..., "fr": ...}, as in `bible_para` and OPUS sets) or,
     with `text_columns={"en": "column", ...}`, one column per language. `langs` keeps only those languages.
-    Ids come from `id_column`, else "row-<i>". Note: OPUS pair datasets number rows per language pair, so ids from
-    two different pairs do not refer to the same sentence. Returns a ParallelCorpus.
+    Ids come from `id_column`, else "row-<i>" (OPUS pair datasets number rows per language pair: ids from two
+    pairs do not name the same sentence).
     """
     import datasets
 

@@ -37,7 +37,7 @@ _THREE_LETTER = {"eng": "en", "zho": "zh", "chi": "zh", "cmn": "zh", "fra": "fr"
 _LANG_RE = re.compile(r"^([a-z]{2})(-[A-Z][a-z]{3})?(-(?:[A-Z]{2}|[0-9]{3}))?$")
 
 
-def _suggest(code: str) -> list[str]:
+def suggest(code: str) -> list[str]:
     """Codes close to a bad code or a language name ("chinese" -> ["zh"], "EN" -> ["en"], "zh_CN" -> ["zh-CN"])."""
     low = code.strip().lower()
     fixed = re.sub(r"[_ ]", "-", code.strip())
@@ -60,6 +60,6 @@ def check_language(code: str) -> str:
     m = _LANG_RE.match(code) if isinstance(code, str) else None
     if m and m.group(1) in ISO639_1:
         return code
-    hint = " or ".join(repr(s) for s in _suggest(str(code)))
+    hint = " or ".join(repr(s) for s in suggest(str(code)))
     raise ValueError(f"unknown language code {code!r}" + (f"; did you mean {hint}?" if hint else "")
                      + " (use ISO 639-1 codes such as 'en', 'zh', optionally suffixed: 'zh-CN', 'pt-BR', 'zh-Hans')")

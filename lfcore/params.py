@@ -1,16 +1,14 @@
 """Parameter sets: a YAML file checked against ``Params`` (nested pydantic models, ``lfcore.specs``).
 
-An unknown key, a wrong type, a value out of its field's range (``specs._rule``), a missing file or an unknown
-language raises ``ParamsError`` naming the key path and the file. ``protocol`` (``PROTOCOLS``) resolves at load
-time to concrete per-item values: a preset fills each of its items the file does not set itself. Paths are
-relative to the params file and are stored resolved. ``specs.NOTEBOOKS`` lists each notebook of ``notebooks/``
-with the sections of the params file injected into its papermill ``parameters`` cell, read from that cell: a new
-notebook needs no edit here.
+Keys, types, ranges and language codes are the schema's; this module adds the ``protocol`` preset (``PROTOCOLS``)
+and the checks against files, corpora, tasks and the other sections. Every error is a ``ParamsError`` naming the
+key path and the file. Paths are relative to the params file and are stored resolved.
 """
 from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 import typing
 from pathlib import Path
 
@@ -19,7 +17,6 @@ from pydantic import BaseModel, ValidationError
 
 from .corpus import load_corpus
 from .evaluate import DEFAULT_PROMPTS, tasks_dir
-from .languages import check_language
 from .models import BUNDLED, check_spec
 from .regions import check_threshold
 from .specs import NOTEBOOKS, ROOT, ModelSpec, Params
@@ -27,11 +24,8 @@ from .specs import NOTEBOOKS, ROOT, ModelSpec, Params
 BUNDLED_CORPORA = ("ntrex128", "ntrex128-passages")
 
 # Protocol presets: section -> {item: value}, filled in where a params file does not set the item itself.
-# "lfcore" is the defaults in lfcore.specs. "paper" follows the authors' released code (X-LANCE/LinguaFranca):
-# capture without special tokens (run.py generate_hidden_states_*: add_special_tokens=False, every token pooled);
-# XL-Sum validation[:500] joined by "\n\n", tokenised once, disjoint windows, tail dropped (lib/data.py get_xlsum,
-# lib/eval.py eval_ppl_wikitext); 1e-5 added to normalised values (run.py find_max_average_neurons: + 10e-6);
-# 50 sentences per language in each map of Fig 8 (read from the figure). Model dtype: PAPER_DTYPE.
+# "lfcore": the defaults in lfcore.specs; "paper": the authors' released code (X-LANCE/LinguaFranca), item by item
+# with its source in README, "The authors' protocol". Model dtype: PAPER_DTYPE.
 PROTOCOLS: dict[str, dict[str, dict]] = {
     "lfcore": {},
     "paper": {"capture": {"add_special_tokens": False},
@@ -43,37 +37,34 @@ PROTOCOLS: dict[str, dict[str, dict]] = {
 PAPER_DTYPE = {False: "float32", True: "auto"}  # keyed by: the model spec names a revision
 
 
-def resolve_protocol(data: dict) -> dict:
-    """A params mapping with its ``protocol`` preset filled in: each preset item the mapping does not set.
-
-    Usage: ``resolve_protocol({"protocol": "paper", "regions": {"threshold": 2.5}})`` gives
-    ``regions: {threshold: 2.5, epsilon: 1e-5}`` and the paper's other items. Under ``paper`` every model
-    spec without a ``dtype`` gets ``PAPER_DTYPE``'s. Unknown protocols are left to the type check.
-    """
-    name = data.get("protocol", "lfcore") if isinstance(data, dict) else None
-    if not isinstance(name, str) or name not in PROTOCOLS:
-        return data
-    out = dict(data)
-    for section, items in PROTOCOLS[name].items():
-        given = out.get(section) or {}
-        if isinstance(given, dict):
-            out[section] = {**items, **given}
-    if name == "paper":
-        def dtype(m):
-            return {"dtype": PAPER_DTYPE[bool(m.get("revision"))], **m} if isinstance(m, dict) else m
-        out["model"] = dtype(out.get("model") or {})
-        for series in ("checkpoints", "sizes", "family"):
-            if isinstance(out.get(series), dict) and isinstance(out[series].get("models"), list):
-                out[series] = {**out[series], "models": [dtype(m) for m in out[series]["models"]]}
-    return out
+def _apply_protocol(p: Params) -> Params:
+    """``p`` with each item of its protocol's preset that the file does not set; under ``paper`` each model spec
+    without a ``dtype`` gets ``PAPER_DTYPE``'s."""
+    for section, items in PROTOCOLS[p.protocol].items():
+        spec = getattr(p, section)
+        for key, value in items.items():
+            if key not in spec.model_fields_set:
+                setattr(spec, key, value)
+    if p.protocol == "paper":
+        for m in [p.model, *p.checkpoints.models, *p.sizes.models, *p.family.models]:
+            if "dtype" not in m.model_fields_set:
+                m.dtype = PAPER_DTYPE[bool(m.revision)]
+    return p
 
 
 class ParamsError(ValueError):
     """A params file (or a notebook's parameters) does not match ``Params``; the message names key and file."""
 
 
-_EXPECTED = {"int_type": "int", "float_type": "float", "bool_type": "bool", "string_type": "str",
-             "list_type": "a list", "dict_type": "a mapping"}
+_WORDS = {  # a pydantic error type -> lfcore's words, given the value, its type and the error's context
+    "literal_error": "{value!r} is not one of {expected}", "finite_number": "{value!r} is not a finite number",
+    "value_error": "{error}", "greater_than_equal": "{value!r} must be at least {ge:g}",
+    "greater_than": "{value!r} must be > {gt:g}", "too_short": "{value!r} must not be empty",
+    "model_type": "expected a mapping of keys, got {value!r}",
+    "model_attributes_type": "expected a mapping of keys, got {value!r}",
+    "int_type": "expected int, got {type} ({value!r})", "float_type": "expected float, got {type} ({value!r})",
+    "bool_type": "expected bool, got {type} ({value!r})", "string_type": "expected str, got {type} ({value!r})",
+    "list_type": "expected a list, got {type} ({value!r})", "dict_type": "expected a mapping, got {type} ({value!r})"}
 
 
 def _where(loc: tuple) -> str:
@@ -86,13 +77,8 @@ def _section(loc: tuple) -> type[BaseModel]:
     section = Params
     for k in loc:
         if isinstance(k, str):
-            todo, tp = [section.model_fields[k].annotation], None
-            while todo:  # the section class inside list[...] or ... | None
-                tp = todo.pop()
-                if isinstance(tp, type) and issubclass(tp, BaseModel):
-                    break
-                todo.extend(typing.get_args(tp))
-            section = tp
+            tp = section.model_fields[k].annotation  # a section, list[section] or section | None
+            section = next(t for t in (tp, *typing.get_args(tp)) if inspect.isclass(t) and issubclass(t, BaseModel))
     return section
 
 
@@ -104,17 +90,10 @@ def _message(e: dict) -> str:
         close = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
         hint = f"did you mean {_where((*e['loc'][:-1], close[0]))!r}? " if close else ""
         return f"unknown key {where!r} ({hint}known keys here: {', '.join(known)})"
+    ctx = {**e.get("ctx", {}), "value": value, "type": type(value).__name__}
     if kind == "literal_error":
-        return f"{where}: {value!r} is not one of {e['ctx']['expected'].replace(' or ', ', ')}"
-    if kind == "finite_number":
-        return f"{where}: {value!r} is not a finite number"
-    if kind == "value_error":
-        return f"{where}: {e['ctx']['error']}"
-    if kind in ("model_type", "model_attributes_type"):
-        return f"{where or 'top level'}: expected a mapping of keys, got {value!r}"
-    if kind in _EXPECTED:
-        return f"{where}: expected {_EXPECTED[kind]}, got {type(value).__name__} ({value!r})"
-    return f"{where}: {e['msg']}"
+        ctx["expected"] = ctx["expected"].replace(" or ", ", ")
+    return f"{where or 'top level'}: " + _WORDS.get(kind, "{msg}").format(msg=e["msg"], **ctx)
 
 
 def _resolve(path: str, base: Path, where: str) -> str:
@@ -124,13 +103,9 @@ def _resolve(path: str, base: Path, where: str) -> str:
     return str(p)
 
 
-def _check_languages(langs: list[str], where: str, available=None, what: str = "") -> None:
+def _available(langs: list[str], where: str, available, what: str) -> None:
     for i, lang in enumerate(langs):
-        try:
-            check_language(lang)
-        except ValueError as e:
-            raise ParamsError(f"{where}[{i}]: {e}") from None
-        if available is not None and lang not in available:
+        if lang not in available:
             raise ParamsError(f"{where}[{i}]: language {lang!r} is not available in {what} "
                               f"(available: {', '.join(sorted(available))})")
 
@@ -145,8 +120,7 @@ def _corpus(source: str):
 
 
 def _model_path(m: ModelSpec, base: Path, where: str) -> None:
-    """Resolve a folder or .gguf spec (and a tokenizer folder) relative to the params file; leave keys and hub
-    ids alone."""
+    """Resolve a folder or .gguf spec (and a tokenizer folder) against the params file; keys and hub ids stay."""
     if m.tokenizer is not None and (m.tokenizer.startswith((".", "/", "~")) or (base / m.tokenizer).exists()):
         m.tokenizer = _resolve(m.tokenizer, base, f"{where}.tokenizer")
     if m.spec in BUNDLED or m.spec.startswith("tiny:"):
@@ -160,32 +134,23 @@ def _model_path(m: ModelSpec, base: Path, where: str) -> None:
 
 
 def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None:
-    """Cross-field checks: files exist, languages and sentences exist in the corpus, windows, task and prompts,
-    thresholds are reachable and patch languages have regions (when ``regions`` / ``steering`` is given, or a
-    ``whole`` file runs a notebook that uses it)."""
-    if "notebooks" in present:
-        if not p.notebooks:
-            raise ParamsError(f"notebooks: the list is empty, so nothing would run; list some of {', '.join(NOTEBOOKS)}"
-                              f" or leave the key out for all")
-        for i, nb in enumerate(p.notebooks):
-            if nb not in NOTEBOOKS:
-                raise ParamsError(f"notebooks[{i}]: unknown notebook {nb!r} (known: {', '.join(NOTEBOOKS)})")
-    if len(p.languages) < 2 or len(set(p.languages)) != len(p.languages):
-        raise ParamsError(f"languages: need at least 2 distinct languages, got {p.languages}")
-    _check_languages(p.languages, "languages")
+    """Checks beyond the schema: files exist, languages and sentences exist in the corpus, windows, task and
+    prompts, thresholds are reachable and patch languages have regions (when ``regions`` / ``steering`` is given,
+    or a ``whole`` file runs a notebook that uses it)."""
     c = p.corpus
-    if c.source in BUNDLED_CORPORA:
-        _check_languages(p.languages, "languages", _corpus(c.source).languages, f"the bundled corpus {c.source!r}")
-    elif c.source == "bible":
+    if c.source == "bible":
         if not c.files:
             raise ParamsError("corpus.files: source 'bible' needs files: {lang: path to the XML file}")
         c.files = {lang: _resolve(f, base, f"corpus.files.{lang}") for lang, f in c.files.items()}
-        _check_languages(p.languages, "languages", c.files, "corpus.files")
+        _available(p.languages, "languages", c.files, "corpus.files")
     elif not c.source.startswith("hf:"):
-        c.source = _resolve(c.source, base, "corpus.source")
-        _check_languages(p.languages, "languages", _corpus(c.source).languages, f"corpus.source {c.source}")
-    if c.source in BUNDLED_CORPORA or Path(c.source).is_file():
-        complete = len(_corpus(c.source).select(p.languages).ids)
+        bundled = c.source in BUNDLED_CORPORA
+        if not bundled:
+            c.source = _resolve(c.source, base, "corpus.source")
+        corpus = _corpus(c.source)
+        _available(p.languages, "languages", corpus.languages,
+                   f"the bundled corpus {c.source!r}" if bundled else f"corpus.source {c.source}")
+        complete = len(corpus.select(p.languages).ids)
         if c.n > complete:
             raise ParamsError(f"corpus.n: {c.n} sentences per language asked, but corpus {c.source} has only "
                               f"{complete} sentence ids in every one of languages {p.languages}")
@@ -201,46 +166,38 @@ def _check(p: Params, base: Path, present: set[str], whole: bool = True) -> None
         raise ParamsError("perplexity.add_bos: true with perplexity.windows: disjoint: disjoint windows carry no "
                           "start token of their own (the text is tokenised once, as the tokenizer does); set "
                           "add_bos to null or windows to overlapping")
-    if p.perplexity.source.startswith("hf:"):
-        _check_languages(p.languages, "languages", p.perplexity.hf_configs or {}, "perplexity.hf_configs")
+    if pp.source.startswith("hf:"):
+        _available(p.languages, "languages", pp.hf_configs or {}, "perplexity.hf_configs")
     else:
-        if p.perplexity.source not in BUNDLED_CORPORA:
-            p.perplexity.source = _resolve(p.perplexity.source, base, "perplexity.source")
-        _check_languages(p.languages, "languages", _corpus(p.perplexity.source).languages,
-                         f"perplexity.source {p.perplexity.source}")
+        if pp.source not in BUNDLED_CORPORA:
+            pp.source = _resolve(pp.source, base, "perplexity.source")
+        _available(p.languages, "languages", _corpus(pp.source).languages, f"perplexity.source {pp.source}")
     task_langs = {f.stem.removeprefix(f"{p.accuracy.task}_") for f in tasks_dir().glob(f"{p.accuracy.task}_*.yaml")}
-    _check_languages(p.accuracy.languages, "accuracy.languages", task_langs, f"task {p.accuracy.task!r}")
-    prompts = p.generation.prompts or DEFAULT_PROMPTS
-    _check_languages(p.generation.languages, "generation.languages", prompts, "generation.prompts")
+    _available(p.accuracy.languages, "accuracy.languages", task_langs, f"task {p.accuracy.task!r}")
+    _available(p.generation.languages, "generation.languages", p.generation.prompts or DEFAULT_PROMPTS,
+               "generation.prompts")
     for i, lang in enumerate(p.generation.languages if {"obs2", "appendix"} & set(p.notebooks) else []):
         if lang not in p.languages:
             raise ParamsError(f"generation.languages[{i}]: {lang!r} is not in languages {p.languages}: obs2 and the "
-                              f"appendix switch "
-                              f"off each generation language's key region, and key regions are found for `languages` "
-                              f"only; add {lang!r} to languages or remove it from generation.languages")
+                              f"appendix switch off each generation language's key region, and key regions are found "
+                              f"for `languages` only; add {lang!r} to languages or remove it from generation.languages")
     _model_path(p.model, base, "model")
     for name in ("checkpoints", "sizes", "family"):
         for i, m in enumerate(getattr(p, name).models):
             _model_path(m, base, f"{name}.models[{i}]")
     if "regions" in present or (whole and any("regions" in NOTEBOOKS[nb][2] for nb in p.notebooks)):
-        _check_thresholds(p)
+        sweep = [(f"regions.sweep[{i}]", t) for i, t in enumerate(p.regions.sweep)]
+        for where, t in [("regions.threshold", p.regions.threshold), *sweep]:
+            try:
+                check_threshold(t, len(p.languages), where)
+            except ValueError as e:
+                raise ParamsError(f"{e} (languages: {p.languages})") from None
     if "steering" in present or (whole and "obs6" in p.notebooks):
         for i, lang in enumerate(p.steering.patch_languages or []):
             if lang not in p.languages:
                 raise ParamsError(f"steering.patch_languages[{i}]: {lang!r} is not in languages {p.languages}: key "
                                   f"regions are found for `languages` only; set steering.patch_languages to some of "
                                   f"them (null: the first three)")
-
-
-def _check_thresholds(p: Params) -> None:
-    """``regions.threshold`` and every ``regions.sweep`` value must be reachable with ``languages``."""
-    named = [("regions.threshold", p.regions.threshold)] + [(f"regions.sweep[{i}]", t)
-                                                           for i, t in enumerate(p.regions.sweep)]
-    for where, t in named:
-        try:
-            check_threshold(t, len(p.languages), where)
-        except ValueError as e:
-            raise ParamsError(f"{e} (languages: {p.languages})") from None
 
 
 def params_from_dict(data: dict, base: str | Path = ".", source: str = "params", whole: bool = True,
@@ -250,7 +207,7 @@ def params_from_dict(data: dict, base: str | Path = ".", source: str = "params",
     ``check=False`` checks keys, types and ranges only, no file, corpus or language looked up: what a params file
     asks for before the files it names exist (``lfcore.rehearse`` builds them), or to plan and estimate jobs."""
     try:
-        p = Params.model_validate(resolve_protocol(data or {}))
+        p = _apply_protocol(Params.model_validate(data or {}))
         if check:
             _check(p, Path(base).resolve(), set(data or {}), whole)
     except ValidationError as e:
@@ -266,8 +223,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            line = key_node.start_mark.line + 1
+            key, line = self.construct_object(key_node, deep=deep), key_node.start_mark.line + 1
             if key in seen:
                 raise ParamsError(f"{key_node.start_mark.name}:{line}: key {key!r} appears twice in one mapping "
                                   f"(first at line {seen[key]}); keep one")
@@ -277,11 +233,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_params(path: str | Path, check: bool = True) -> Params:
     """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file.
-    ``check=False``: keys, types and ranges only (see ``params_from_dict``).
-
-    Usage: ``p = load_params("params/default.yaml")``. A file that is empty (or only comments), not UTF-8, not
-    valid YAML, or has a key twice in one mapping is an error: none of them starts a run.
-    """
+    Usage: ``p = load_params("params/default.yaml")``; ``check=False``: keys, types and ranges only (see
+    ``params_from_dict``). A file that is empty (or only comments), not UTF-8, not valid YAML, or has a key twice
+    in one mapping is an error: none of them starts a run."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file not found: {path}")
@@ -289,15 +243,14 @@ def load_params(path: str | Path, check: bool = True) -> Params:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ParamsError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+    loader = _UniqueKeyLoader(text)
+    loader.name = str(path)  # marks (and the duplicate-key error) name the file
     try:
-        loader = _UniqueKeyLoader(text)
-        loader.name = str(path)
-        try:
-            data = loader.get_single_data()
-        finally:
-            loader.dispose()
+        data = loader.get_single_data()
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    finally:
+        loader.dispose()
     if data is None:
         raise ParamsError(f"{path}: the params file is empty; write at least one key (e.g. title: my run), "
                           f"or copy params/default.yaml to run the defaults")
@@ -319,5 +272,5 @@ def notebook_params(base_dir: str | Path = ROOT, **sections) -> Params:
 
 def sections_for(p: Params, notebook: str) -> dict:
     """The params sections a notebook takes, as plain literals for papermill."""
-    return {name: getattr(p, name).model_dump() if isinstance(getattr(p, name), BaseModel) else getattr(p, name)
-            for name in NOTEBOOKS[notebook][2]}
+    dumped = p.model_dump()
+    return {name: dumped[name] for name in NOTEBOOKS[notebook][2]}
