@@ -1,8 +1,5 @@
-"""Plotly figures from lfcore's result objects (no computation: every number comes from the caller).
-
-Each function returns a ``plotly.graph_objects.Figure`` whose arrays are rounded Python lists, so its JSON holds
-plain numbers; ``mimebundle`` shows a figure interactive (plotly's mime type) and as an HTML div for reports.
-"""
+"""Plotly figures from lfcore's result objects (no computation: every number comes from the caller). Arrays go in
+as rounded lists, so a figure's JSON holds plain numbers; ``mimebundle`` shows a figure interactive and as HTML."""
 from __future__ import annotations
 
 import html
@@ -45,11 +42,9 @@ def _row_labels(acts, corpus=None, max_chars: int = 70) -> list[str]:
 
 def _block_axes(fig: go.Figure, acts, labels: list[str], square: bool = True, **kw) -> None:
     """Category axes ticked once per language block (at its middle row), rows top-down."""
-    rows: dict[str, list[int]] = {}
-    for r, lang in enumerate(acts.langs):
-        rows.setdefault(lang, []).append(r)
-    axis = dict(tickmode="array", tickvals=[labels[r[len(r) // 2]] for r in rows.values()], ticktext=list(rows),
-                showgrid=False, type="category", **kw)
+    middle = pd.Series(labels).groupby(list(acts.langs), sort=False).agg(lambda block: block.iloc[len(block) // 2])
+    axis = dict(tickmode="array", tickvals=list(middle), ticktext=list(middle.index), showgrid=False, type="category",
+                **kw)
     fig.update_xaxes(**axis)
     fig.update_yaxes(**axis, autorange="reversed", **(dict(scaleanchor="x") if square else {}))
 
@@ -95,10 +90,8 @@ def similarity_maps(maps: Sequence, acts_list: Sequence, titles: Sequence[str], 
 
 
 def layer_similarity_slider(maps, acts, corpus=None, title: str = "Similarity map per layer") -> go.Figure:
-    """Each layer's own similarity map, one slider step per layer (works in static HTML).
-
-    maps: (n_layers, n, n) from ``metrics.layer_maps(acts)``, block b being model layer ``acts.layers[b]``.
-    """
+    """Each layer's own similarity map, one slider step per layer (works in static HTML). maps: (n_layers, n, n)
+    from ``metrics.layer_maps(acts)``, block b being model layer ``acts.layers[b]``."""
     labels = _row_labels(acts, corpus, max_chars=50)
     fig = go.Figure([_heatmap(m, labels, name=f"layer {layer}", visible=b == 0)
                      for b, (m, layer) in enumerate(zip(maps, acts.layers))])
@@ -157,8 +150,7 @@ def key_regions_per_layer(per_layer: pd.DataFrame, title: str = "Key neurons per
 
 def key_regions_threshold_slider(regions, thresholds: Sequence[float],
                                  title: str = "Key neurons per layer by z threshold") -> go.Figure:
-    """Stacked key neurons per layer (``KeyRegions.with_threshold(t).per_layer()``), one slider step per
-    threshold; works in static HTML."""
+    """Stacked key neurons per layer (``KeyRegions.with_threshold(t).per_layer()``), one slider step per threshold."""
     tables = [regions.with_threshold(t).per_layer() for t in thresholds]
     fig = go.Figure()
     for k, df in enumerate(tables):  # legendgroup: a hidden step lists no legend
@@ -318,9 +310,8 @@ def series(table: pd.DataFrame, x: str, left: Sequence[str], right: Sequence[str
            hover: str | None = None, title: str = "") -> go.Figure:
     """Figures 4, 7 and 10: metrics of a checkpoint or size series against ``x``, two y axes.
 
-    ``errors`` maps a column to its standard-error column (symmetric error bars) or to a pair of interval
-    columns ``(low, high)`` (asymmetric bars); ``labels`` renames axes; ``hover`` names a column (e.g. the
-    model label) shown on hover.
+    ``errors`` maps a column to its standard-error column (symmetric bars) or to a pair of interval columns
+    ``(low, high)``; ``labels`` renames axes; ``hover`` names a column (e.g. the model label) shown on hover.
     """
     errors, labels = errors or {}, dict(labels or {})
     fig = make_subplots(specs=[[{"secondary_y": bool(right)}]])
@@ -357,10 +348,8 @@ def by_layer(table: pd.DataFrame, y_title: str, title: str = "") -> go.Figure:
 
 
 def accuracy_bars(acc: pd.DataFrame, group: str | None = None, title: str = "Cross-lingual accuracy") -> go.Figure:
-    """Accuracy per language with the standard error as error bars (``evaluate.crosslingual_accuracy``).
-
-    ``group`` names a column (e.g. checkpoint or model) that splits the bars into groups.
-    """
+    """Accuracy per language with standard-error bars (``evaluate.crosslingual_accuracy``); ``group`` names a
+    column (e.g. checkpoint or model) that splits the bars into groups."""
     groups = [("accuracy", acc)] if group is None else acc.groupby(group, sort=False)
     fig = go.Figure([go.Bar(x=list(df.lang), y=_list(df.acc), name=str(g), customdata=df.n.tolist(),
                             error_y=dict(type="data", array=_list(df.acc_stderr), visible=True),

@@ -57,13 +57,9 @@ def number(v) -> str:
     return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
 
 
-def _plain(obj):
-    """numpy/torch scalars and arrays inside mappings and lists as plain Python numbers and lists."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj.tolist() if hasattr(obj, "tolist") else obj
+def _plain(v):
+    """A numpy/torch scalar or array as a plain Python number or list (for ``json.dumps``); anything else as text."""
+    return v.tolist() if hasattr(v, "tolist") else str(v)
 
 
 class Report:
@@ -105,7 +101,7 @@ class Report:
 
     def numbers(self, **values) -> None:
         """Record headline numbers (shown on the index page and stored in summary.json)."""
-        self.summary["headline"].update(_plain(values))
+        self.summary["headline"].update(values)
         self._save()
 
     def model(self, meta: dict) -> None:
@@ -126,7 +122,7 @@ class Report:
 
     def _save(self) -> None:
         self.summary["cache"] = self.cache.summary() if self.cache else {}
-        atomic_write(self.dir / "summary.json", json.dumps(self.summary, indent=1, ensure_ascii=False, default=str))
+        atomic_write(self.dir / "summary.json", json.dumps(self.summary, indent=1, ensure_ascii=False, default=_plain))
 
 
 _TEMPLATE = """{%- extends 'index.html.j2' -%}
