@@ -65,11 +65,9 @@ def _slider(fig: go.Figure, labels: list[str], titles: list[str], prefix: str, *
 
 
 def similarity_map(s, acts, corpus=None, title: str = "Similarity map") -> go.Figure:
-    """Figure 2: the cosine similarity map of ``acts`` rows (``metrics.ordered`` gives the paper's layout).
-
-    s: (n, n) map in the row order of ``acts`` (an ``Activations`` or anything with ``sentence_ids`` and ``langs``,
-    e.g. ``series.Rows``). Hover: language, sentence id (and sentence, from ``corpus``) of row and column.
-    """
+    """Figure 2: the cosine similarity map of ``acts`` rows (``metrics.ordered`` gives the paper's layout). s: (n, n)
+    map in the row order of ``acts`` (an ``Activations`` or anything with ``sentence_ids`` and ``langs``, e.g.
+    ``series.Rows``). Hover: language, sentence id (and sentence, from ``corpus``) of row and column."""
     labels = _row_labels(acts, corpus)
     fig = go.Figure(_heatmap(s, labels))
     _block_axes(fig, acts, labels)
@@ -175,10 +173,9 @@ def deactivation_heatmap(table: pd.DataFrame, intervals: pd.DataFrame | None = N
                          x_title: str = "deactivated key region") -> go.Figure:
     """Table 1/4 as a heatmap: rows = evaluated language, columns = deactivated set, cells = % increase.
 
-    table: ``evaluate.deactivation_table``; intervals: ``uncertainty.deactivation_intervals`` (hover).
-    Increases span orders of magnitude, so the colour is log10(1 + increase) with the colour bar in %, and a
-    decrease is drawn as 0; printed numbers and hover are raw percentages. ``diverging``: a red-blue scale
-    centred on 0 (up to the 95th percentile of |change|), for sets that can lower perplexity (steered regions).
+    table: ``evaluate.deactivation_table``; intervals: ``uncertainty.deactivation_intervals`` (hover). Increases
+    span orders of magnitude: the colour is log10(1 + increase), a decrease drawn as 0; numbers shown are raw %.
+    ``diverging``: red-blue centred on 0 (to the 95th percentile of |change|), for sets that can lower perplexity.
     """
     cells = table.drop(index=[KEY_NUMBER, KEY_PERCENT], errors="ignore").drop(columns=[FULL_COLUMN])
     raw = cells.to_numpy(dtype=float)
@@ -219,8 +216,7 @@ def dose_response(shares: pd.DataFrame, title: str = "Switch rate against steeri
     strength, for the region and its size-matched random control (``uncertainty.share_intervals`` rows with
     target, kind, strength; bars: intervals), and the plain model's share as a dotted line."""
     targets = [t for t in shares.target.unique() if t is not None]
-    cols = min(3, len(targets))
-    rows = -(-len(targets) // cols)
+    cols, rows = min(3, len(targets)), -(-len(targets) // 3)  # rows: ceil(targets / 3)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"steered to {t}" for t in targets], shared_yaxes=True)
     for k, t in enumerate(targets):
         r, c = k // cols + 1, k % cols + 1
