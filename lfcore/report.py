@@ -129,7 +129,6 @@ _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js -%}<script type="text/javascript">{{ resources.plotly_js }}</script>{%- endblock html_head_js -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-{% block jupyter_widgets %}{% endblock jupyter_widgets %}
 {% block extra_css %}<style>
 .lf-nav { font-family: sans-serif; padding: 8px 16px; background: #f4f6f8; border-bottom: 1px solid #dde; }
 .lf-widget-note { color: #667; font-style: italic; }
