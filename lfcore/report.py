@@ -33,13 +33,11 @@ def explore_layers(acts, corpus=None):
 
 
 def explore_threshold(regions, thresholds: list[float]):
-    """An ipywidgets slider over z thresholds showing key neurons per layer (needs a live kernel).
-
-    The slider spans the sweep and the threshold in use; a threshold outside the sweep is said, not clamped."""
+    """An ipywidgets slider over z thresholds showing key neurons per layer (needs a live kernel); it spans the
+    sweep and the threshold in use, and a threshold outside the sweep is said, not clamped."""
     if os.environ.get(RUNNER_ENV):
         return HTML(WIDGET_NOTE)
     import ipywidgets  # only in a live kernel
-
     low, high = min(thresholds), max(thresholds)
 
     def show(threshold: float):
@@ -54,40 +52,30 @@ def explore_threshold(regions, thresholds: list[float]):
         description="z threshold"))
 
 
-
 def number(v) -> str:
     """A number for reading: thousands separators from 10,000 on, else 4 significant digits."""
     return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
 
 
-def _plain(obj):
-    """numpy/torch scalars and arrays inside mappings and lists as plain Python numbers and lists."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj.tolist() if hasattr(obj, "tolist") else obj
+def _plain(v):
+    """A numpy/torch scalar or array as a plain Python number or list (for ``json.dumps``); anything else as text."""
+    return v.tolist() if hasattr(v, "tolist") else str(v)
 
 
 class Report:
     """What a notebook shows and saves: figures (plotly JSON), tables (CSV), headline numbers, warnings.
 
-    Files land under ``out_dir``: ``figures/<name>.json``, ``tables/<name>.csv`` (+ ``.json`` with the
-    frame's ``attrs``) and ``summary.json``, rewritten after every change so a failed run still records
-    what it reached, with the hit and miss counts of the notebook's ``cache`` (a ``cache.Cache``, not owned).
-    A relative ``out_dir`` is relative to the repository root (``params.repo_path``), whatever the working
-    directory.
+    Files land under ``out_dir`` (relative: to the repository root, ``params.repo_path``): ``figures/<name>.json``,
+    ``tables/<name>.csv`` (+ ``.json`` with the frame's ``attrs``) and ``summary.json``, rewritten after every
+    change so a failed run still records what it reached, with the hit and miss counts of ``cache`` (not owned).
     """
 
     def __init__(self, out_dir: str | Path = ".", notebook: str = "", cache: Cache | None = None):
         self.dir = repo_path(out_dir)
         self.cache = cache
         self.plotlyjs_sent = False  # the first figure shown carries plotly.js, for nbconvert's HTML
-        self.notebook = notebook
-        self.headline: dict = {}
-        self.warnings: list[str] = []
-        self.models: list[dict] = []
-        self.files: dict[str, list[str]] = {"tables": [], "figures": []}
+        self.summary = {"notebook": notebook, "headline": {}, "warnings": [], "models": [], "cache": {},
+                        "tables": [], "figures": []}
 
     def show(self, fig, name: str):
         """Save ``fig`` as ``figures/<name>.json`` and display it (interactive and static; the first figure
@@ -104,7 +92,6 @@ class Report:
         save_table(df, self.dir / f"tables/{name}.csv", index=index)
         self._add("tables", f"tables/{name}.csv")
         shown = df if shown is None else shown
-        # generated text in full; numbers with thousands separators
         with pd.option_context("display.max_colwidth", None, "display.float_format", number):
             if len(shown) <= fold:
                 return display(shown)
@@ -114,37 +101,34 @@ class Report:
 
     def numbers(self, **values) -> None:
         """Record headline numbers (shown on the index page and stored in summary.json)."""
-        self.headline.update(_plain(values))
+        self.summary["headline"].update(values)
         self._save()
 
     def model(self, meta: dict) -> None:
-        self.models.append(meta)
+        """Record a model's metadata (``LoadedModel.meta()``)."""
+        self.summary["models"].append(meta)
         self._save()
 
     def warn(self, message: str, category: type[Warning] = UserWarning) -> None:
         """Issue a warning and record it (summary.json, index page)."""
         warnings.warn(message, category, stacklevel=2)
-        self.warnings.append(message)
+        self.summary["warnings"].append(message)
         self._save()
 
     def _add(self, kind: str, rel: str) -> None:
-        if rel not in self.files[kind]:
-            self.files[kind].append(rel)
+        if rel not in self.summary[kind]:
+            self.summary[kind].append(rel)
         self._save()
 
     def _save(self) -> None:
-        summary = {"notebook": self.notebook, "headline": self.headline, "warnings": self.warnings,
-                   "models": self.models, "cache": self.cache.summary() if self.cache else {}, **self.files}
-        atomic_write(self.dir / "summary.json", json.dumps(summary, indent=1, ensure_ascii=False, default=str))
+        self.summary["cache"] = self.cache.summary() if self.cache else {}
+        atomic_write(self.dir / "summary.json", json.dumps(self.summary, indent=1, ensure_ascii=False, default=_plain))
 
-
-# ------------------------------------------------------------------------------------------------ runner
 
 _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js -%}<script type="text/javascript">{{ resources.plotly_js }}</script>{%- endblock html_head_js -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-{% block jupyter_widgets %}{% endblock jupyter_widgets %}
 {% block extra_css %}<style>
 .lf-nav { font-family: sans-serif; padding: 8px 16px; background: #f4f6f8; border-bottom: 1px solid #dde; }
 .lf-widget-note { color: #667; font-style: italic; }
@@ -161,8 +145,8 @@ def render_html(ipynb: str | Path, html_path: str | Path, title: str = "") -> Pa
     """A self-contained, offline HTML report of an executed notebook: plotly.js embedded once (the notebook's
     first figure carries it; else the page head), no CDN. ``lfcore render NOTEBOOK.ipynb`` runs it.
 
-    Widget outputs are dropped: under the runner the ``explore_*`` helpers print ``WIDGET_NOTE`` instead of a
-    widget, so any widget left is a library's progress bar, which means nothing without a live kernel."""
+    Widget outputs are dropped: under the runner ``explore_*`` show ``WIDGET_NOTE``, so a widget left is a
+    library's progress bar, meaningless without a live kernel."""
     import jinja2  # the rendering libraries load only where reports are rendered
     import nbformat
     from nbconvert import HTMLExporter
