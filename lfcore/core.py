@@ -100,8 +100,8 @@ class Activations:
 
     def check_nonzero(self, norms: torch.Tensor) -> None:
         """Raise ``ValueError`` naming the first sentence whose norm is 0, inf or nan: norms (n,) of whole rows,
-        or (n, n_layers) of each layer's block (the message then names the layer too). Every metric calls
-        this on the norms it needs anyway, so values edited after construction are checked at use for free."""
+        or (n, n_layers) of each layer's block (the message then names the layer too). Metrics call it on the norms
+        they compute anyway, so values edited after construction are caught at use."""
         for bad, problem in ((~torch.isfinite(norms), "has inf or nan activations{} (values changed after the "
                               "Activations was built, which checked them): no score is computed from them; "
                               "recapture, or fix the code that edited .values"),
@@ -193,9 +193,7 @@ def validate_neurons(neurons: NeuronSet, n_layers: int, width: int) -> dict[int,
             bad = int(t.min() if t.min() < 0 else t.max())
             raise ValueError(f"layer {layer}: neuron index {bad} is out of range: each layer has {width} neurons "
                              f"(0..{width - 1})")
-        if layer in out:  # e.g. keys 3 and numpy.int64(3)
-            t = torch.cat([out[layer], t])
-        out[layer] = torch.unique(t)  # sorted
+        out[layer] = torch.unique(torch.cat([out[layer], t]) if layer in out else t)  # sorted; keys 3 and int64(3)
     return out
 
 

@@ -24,10 +24,8 @@ _GATHER = 4_000_000  # map entries gathered per chunk of permutations (32 MB of 
 
 
 def id_grid(acts: Activations) -> tuple[np.ndarray, list[str], list[str]]:
-    """Row of every (sentence id, language), found by label: (grid (n_ids, n_langs) int64, ids, langs).
-
-    Ids and languages are sorted, so resamples and permutations do not depend on the row order.
-    """
+    """Row of every (sentence id, language), found by label: (grid (n_ids, n_langs) int64, ids, langs), ids and
+    languages sorted so that resamples and permutations do not depend on the row order."""
     check_parallel(acts)
     ids, langs = sorted(acts.ids), sorted(acts.languages)
     row = {(i, l): r for r, (i, l) in enumerate(zip(acts.sentence_ids, acts.langs))}
@@ -150,17 +148,16 @@ def score_intervals(acts: Activations, *, per_layer: bool = True, n_boot: int = 
     same, diff = block_sums(maps, grid)
     observed = weighted_scores(same, diff, np.ones((1, len(ids))), len(langs))
     boot = weighted_scores(same, diff, bootstrap_weights(len(ids), n_boot, rng_boot), len(langs))
-    rows = []
+    parts = []
     for metric, groups, rng in (("lrds", grid, rng_lrds), ("sads", grid.T, rng_sads)):
         est = observed[metric][:, 0]
         with np.errstate(all="ignore"):
             lo, hi = np.nanquantile(boot[metric], [(1 - level) / 2, (1 + level) / 2], axis=1)
         p = p_values(est, permuted(flat, groups, n_perm, rng)) if n_perm else np.full(len(est), np.nan)
-        for k, name in enumerate(["all", *(acts.layers if per_layer else [])]):
-            rows.append({"metric": metric, "layer": name, "estimate": float(est[k]), "ci_low": float(lo[k]),
-                         "ci_high": float(hi[k]), "p_value": float(p[k]), "n_boot": n_boot, "n_perm": n_perm,
-                         "seed": seed})
-    df = pd.DataFrame(rows)
+        parts.append(pd.DataFrame({"metric": metric, "layer": ["all", *(acts.layers if per_layer else [])],
+                                   "estimate": est, "ci_low": lo, "ci_high": hi, "p_value": p, "n_boot": n_boot,
+                                   "n_perm": n_perm, "seed": seed}))
+    df = pd.concat(parts, ignore_index=True)
     df.attrs.update({"level": level, "n_ids": len(ids), "n_langs": len(langs),
                      "bootstrap_failures": int(np.isnan(boot["lrds"][0]).sum()),
                      "method": "id-level percentile bootstrap; within-id language / within-language id permutation"})
@@ -171,12 +168,11 @@ def perplexity_increase(full_nll: Sequence[float], cond_nll: Sequence[float], to
                         *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
     """% perplexity increase of a condition over the full model, with a paired window bootstrap interval.
 
-    full_nll, cond_nll: mean NLL per evaluation window (nats/token), the same windows in the same order
-    for both; tokens: scored tokens per window (weights; default equal). Perplexity is exp of the
-    token-weighted mean NLL, the increase 100 * (ppl_cond / ppl_full - 1). Each resample draws windows
-    with replacement and applies the same draw to both conditions, so window difficulty cancels. Windows
-    cut from one text stream are treated as independent; with long documents spanning many windows the
-    interval is somewhat too narrow.
+    full_nll, cond_nll: mean NLL per evaluation window (nats/token), the same windows in the same order for both;
+    tokens: scored tokens per window (weights; default equal). Perplexity is exp of the token-weighted mean NLL,
+    the increase 100 * (ppl_cond / ppl_full - 1). A resample draws windows with replacement for both conditions
+    at once, so window difficulty cancels. Windows are treated as independent: with long documents spanning many
+    windows the interval is somewhat too narrow.
 
     Returns {"increase", "ci_low", "ci_high", "ppl_full", "ppl", "n_windows", "n_boot", "level", "seed"}.
     """
@@ -204,22 +200,20 @@ def deactivation_intervals(window_nll: Mapping[str, Mapping[str, Sequence[float]
                            n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Intervals for every cell of a deactivation table (Table 1).
 
-    window_nll: {lang: {condition: per-window mean NLL}} with the ``baseline`` condition among them;
-    window_tokens: {lang: scored tokens per window}. ``evaluate.deactivation_table`` stores both in its
-    ``attrs`` ("window_nll", "window_tokens"). Returns one row per (lang, condition): lang, condition,
-    increase, ci_low, ci_high, ppl_full, ppl, n_windows.
+    window_nll: {lang: {condition: per-window mean NLL}} with the ``baseline`` condition among them; window_tokens:
+    {lang: scored tokens per window} (both in ``evaluate.deactivation_table(...).attrs``). Returns one row per
+    (lang, condition): lang, condition, increase, ci_low, ci_high, ppl_full, ppl, n_windows.
     """
     rows = []
     for lang, by_cond in window_nll.items():
         if baseline not in by_cond:
             raise ValueError(f"{lang!r} has no {baseline!r} windows (conditions: {list(by_cond)})")
         for cond, nll in by_cond.items():
-            if cond == baseline:
-                continue
-            r = perplexity_increase(by_cond[baseline], nll, window_tokens[lang], n_boot=n_boot, level=level,
-                                    seed=seed)
-            rows.append({"lang": lang, "condition": cond, **{k: r[k] for k in
-                         ("increase", "ci_low", "ci_high", "ppl_full", "ppl", "n_windows")}})
+            if cond != baseline:
+                r = perplexity_increase(by_cond[baseline], nll, window_tokens[lang], n_boot=n_boot, level=level,
+                                        seed=seed)
+                rows.append({"lang": lang, "condition": cond, **{k: r[k] for k in
+                             ("increase", "ci_low", "ci_high", "ppl_full", "ppl", "n_windows")}})
     df = pd.DataFrame(rows)
     df.attrs.update({"level": level, "n_boot": n_boot, "seed": seed})
     return df
@@ -230,10 +224,10 @@ def share_intervals(hits: pd.DataFrame, by: Sequence[str], *, unit: Sequence[str
     """Share of hits per group, with a percentile bootstrap interval over prompts.
 
     hits: one row per prompt and condition, with the ``by`` columns, the prompt's label columns ``unit`` and a boolean
-    ``hit`` (e.g. "the continuation is detected as the steered language"). Within each group the prompts are
-    resampled with replacement; every group draws with the same seed over its prompts sorted by ``unit``, so
-    groups with the same prompts are resampled alike (paired: a region and its random control see the same
-    draws). Returns one row per group: the ``by`` columns, share, ci_low, ci_high, n (prompts).
+    ``hit`` (e.g. "the continuation is detected as the steered language"). Every group resamples its prompts,
+    sorted by ``unit``, with the same seed: groups with the same prompts are resampled alike (paired: a region
+    and its random control see the same draws). Returns one row per group: the ``by`` columns, share, ci_low,
+    ci_high, n (prompts).
 
     >>> share_intervals(df.assign(hit=df.detected == df.target), ["condition", "lang"])
     """
