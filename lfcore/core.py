@@ -197,11 +197,6 @@ def validate_neurons(neurons: NeuronSet, n_layers: int, width: int) -> dict[int,
     return out
 
 
-def count_neurons(neurons: NeuronSet) -> int:
-    """Number of distinct (layer, neuron) pairs in a neuron set: ``count_neurons({0: [1, 1, 2]}) == 2``."""
-    return sum(int(torch.unique(torch.as_tensor(v).reshape(-1)).numel()) for v in neurons.values())
-
-
 def mask_to_set(mask: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
     """The neurons of a boolean mask as a neuron set, layers without neurons omitted.
 
@@ -224,6 +219,5 @@ def patch_values(acts: Activations, lang: str, ids: Sequence[str]) -> dict[int, 
     >>> with intervene(lm.model, region, "set", patch_values(acts, "fr", ids_of_the_prompts)): ...
     """
     rows = acts.select(langs=lang, ids=ids)
-    where = {sid: r for r, sid in enumerate(rows.sentence_ids)}
-    order = torch.tensor([where[sid] for sid in ids], dtype=torch.long)  # select keeps the acts' order
+    order = torch.tensor([rows.sentence_ids.index(sid) for sid in ids], dtype=torch.long)  # select kept acts' order
     return {layer: rows.values[order, b] for b, layer in enumerate(rows.layers)}

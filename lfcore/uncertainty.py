@@ -5,8 +5,8 @@ are the sampling unit: the corpus is a sample of meanings, each in every languag
 (``score_intervals``) resamples ids with replacement, keeping an id's languages together; each map is first
 summed into id-by-id blocks, so a resample costs O(ids^2), not O(rows^2), and all resamples are one matmul. The
 permutation tests permute the languages within each id (LRDS: every id keeps one row per language) or the ids
-within each language (SADS); a permuted statistic is a sum of gathered map entries, never a new map. Perplexity
-increases (``perplexity_increase``, ``deactivation_intervals``) get a paired bootstrap over evaluation windows.
+within each language (SADS); a permuted statistic is a sum of gathered map entries, never a new map.
+Perplexity increases get a paired bootstrap over evaluation windows.
 """
 from __future__ import annotations
 
