@@ -170,11 +170,10 @@ def check_threshold(threshold: float, n_langs: int, where: str = "threshold") ->
 def key_regions(acts: Activations, threshold: float = 2.0, epsilon: float = 0.0) -> KeyRegions:
     """Each language's key region: neurons whose contribution z-score exceeds ``threshold`` (paper: 2).
 
-    Usage: ``key_regions(acts, 2.0).neurons("en")``. ``epsilon``: added to every normalised value before the
-    contribution scores (``contribution_scores``; the authors' code: 1e-5). With L languages no z-score can exceed
-    ``max_zscore(L)`` = sqrt(L - 1): a threshold at or above it raises ``ValueError`` (``check_threshold``), as
-    does a language with fewer than 2 sentences (eq. 11 sums over pairs of a language's sentences, so one sentence
-    scores 0 everywhere).
+    Usage: ``key_regions(acts, 2.0).neurons("en")``. ``epsilon``: added to every normalised value first
+    (``contribution_scores``; the authors' code: 1e-5). Raises ``ValueError`` for a threshold no z-score can
+    exceed with L languages (sqrt(L - 1), ``check_threshold``) and for a language with fewer than 2 sentences
+    (eq. 11 sums over pairs of a language's sentences, so one sentence scores 0 everywhere).
     """
     if len(acts.languages) < 2:
         raise ValueError("key regions need at least 2 languages")

@@ -1,12 +1,9 @@
 """Uncertainty of LRDS, SADS and perplexity increases: bootstrap intervals and permutation tests.
 
-Everything starts from the similarity maps, computed once (the concatenation's and each layer's). Sentence ids
-are the sampling unit: the corpus is a sample of meanings, each in every language. The bootstrap
-(``score_intervals``) resamples ids with replacement, keeping an id's languages together; each map is first
-summed into id-by-id blocks, so a resample costs O(ids^2), not O(rows^2), and all resamples are one matmul. The
-permutation tests permute the languages within each id (LRDS: every id keeps one row per language) or the ids
-within each language (SADS); a permuted statistic is a sum of gathered map entries, never a new map.
-Perplexity increases get a paired bootstrap over evaluation windows.
+Sentence ids are the sampling unit: the corpus is a sample of meanings, each in every language. The similarity
+maps are computed once; a bootstrap resample is a weighting of their id-by-id block sums (all resamples in one
+matmul) and a permuted statistic a sum of gathered map entries, never a new map. Perplexity increases
+(``perplexity_increase``, ``deactivation_intervals``) get a paired bootstrap over evaluation windows.
 """
 from __future__ import annotations
 
