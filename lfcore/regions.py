@@ -57,7 +57,7 @@ def contribution_scores(acts: Activations, chunk_elements: int = 1 << 19,
     step = min(K, max(64, chunk_elements // max(n, 1)))
     a_buf = torch.empty(n, step, dtype=torch.float64)
     rows_buf = None if layout else torch.empty(n, step, dtype=x.dtype)
-    s1_buf, s2_buf = torch.empty(n_langs, step, dtype=torch.float64), torch.empty(n_langs, step, dtype=torch.float64)
+    s1_buf, s2_buf = torch.empty(2, n_langs, step, dtype=torch.float64)
     out = torch.empty(n_langs, K, dtype=torch.float64)
     for start in range(0, K, step):
         w = min(step, K - start)
