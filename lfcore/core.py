@@ -27,8 +27,7 @@ class Activations:
     language ``langs[r]``; block b is model layer ``layers[b]``. token_counts: (n_sentences,) tokens
     pooled per row. meta: model identity, corpus, options. Select rows by label, never by position.
     Values must be finite: inf or nan raises ``ValueError`` naming the sentence, language and layer.
-    Saved with ``cache.write_entry(path, *acts.entry())``, read with
-    ``Activations.from_entry(*cache.read_entry(path))``.
+    Cached through ``entry()`` and ``from_entry``.
     """
 
     values: torch.Tensor

@@ -76,7 +76,7 @@ def weighted_scores(same: np.ndarray, diff: np.ndarray, w: np.ndarray, n_langs: 
     return {"lrds": sl - dd, "sads": ss - dd}
 
 
-def permuted(flat_maps: np.ndarray, grid: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.ndarray:
+def permuted_scores(flat_maps: np.ndarray, grid: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.ndarray:
     """LRDS with the languages permuted within each id, (m, n_perm); on ``grid.T``: SADS with the ids permuted
     within each language.
 
@@ -150,7 +150,7 @@ def score_intervals(acts: Activations, *, per_layer: bool = True, n_boot: int = 
         est = observed[metric][:, 0]
         with np.errstate(all="ignore"):
             lo, hi = np.nanquantile(boot[metric], [(1 - level) / 2, (1 + level) / 2], axis=1)
-        p = p_values(est, permuted(flat, groups, n_perm, rng)) if n_perm else np.full(len(est), np.nan)
+        p = p_values(est, permuted_scores(flat, groups, n_perm, rng)) if n_perm else np.full(len(est), np.nan)
         parts.append(pd.DataFrame({"metric": metric, "layer": ["all", *(acts.layers if per_layer else [])],
                                    "estimate": est, "ci_low": lo, "ci_high": hi, "p_value": p, "n_boot": n_boot,
                                    "n_perm": n_perm, "seed": seed}))

@@ -65,8 +65,8 @@ def test_permuted_statistics_equal_scores_of_relabelled_rows():
     s = metrics.similarity(acts).double()
     flat = ((s + s.T) / 2).reshape(1, -1).numpy()
     n_ids, n_langs = grid.shape
-    lrds = uncertainty.permuted(flat, grid, 4, np.random.default_rng(7))
-    sads = uncertainty.permuted(flat, grid.T, 4, np.random.default_rng(7))
+    lrds = uncertainty.permuted_scores(flat, grid, 4, np.random.default_rng(7))
+    sads = uncertainty.permuted_scores(flat, grid.T, 4, np.random.default_rng(7))
     rng_l, rng_s = np.random.default_rng(7), np.random.default_rng(7)
     for b in range(4):  # the same draws, applied to the labels and scored by metrics
         perm = rng_l.permuted(np.broadcast_to(np.arange(n_langs), (1, n_ids, n_langs)), axis=2)[0]
