@@ -1,8 +1,6 @@
 """The model-free core: labelled activations, neuron sets and their conversions (a mask to a set, a language's
-mean or per-sentence activations as ``intervene`` values), table labels.
-
-Imports nothing else from lfcore, so the math modules (metrics, regions, uncertainty, diagnostics,
-robustness, plots) build on it without the model stack (checked by import-linter in tests/test_layers.py).
+mean or per-sentence activations as ``intervene`` values), table labels. Imports nothing else from lfcore, so the
+math modules build on it without the model stack (import-linter, tests/test_layers.py).
 
 >>> acts = Activations(values, ids, langs, layers, token_counts)  # values (n, n_layers, width)
 >>> neurons = mask_to_set(mask, acts.layers)  # mask (n_layers, width) -> {layer: LongTensor}
@@ -29,8 +27,7 @@ class Activations:
     language ``langs[r]``; block b is model layer ``layers[b]``. token_counts: (n_sentences,) tokens
     pooled per row. meta: model identity, corpus, options. Select rows by label, never by position.
     Values must be finite: inf or nan raises ``ValueError`` naming the sentence, language and layer.
-    Saved with ``cache.write_entry(path, *acts.entry())``, read with
-    ``Activations.from_entry(*cache.read_entry(path))``.
+    Cached through ``entry()`` and ``from_entry``.
     """
 
     values: torch.Tensor
@@ -102,20 +99,16 @@ class Activations:
 
     def check_nonzero(self, norms: torch.Tensor) -> None:
         """Raise ``ValueError`` naming the first sentence whose norm is 0, inf or nan: norms (n,) of whole rows,
-        or (n, n_layers) of each layer's block (the message then names the layer too). Every metric calls
-        this on the norms it needs anyway, so values edited after construction are checked at use for free."""
-        bad = ~torch.isfinite(norms)
-        if bad.any():
-            r, *b = bad.nonzero()[0].tolist()
-            where = f" in layer {self.layers[b[0]]}" if b else ""
-            raise ValueError(f"sentence {self.sentence_ids[r]!r} ({self.langs[r]}) has inf or nan activations"
-                             f"{where} (values changed after the Activations was built, which checked them): "
-                             f"no score is computed from them; recapture, or fix the code that edited .values")
-        if (norms == 0).any():
-            r, *b = (norms == 0).nonzero()[0].tolist()
-            where = f" in layer {self.layers[b[0]]}" if b else ""
-            raise ValueError(f"sentence {self.sentence_ids[r]!r} ({self.langs[r]}) has an all-zero activation "
-                             f"vector{where}")
+        or (n, n_layers) of each layer's block (the message then names the layer too). Metrics call it on the norms
+        they compute anyway, so values edited after construction are caught at use."""
+        for bad, problem in ((~torch.isfinite(norms), "has inf or nan activations{} (values changed after the "
+                              "Activations was built, which checked them): no score is computed from them; "
+                              "recapture, or fix the code that edited .values"),
+                             (norms == 0, "has an all-zero activation vector{}")):
+            if bad.any():
+                r, *b = bad.nonzero()[0].tolist()
+                where = f" in layer {self.layers[b[0]]}" if b else ""
+                raise ValueError(f"sentence {self.sentence_ids[r]!r} ({self.langs[r]}) " + problem.format(where))
 
     def entry(self) -> tuple[dict[str, torch.Tensor], dict]:
         """(tensors, JSON-able labels) for a cache entry: ``cache.write_entry(path, *acts.entry())``."""
@@ -147,8 +140,7 @@ def check_finite(values: torch.Tensor, sentence_ids: list[str], langs: list[str]
     >>> check_finite(values, ids, langs, layers, lm.meta())  # values (n, n_layers, width)
 
     Row r is labelled ``sentence_ids[r]``/``langs[r]``, block b ``layers[b]``; meta: the model's identity
-    (``LoadedModel.meta()``), named in the message when present. The total is checked first; the offender
-    is located only when it is not finite (an overflowed total passes).
+    (``LoadedModel.meta()``), named when present. Only a non-finite total is searched (an overflowed total passes).
     """
     if torch.isfinite(values.sum()):
         return
@@ -196,21 +188,12 @@ def validate_neurons(neurons: NeuronSet, n_layers: int, width: int) -> dict[int,
             raise ValueError(f"layer {layer}: neuron indices must be integers, got dtype {t.dtype} "
                              f"(for a boolean mask pass mask.nonzero().flatten())")
         t = t.to("cpu", torch.long)
-        if t.numel():
-            lo, hi = int(t.min()), int(t.max())
-            bad = lo if lo < 0 else hi
-            if lo < 0 or hi >= width:
-                raise ValueError(f"layer {layer}: neuron index {bad} is out of range: each layer has {width} neurons "
-                                 f"(0..{width - 1})")
-        if layer in out:  # e.g. keys 3 and numpy.int64(3)
-            t = torch.cat([out[layer], t])
-        out[layer] = torch.unique(t)  # sorted
+        if t.numel() and (t.min() < 0 or t.max() >= width):
+            bad = int(t.min() if t.min() < 0 else t.max())
+            raise ValueError(f"layer {layer}: neuron index {bad} is out of range: each layer has {width} neurons "
+                             f"(0..{width - 1})")
+        out[layer] = torch.unique(torch.cat([out[layer], t]) if layer in out else t)  # sorted; keys 3 and int64(3)
     return out
-
-
-def count_neurons(neurons: NeuronSet) -> int:
-    """Number of distinct (layer, neuron) pairs in a neuron set: ``count_neurons({0: [1, 1, 2]}) == 2``."""
-    return sum(int(torch.unique(torch.as_tensor(v).reshape(-1)).numel()) for v in neurons.values())
 
 
 def mask_to_set(mask: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
@@ -235,6 +218,5 @@ def patch_values(acts: Activations, lang: str, ids: Sequence[str]) -> dict[int, 
     >>> with intervene(lm.model, region, "set", patch_values(acts, "fr", ids_of_the_prompts)): ...
     """
     rows = acts.select(langs=lang, ids=ids)
-    where = {sid: r for r, sid in enumerate(rows.sentence_ids)}
-    order = torch.tensor([where[sid] for sid in ids], dtype=torch.long)  # select keeps the acts' order
+    order = torch.tensor([rows.sentence_ids.index(sid) for sid in ids], dtype=torch.long)  # select kept acts' order
     return {layer: rows.values[order, b] for b, layer in enumerate(rows.layers)}

@@ -5,7 +5,6 @@ shuffling the rows of an ``Activations`` leaves every score unchanged.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -28,41 +27,24 @@ def check_parallel(acts: Activations) -> None:
         raise ValueError(f"LRDS/SADS need at least 2 languages and 2 sentences (have {len(langs)} and {len(ids)})")
 
 
-def codes(labels: Sequence[str]) -> torch.Tensor:
-    """Integer codes of string labels, (n,) long; equal labels get equal codes."""
-    _, inverse = np.unique(np.asarray(labels), return_inverse=True)
-    return torch.from_numpy(inverse.astype(np.int64))
-
-
-@dataclass
-class PairMasks:
-    """Boolean (n, n) masks of the pair classes used by eqs. 8-9 (the diagonal is in none of them)."""
-
-    same_lang_diff_sem: torch.Tensor
-    diff_lang_diff_sem: torch.Tensor
-    same_sem_diff_lang: torch.Tensor
-
-    @classmethod
-    def of(cls, acts: Activations) -> "PairMasks":
-        lang, sem = codes(acts.langs), codes(acts.sentence_ids)
-        same_lang = lang[:, None] == lang[None, :]  # (n, n)
-        same_sem = sem[:, None] == sem[None, :]
-        return cls(same_lang & ~same_sem, ~same_lang & ~same_sem, same_sem & ~same_lang)
+def pair_masks(acts: Activations) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boolean (n, n) masks of eqs. 8-9's pair classes, by label: (same language, different meaning),
+    (different language, different meaning), (same meaning, different language); the diagonal is in none."""
+    lang, sem = np.asarray(acts.langs), np.asarray(acts.sentence_ids)
+    same_lang = torch.from_numpy(lang[:, None] == lang[None, :])  # (n, n)
+    same_sem = torch.from_numpy(sem[:, None] == sem[None, :])
+    return same_lang & ~same_sem, ~same_lang & ~same_sem, same_sem & ~same_lang
 
 
 def gram(x: torch.Tensor, chunk_elements: int = 1 << 20) -> torch.Tensor:
     """Cosine similarity of every pair of rows, accurate where the rows are nearly parallel.
 
-    x: (..., n, K) rows, none all zero (any float dtype). Returns (..., n, n) float64, one map per
-    leading index.
-
-    An fp32 product of fp32 unit vectors rounds each cosine by about 1e-7 times a factor that grows with
-    K; when a few dominant neurons put every cosine near 1, LRDS and SADS (differences of mean cosines)
-    are of that size. So the unit rows a_i (normalised in float64) are centred on their mean row m,
-    d_i = a_i - m, and S_ij = a_i.m + a_j.m - m.m + d_i.d_j: the first three terms in float64, d d^T as
-    an fp32 matrix product whose rounding scales with |d_i| |d_j| instead of 1. The columns go through
-    reused float64 and fp32 buffers of about ``chunk_elements`` values, so the extra memory is small and
-    the cost is close to that of the fp32 product.
+    x: (..., n, K) rows, none all zero (any float dtype). Returns (..., n, n) float64, one map per leading index.
+    An fp32 product of unit vectors rounds each cosine by about 1e-7 times a factor growing with K: the size of
+    LRDS and SADS when dominant neurons put every cosine near 1. So the unit rows a_i (normalised in float64) are
+    centred on their mean row m, d_i = a_i - m, and S_ij = a_i.m + a_j.m - m.m + d_i.d_j: the first three terms
+    in float64, d d^T as an fp32 product whose rounding scales with |d_i| |d_j| instead of 1. The columns go
+    through reused buffers of about ``chunk_elements`` values: little extra memory, about the fp32 product's cost.
     """
     *batch, n, K = x.shape
     x = x.reshape(-1, n, K)  # (B, n, K)
@@ -100,18 +82,17 @@ def similarity(acts: Activations, layers: Sequence[int] | None = None) -> torch.
     return gram(x)
 
 
-def scores_from_map(s: torch.Tensor, masks: PairMasks) -> dict[str, float]:
-    """LRDS (eq. 8) and SADS (eq. 9) from a similarity map and its pair masks."""
+def scores_from_map(s: torch.Tensor, masks: tuple[torch.Tensor, ...]) -> dict[str, float]:
+    """LRDS (eq. 8) and SADS (eq. 9) from a similarity map and its ``pair_masks``."""
     s = s.double()
-    diff_diff = s[masks.diff_lang_diff_sem].mean()
-    return {"lrds": float(s[masks.same_lang_diff_sem].mean() - diff_diff),
-            "sads": float(s[masks.same_sem_diff_lang].mean() - diff_diff)}
+    same_lang, diff_diff, same_sem = (s[m].mean() for m in masks)
+    return {"lrds": float(same_lang - diff_diff), "sads": float(same_sem - diff_diff)}
 
 
 def scores(acts: Activations, layers: Sequence[int] | None = None) -> dict[str, float]:
     """LRDS and SADS over the concatenation of ``layers`` (all by default)."""
     check_parallel(acts)
-    return scores_from_map(similarity(acts, layers), PairMasks.of(acts))
+    return scores_from_map(similarity(acts, layers), pair_masks(acts))
 
 
 def layer_maps(acts: Activations) -> torch.Tensor:
@@ -126,19 +107,15 @@ def layer_maps(acts: Activations) -> torch.Tensor:
 def layerwise(acts: Activations) -> pd.DataFrame:
     """Layer-wise LRDS and SADS (Figure 3): one row per model layer, each layer's block alone."""
     check_parallel(acts)
-    masks = PairMasks.of(acts)
-    rows = [{"layer": layer, **scores_from_map(s, masks)} for layer, s in zip(acts.layers, layer_maps(acts))]
-    return pd.DataFrame(rows)
+    masks = pair_masks(acts)
+    return pd.DataFrame([{"layer": l, **scores_from_map(s, masks)} for l, s in zip(acts.layers, layer_maps(acts))])
 
 
 def ordered(acts: Activations, langs: Sequence[str] | None = None) -> Activations:
     """Rows sorted language-major (in ``langs`` order) and by sentence id within: the paper's map layout."""
     langs = list(langs or acts.languages)
-    rank = {l: k for k, l in enumerate(langs)}
-    ids = sorted(acts.ids)
-    id_rank = {i: k for k, i in enumerate(ids)}
     sub = acts.select(langs=langs)
-    order = sorted(range(len(sub.langs)), key=lambda r: (rank[sub.langs[r]], id_rank[sub.sentence_ids[r]]))
+    order = sorted(range(len(sub.langs)), key=lambda r: (langs.index(sub.langs[r]), sub.sentence_ids[r]))
     idx = torch.tensor(order, dtype=torch.long)
     return Activations(sub.values[idx], [sub.sentence_ids[r] for r in order], [sub.langs[r] for r in order],
                        sub.layers, sub.token_counts[idx], sub.meta)

@@ -7,7 +7,7 @@ sum_{i<j} a_i[k] a_j[k] over that language's normalised vectors, computed in clo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import pandas as pd
@@ -22,50 +22,42 @@ def contribution_scores(acts: Activations, chunk_elements: int = 1 << 19,
 
     Usage: ``scores, langs = contribution_scores(acts)``. Returns (scores (n_langs, n_layers*width) float64,
     languages in row order). ``epsilon`` is added to every normalised value a_i[k] first (the authors' code,
-    run.py ``find_max_average_neurons``, adds 1e-5); with it, the exactness notes below hold up to the
-    float64 rounding of that addition.
+    run.py ``find_max_average_neurons``, adds 1e-5; the exactness below then holds up to that addition).
 
-    One pass over the values for the row norms, then one pass over column blocks of about
-    ``chunk_elements`` values: a block is normalised in fp32 (the unit-vector entries a_i[k] of
-    ``vectors()``) into a reused float64 buffer, and each language's s1 = sum_i a_i[k] and
-    s2 = sum_i a_i[k]^2 are taken in float64, where an fp32 value squared is exact. The only error left
-    is float64 rounding (about 1e-16 of s1^2), far below the zero-variance guard of ``zscores``: languages
-    holding the same values get the same scores, and a neuron that fires in one sentence per language
-    scores exactly 0. Nothing of size (n, n_layers*width) is allocated, so BLOOM-7b1 shapes
-    (900 x 491,520) take well under a second.
+    Column blocks of about ``chunk_elements`` values are normalised in fp32 (the entries a_i[k] of ``vectors()``)
+    into a float64 buffer, where each language's s1 = sum_i a_i[k] and s2 = sum_i a_i[k]^2 are taken (an fp32
+    value squared is exact). The only error left is float64 rounding (about 1e-16 of s1^2), far below the
+    zero-variance guard of ``zscores``: languages holding the same values get the same scores, and a neuron that
+    fires in one sentence per language scores exactly 0. No (n, n_layers*width) copy is made.
     """
     x = acts.values.flatten(1)  # (n, K) view, fp32
     norms = x.norm(dim=1)  # (n,)
     acts.check_nonzero(norms)
     langs = acts.languages
-    n, K, n_langs = x.shape[0], x.shape[1], len(langs)
+    (n, K), n_langs = x.shape, len(langs)
     lang_of = torch.tensor([langs.index(l) for l in acts.langs])
     counts = torch.bincount(lang_of, minlength=n_langs)
-    rows = torch.arange(n)
-    # a layout the language sums can read as a view: (lang, sentence) blocks or (sentence, lang) interleaved
-    layout = None
-    if bool((counts == counts[0]).all()):
-        per = int(counts[0])
-        if bool((lang_of == rows // per).all()):
+    per = n // n_langs
+    layout = None  # a layout the language sums can read as a view: (lang, sentence) blocks or (sentence, lang)
+    if bool((counts == per).all()):
+        if bool((lang_of == torch.arange(n) // per).all()):
             layout = ((n_langs, per), 1)  # unflatten rows to (lang, sentence), sum over dim 1
-        elif bool((lang_of == rows % n_langs).all()):
+        elif bool((lang_of == torch.arange(n) % n_langs).all()):
             layout = ((per, n_langs), 0)  # (sentence, lang), sum over dim 0
     order = torch.argsort(lang_of, stable=True)  # otherwise: gather rows into language blocks
-    bounds = torch.cumsum(counts, 0).tolist()
-    spans = list(zip([0] + bounds[:-1], bounds))  # each language's rows in the gathered block
     norm_col = (norms if layout else norms[order])[:, None]  # (n, 1), rows in the order the block is read
 
     def language_sums(t: torch.Tensor, out: torch.Tensor) -> None:  # (n, w) -> out (n_langs, w)
         if layout:
             torch.sum(t.unflatten(0, layout[0]), layout[1], out=out)
         else:
-            for k, (r0, r1) in enumerate(spans):
-                torch.sum(t[r0:r1], 0, out=out[k])
+            for k, rows in enumerate(t.split(counts.tolist())):
+                torch.sum(rows, 0, out=out[k])
 
     step = min(K, max(64, chunk_elements // max(n, 1)))
     a_buf = torch.empty(n, step, dtype=torch.float64)
     rows_buf = None if layout else torch.empty(n, step, dtype=x.dtype)
-    s1_buf, s2_buf = torch.empty(n_langs, step, dtype=torch.float64), torch.empty(n_langs, step, dtype=torch.float64)
+    s1_buf, s2_buf = torch.empty(2, n_langs, step, dtype=torch.float64)
     out = torch.empty(n_langs, K, dtype=torch.float64)
     for start in range(0, K, step):
         w = min(step, K - start)
@@ -77,10 +69,8 @@ def contribution_scores(acts: Activations, chunk_elements: int = 1 << 19,
         if epsilon:
             a.add_(epsilon)
         language_sums(a, s1)  # sum_i a_i[k]
-        language_sums(a.mul_(a), s2)  # sum_i a_i[k]^2: an fp32 value squared is exact in float64
-        scores = out[:, start:start + w]  # (n_langs, w)
-        torch.mul(s1, s1, out=scores)
-        scores.sub_(s2).mul_(0.5)
+        language_sums(a.mul_(a), s2)  # sum_i a_i[k]^2
+        torch.mul(s1, s1, out=out[:, start:start + w]).sub_(s2).mul_(0.5)  # (s1^2 - s2) / 2
     return out, langs
 
 
@@ -124,16 +114,13 @@ class KeyRegions:
         return len(self.layers) * self.width
 
     def with_threshold(self, threshold: float) -> "KeyRegions":
-        return KeyRegions(self.z, self.valid, self.langs, self.layers, threshold, self.meta)
-
-    def _lang(self, lang: str) -> int:
-        if lang not in self.langs:
-            raise ValueError(f"no key region for language {lang!r}; languages: {self.langs}")
-        return self.langs.index(lang)
+        return replace(self, threshold=threshold)
 
     def neurons(self, lang: str) -> NeuronSet:
         """The key region of ``lang`` as {model layer: neuron indices}, layers without key neurons omitted."""
-        return mask_to_set(self.mask[self._lang(lang)], self.layers)
+        if lang not in self.langs:
+            raise ValueError(f"no key region for language {lang!r}; languages: {self.langs}")
+        return mask_to_set(self.mask[self.langs.index(lang)], self.layers)
 
     def sizes(self) -> pd.Series:
         """Key neurons per language (index: language)."""
@@ -183,17 +170,15 @@ def check_threshold(threshold: float, n_langs: int, where: str = "threshold") ->
 def key_regions(acts: Activations, threshold: float = 2.0, epsilon: float = 0.0) -> KeyRegions:
     """Each language's key region: neurons whose contribution z-score exceeds ``threshold`` (paper: 2).
 
-    Usage: ``key_regions(acts, 2.0).neurons("en")``. ``epsilon``: added to every normalised value before the
-    contribution scores (``contribution_scores``; the authors' code: 1e-5). With L languages no z-score can exceed
-    ``max_zscore(L)`` = sqrt(L - 1): a threshold at or above it raises ``ValueError`` (``check_threshold``), as
-    does a language with fewer than 2 sentences (eq. 11 sums over pairs of a language's sentences, so one sentence
-    scores 0 everywhere).
+    Usage: ``key_regions(acts, 2.0).neurons("en")``. ``epsilon``: added to every normalised value first
+    (``contribution_scores``; the authors' code: 1e-5). Raises ``ValueError`` for a threshold no z-score can
+    exceed with L languages (sqrt(L - 1), ``check_threshold``) and for a language with fewer than 2 sentences
+    (eq. 11 sums over pairs of a language's sentences, so one sentence scores 0 everywhere).
     """
     if len(acts.languages) < 2:
         raise ValueError("key regions need at least 2 languages")
     check_threshold(threshold, len(acts.languages))
-    counts = {lang: acts.langs.count(lang) for lang in acts.languages}
-    single = [lang for lang, c in counts.items() if c < 2]
+    single = [lang for lang in acts.languages if acts.langs.count(lang) < 2]
     if single:
         raise ValueError(f"key regions need at least 2 sentences per language (eq. 11 sums over pairs of a "
                          f"language's sentences); {single} have 1. Select more sentences (corpus.select(langs, n))")
@@ -201,9 +186,9 @@ def key_regions(acts: Activations, threshold: float = 2.0, epsilon: float = 0.0)
         raise ValueError(f"epsilon={epsilon} must be >= 0 (the authors' code adds 1e-5; lfcore's default is 0)")
     scores, langs = contribution_scores(acts, epsilon=epsilon)
     z, valid = zscores(scores)
-    n_layers, width = len(acts.layers), acts.width
-    return KeyRegions(z.float().reshape(len(langs), n_layers, width), valid.reshape(n_layers, width), langs,
-                      list(acts.layers), threshold, {**acts.meta, "epsilon": epsilon})
+    shape = (len(acts.layers), acts.width)
+    return KeyRegions(z.float().reshape(len(langs), *shape), valid.reshape(shape), langs, list(acts.layers),
+                      threshold, {**acts.meta, "epsilon": epsilon})
 
 
 def random_neurons(layers: Sequence[int], width: int, size: int | Sequence[int], seed: int = 0) -> NeuronSet:

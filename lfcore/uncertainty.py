@@ -1,16 +1,9 @@
 """Uncertainty of LRDS, SADS and perplexity increases: bootstrap intervals and permutation tests.
 
-Everything starts from the similarity maps, computed once (the concatenation map and each layer's map).
-The sentence ids are the sampling unit: the corpus is a sample of meanings, each in every language.
-
-- Bootstrap (``score_intervals``): resample ids with replacement, keeping all languages of an id together.
-  Each map is first summed into id-by-id block statistics, so one resample costs O(ids^2), not O(rows^2),
-  and all resamples are one matmul.
-- Permutation tests (``score_intervals``): for LRDS, permute the language labels within each id (the
-  design stays balanced: every id keeps one row per language); for SADS, permute the ids within each
-  language. A permuted statistic is a sum of gathered map entries, never a new map.
-- Perplexity (``perplexity_increase``, ``deactivation_intervals``): a paired bootstrap over evaluation
-  windows, both conditions resampled with the same windows.
+Sentence ids are the sampling unit: the corpus is a sample of meanings, each in every language. The similarity
+maps are computed once; a bootstrap resample is a weighting of their id-by-id block sums (all resamples in one
+matmul) and a permuted statistic a sum of gathered map entries, never a new map. Perplexity increases
+(``perplexity_increase``, ``deactivation_intervals``) get a paired bootstrap over evaluation windows.
 """
 from __future__ import annotations
 
@@ -24,18 +17,14 @@ from .core import Activations
 from .metrics import check_parallel, layer_maps, similarity
 
 _TIE = 1e-9  # permuted statistics within this of the observed one count as ties (>=)
-
-
-# ---------------------------------------------------------------------------------------- layout
+_GATHER = 4_000_000  # map entries gathered per chunk of permutations (32 MB of indices)
 
 
 def id_grid(acts: Activations) -> tuple[np.ndarray, list[str], list[str]]:
-    """Row of every (sentence id, language), found by label: (grid (n_ids, n_langs) int64, ids, langs).
-
-    Ids and languages are sorted, so resamples and permutations do not depend on the row order.
-    """
+    """Row of every (sentence id, language), found by label: (grid (n_ids, n_langs) int64, ids, langs), ids and
+    languages sorted so that resamples and permutations do not depend on the row order."""
     check_parallel(acts)
-    ids, langs = sorted(acts.ids), sorted(acts.languages)  # by label: row order cannot matter
+    ids, langs = sorted(acts.ids), sorted(acts.languages)
     row = {(i, l): r for r, (i, l) in enumerate(zip(acts.sentence_ids, acts.langs))}
     return np.array([[row[i, l] for l in langs] for i in ids], dtype=np.int64), ids, langs
 
@@ -57,9 +46,6 @@ def block_sums(maps: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return same, diff
 
 
-# ------------------------------------------------------------------------------------------ bootstrap
-
-
 def bootstrap_weights(n_ids: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """How often each id is drawn in each resample: (n_boot, n_ids) float64 counts summing to n_ids."""
     return rng.multinomial(n_ids, np.full(n_ids, 1.0 / n_ids), size=n_boot).astype(np.float64)
@@ -70,15 +56,13 @@ def weighted_scores(same: np.ndarray, diff: np.ndarray, w: np.ndarray, n_langs: 
 
     same, diff: (m, I, I) from ``block_sums``; w: (B, I) id counts. Returns {"lrds", "sads"}: (m, B).
 
-    A resample holding id a w_a times is scored as follows. Different-meaning pairs (eqs. 8-9) are all
-    pairs of copies of two *different* ids: weight w_a w_b for a != b; two copies of one id are the same
-    sentence, never a different-meaning pair. Same-meaning pairs are the pairs inside each copy: weight
-    w_a. Hence, with c = (sum w)^2 - sum w^2:
+    A resample holding id a w_a times: different-meaning pairs (eqs. 8-9) are the pairs of copies of two
+    *different* ids, weight w_a w_b for a != b (two copies of one id are the same sentence); same-meaning pairs
+    are the pairs inside each copy, weight w_a. Hence, with c = (sum w)^2 - sum w^2:
         same-lang/diff-sem mean = (w'Sw - sum_a w_a^2 S_aa) / (L c)           (S = same)
         diff-lang/diff-sem mean = (w'Dw - sum_a w_a^2 D_aa) / (L (L-1) c)     (D = diff)
         same-sem/diff-lang mean = sum_a w_a D_aa / (L (L-1) sum w)
-    With w = 1 these are exactly eqs. 8-9. A resample with a single distinct id has no different-meaning
-    pair and gives NaN.
+    With w = 1 these are exactly eqs. 8-9. A resample with a single distinct id gives NaN (no such pair).
     """
     def quad(a):  # (m, I, I) -> (m, B): w_b' A w_b minus the a == b terms
         full = ((a @ w.T) * w.T).sum(1)  # (m, B)
@@ -92,78 +76,35 @@ def weighted_scores(same: np.ndarray, diff: np.ndarray, w: np.ndarray, n_langs: 
     return {"lrds": sl - dd, "sads": ss - dd}
 
 
-# ---------------------------------------------------------------------------------------- permutations
+def permuted_scores(flat_maps: np.ndarray, grid: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.ndarray:
+    """LRDS with the languages permuted within each id, (m, n_perm); on ``grid.T``: SADS with the ids permuted
+    within each language.
 
-_GATHER = 4_000_000  # map entries gathered per chunk of permutations (32 MB of indices)
-
-
-def _pair_sums(flat_maps: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """For each group of rows, the sum of the maps over its unordered row pairs.
-
-    flat_maps: (m, n*n) float64, each map flattened row-major (row r, column c at r*n + c). rows:
-    (B, G, k) row indices. Returns (m, B): for each b, the sum over groups g and pairs i < j of
-    S[rows[b,g,i], rows[b,g,j]]. The index is built once and read from every map (one map at a time
-    stays in cache, which beats reading all maps per index).
+    flat_maps: (m, n*n) float64 symmetric maps, each flattened row-major (row r, column c at r*n + c); grid:
+    (I, L) row of each (id, language). For LRDS the different-meaning pairs are fixed by the ids; a permutation
+    only decides which of them share a language. So LRDS = SL/c_SL - (T - SL)/c_DD, with T the fixed sum over
+    different-id pairs and SL = 2 sum_l sum_{a<b} S[(a, s_a(l)), (b, s_b(l))]: O(L I^2) gathered entries per
+    permutation. SADS swaps the roles: T sums the different-language pairs, and SS = 2 sum_k sum_{l<m}
+    S[(p_l(k), l), (p_m(k), m)] the pairs that a permutation gives the same meaning.
     """
-    n = int(round(flat_maps.shape[1] ** 0.5))
-    by_slot = np.sort(rows, axis=2).transpose(2, 0, 1).copy()  # (k, B, G), sorted: nearby reads in memory
-    i, j = np.triu_indices(rows.shape[2], 1)
-    idx = by_slot[i] * n  # (P, B, G): whole-block copies along axis 0 are fast
-    idx += by_slot[j]
-    idx = idx.transpose(1, 2, 0).reshape(len(rows), -1)  # (B, G*P), each group's pairs contiguous
-    return np.stack([f[idx].sum(1) for f in flat_maps])
-
-
-def _chunks(n_perm: int, per_perm: int):
-    size = max(1, _GATHER // max(1, per_perm))
+    n = grid.size
+    n_a, n_b = grid.shape  # (ids, langs) for LRDS, (langs, ids) for SADS: b is permuted within each a
+    own = (grid[:, :, None] * n + grid[:, None, :]).reshape(-1)  # ordered pairs inside each a, diagonal too
+    total = flat_maps.sum(1) - flat_maps[:, own].sum(1)  # (m,) pairs of different a
+    c_same, c_dd = n_a * (n_a - 1) * n_b, n_a * (n_a - 1) * n_b * (n_b - 1)
+    i, j = np.triu_indices(n_a, 1)
+    size = max(1, _GATHER // max(1, n_b * n_a * (n_a - 1) // 2))
+    out = []
     for start in range(0, n_perm, size):
-        yield min(size, n_perm - start)
-
-
-def permuted_lrds(flat_maps: np.ndarray, grid: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.ndarray:
-    """LRDS with the languages permuted within each id, (m, n_perm).
-
-    flat_maps: (m, n*n) float64 symmetric maps (see ``_pair_sums``); grid: (I, L) row of each (id, language).
-    Different-meaning pairs are fixed by the ids; a permutation only decides which of them share a
-    language. So LRDS = SL/c_SL - (T - SL)/c_DD, with T the fixed sum over different-id pairs and
-    SL = 2 sum_l sum_{a<b} S[(a, s_a(l)), (b, s_b(l))]: O(L I^2) gathered entries per permutation.
-    """
-    n_ids, n_langs = grid.shape
-    total = flat_maps.sum(1) - _group_total(flat_maps, grid)  # (m,) ordered pairs of different ids
-    c_sl, c_dd = n_ids * (n_ids - 1) * n_langs, n_ids * (n_ids - 1) * n_langs * (n_langs - 1)
-    out = []
-    for size in _chunks(n_perm, n_langs * n_ids * (n_ids - 1) // 2):
-        perm = rng.permuted(np.broadcast_to(np.arange(n_langs), (size, n_ids, n_langs)), axis=2)
-        rows = np.take_along_axis(np.broadcast_to(grid, perm.shape), perm, 2)  # (B, I, L): id a's row for label l
-        sl = 2 * _pair_sums(flat_maps, rows.transpose(0, 2, 1))  # groups: one per label, one row per id
-        out.append(sl / c_sl - (total[:, None] - sl) / c_dd)
+        perm = rng.permuted(np.broadcast_to(np.arange(n_b), (min(size, n_perm - start), n_a, n_b)), axis=2)
+        rows = np.take_along_axis(np.broadcast_to(grid, perm.shape), perm, 2)  # (B, a, b): a's row for label b
+        by_slot = np.sort(rows, axis=1).transpose(1, 0, 2).copy()  # (a, B, b), sorted: nearby reads in memory
+        idx = by_slot[i] * n  # (P, B, b): whole-block copies along axis 0 are fast
+        idx += by_slot[j]
+        idx = idx.transpose(1, 2, 0).reshape(len(rows), -1)  # (B, b*P), each label's pairs contiguous
+        same = 2 * np.stack([f[idx].sum(1) for f in flat_maps])  # (m, B); one map at a time stays in cache
+        out.append(same / c_same - (total[:, None] - same) / c_dd)
     return np.concatenate(out, 1)
-
-
-def permuted_sads(flat_maps: np.ndarray, grid: np.ndarray, n_perm: int, rng: np.random.Generator) -> np.ndarray:
-    """SADS with the ids permuted within each language, (m, n_perm).
-
-    Cross-language pairs are fixed by the languages; a permutation only decides which of them share a
-    meaning. So SADS = SS/c_SS - (T - SS)/c_DD, with T the fixed sum over different-language pairs and
-    SS = 2 sum_k sum_{l<m} S[(p_l(k), l), (p_m(k), m)]: O(I L^2) gathered entries per permutation.
-    """
-    n_ids, n_langs = grid.shape
-    total = flat_maps.sum(1) - _group_total(flat_maps, grid.T)  # (m,) ordered pairs of different languages
-    c_ss, c_dd = n_ids * n_langs * (n_langs - 1), n_ids * (n_ids - 1) * n_langs * (n_langs - 1)
-    out = []
-    for size in _chunks(n_perm, n_ids * n_langs * (n_langs - 1) // 2):
-        perm = rng.permuted(np.broadcast_to(np.arange(n_ids), (size, n_langs, n_ids)), axis=2)
-        rows = np.take_along_axis(np.broadcast_to(grid.T, perm.shape), perm, 2)  # (B, L, I): new meaning k
-        ss = 2 * _pair_sums(flat_maps, rows.transpose(0, 2, 1))  # groups: one per new meaning
-        out.append(ss / c_ss - (total[:, None] - ss) / c_dd)
-    return np.concatenate(out, 1)
-
-
-def _group_total(flat_maps: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Sum of the maps over all ordered row pairs (diagonal included) inside each group: groups (G, k) -> (m,)."""
-    n = int(round(flat_maps.shape[1] ** 0.5))
-    idx = (groups[:, :, None] * n + groups[:, None, :]).reshape(-1)  # (G*k*k,)
-    return flat_maps[:, idx].sum(1)
 
 
 def p_values(observed: np.ndarray, permuted: np.ndarray) -> np.ndarray:
@@ -176,19 +117,15 @@ def p_values(observed: np.ndarray, permuted: np.ndarray) -> np.ndarray:
     return np.where(defined, (1 + hits) / (1 + permuted.shape[1]), np.nan)
 
 
-# ---------------------------------------------------------------------------------------------- public
-
-
 def score_intervals(acts: Activations, *, per_layer: bool = True, n_boot: int = 1000, n_perm: int = 1000,
                     level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """LRDS and SADS with bootstrap intervals and permutation p-values, overall and per layer.
 
     The estimate is eqs. 8-9 on the full data (the overall map is that of ``metrics.scores``, each layer's
-    that of ``metrics.layerwise``). The interval is the percentile interval of ``n_boot`` id-level
-    resamples (see ``weighted_scores`` for how a resampled id's copies pair). The p-value tests the
-    one-sided alternative "> 0 beyond chance": LRDS against languages permuted within each id, SADS
-    against ids permuted within each language, (1 + #{perm >= observed}) / (1 + n_perm). Resamples and
-    permutations are shared by all maps and drawn from ``seed``.
+    that of ``metrics.layerwise``); the interval, the percentile interval of ``n_boot`` id-level resamples
+    (``weighted_scores``); the p-value, (1 + #{perm >= observed}) / (1 + n_perm) for "> 0 beyond chance":
+    LRDS against languages permuted within each id, SADS against ids permuted within each language.
+    Resamples and permutations are shared by all maps and drawn from ``seed``.
 
     Returns one row per metric and map: metric ("lrds"/"sads"), layer ("all" or the model layer),
     estimate, ci_low, ci_high, p_value, n_boot, n_perm, seed; ``attrs`` holds level and counts.
@@ -199,32 +136,25 @@ def score_intervals(acts: Activations, *, per_layer: bool = True, n_boot: int = 
         raise ValueError(f"need n_boot >= 1 and n_perm >= 0 (got {n_boot}, {n_perm})")
     grid, ids, langs = id_grid(acts)
     maps = similarity(acts)[None]  # (1, n, n)
-    names: list = ["all"]
     if per_layer:
         maps = torch.cat([maps, layer_maps(acts)])  # (1 + n_layers, n, n)
-        names += list(acts.layers)
     maps = maps.numpy()  # float64
     maps = (maps + maps.transpose(0, 2, 1)) / 2  # exactly symmetric, so a<b pairs count twice
+    flat = maps.reshape(len(maps), -1)  # (m, n*n)
     rng_boot, rng_lrds, rng_sads = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
-
     same, diff = block_sums(maps, grid)
     observed = weighted_scores(same, diff, np.ones((1, len(ids))), len(langs))
     boot = weighted_scores(same, diff, bootstrap_weights(len(ids), n_boot, rng_boot), len(langs))
-    if n_perm:
-        flat = maps.reshape(len(maps), -1)  # (m, n*n)
-        perms = {"lrds": permuted_lrds(flat, grid, n_perm, rng_lrds),
-                 "sads": permuted_sads(flat, grid, n_perm, rng_sads)}
-    rows = []
-    for metric in ("lrds", "sads"):
+    parts = []
+    for metric, groups, rng in (("lrds", grid, rng_lrds), ("sads", grid.T, rng_sads)):
         est = observed[metric][:, 0]
         with np.errstate(all="ignore"):
             lo, hi = np.nanquantile(boot[metric], [(1 - level) / 2, (1 + level) / 2], axis=1)
-        p = p_values(est, perms[metric]) if n_perm else np.full(len(est), np.nan)
-        for k, name in enumerate(names):
-            rows.append({"metric": metric, "layer": name, "estimate": float(est[k]), "ci_low": float(lo[k]),
-                         "ci_high": float(hi[k]), "p_value": float(p[k]), "n_boot": n_boot, "n_perm": n_perm,
-                         "seed": seed})
-    df = pd.DataFrame(rows)
+        p = p_values(est, permuted_scores(flat, groups, n_perm, rng)) if n_perm else np.full(len(est), np.nan)
+        parts.append(pd.DataFrame({"metric": metric, "layer": ["all", *(acts.layers if per_layer else [])],
+                                   "estimate": est, "ci_low": lo, "ci_high": hi, "p_value": p, "n_boot": n_boot,
+                                   "n_perm": n_perm, "seed": seed}))
+    df = pd.concat(parts, ignore_index=True)
     df.attrs.update({"level": level, "n_ids": len(ids), "n_langs": len(langs),
                      "bootstrap_failures": int(np.isnan(boot["lrds"][0]).sum()),
                      "method": "id-level percentile bootstrap; within-id language / within-language id permutation"})
@@ -235,12 +165,11 @@ def perplexity_increase(full_nll: Sequence[float], cond_nll: Sequence[float], to
                         *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
     """% perplexity increase of a condition over the full model, with a paired window bootstrap interval.
 
-    full_nll, cond_nll: mean NLL per evaluation window (nats/token), the same windows in the same order
-    for both; tokens: scored tokens per window (weights; default equal). Perplexity is exp of the
-    token-weighted mean NLL, the increase 100 * (ppl_cond / ppl_full - 1). Each resample draws windows
-    with replacement and applies the same draw to both conditions, so window difficulty cancels. Windows
-    cut from one text stream are treated as independent; with long documents spanning many windows the
-    interval is somewhat too narrow.
+    full_nll, cond_nll: mean NLL per evaluation window (nats/token), the same windows in the same order for both;
+    tokens: scored tokens per window (weights; default equal). Perplexity is exp of the token-weighted mean NLL,
+    the increase 100 * (ppl_cond / ppl_full - 1). A resample draws windows with replacement for both conditions
+    at once, so window difficulty cancels. Windows are treated as independent: with long documents spanning many
+    windows the interval is somewhat too narrow.
 
     Returns {"increase", "ci_low", "ci_high", "ppl_full", "ppl", "n_windows", "n_boot", "level", "seed"}.
     """
@@ -268,22 +197,20 @@ def deactivation_intervals(window_nll: Mapping[str, Mapping[str, Sequence[float]
                            n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Intervals for every cell of a deactivation table (Table 1).
 
-    window_nll: {lang: {condition: per-window mean NLL}} with the ``baseline`` condition among them;
-    window_tokens: {lang: scored tokens per window}. ``evaluate.deactivation_table`` stores both in its
-    ``attrs`` ("window_nll", "window_tokens"). Returns one row per (lang, condition): lang, condition,
-    increase, ci_low, ci_high, ppl_full, ppl, n_windows.
+    window_nll: {lang: {condition: per-window mean NLL}} with the ``baseline`` condition among them; window_tokens:
+    {lang: scored tokens per window} (both in ``evaluate.deactivation_table(...).attrs``). Returns one row per
+    (lang, condition): lang, condition, increase, ci_low, ci_high, ppl_full, ppl, n_windows.
     """
     rows = []
     for lang, by_cond in window_nll.items():
         if baseline not in by_cond:
             raise ValueError(f"{lang!r} has no {baseline!r} windows (conditions: {list(by_cond)})")
         for cond, nll in by_cond.items():
-            if cond == baseline:
-                continue
-            r = perplexity_increase(by_cond[baseline], nll, window_tokens[lang], n_boot=n_boot, level=level,
-                                    seed=seed)
-            rows.append({"lang": lang, "condition": cond, **{k: r[k] for k in
-                         ("increase", "ci_low", "ci_high", "ppl_full", "ppl", "n_windows")}})
+            if cond != baseline:
+                r = perplexity_increase(by_cond[baseline], nll, window_tokens[lang], n_boot=n_boot, level=level,
+                                        seed=seed)
+                rows.append({"lang": lang, "condition": cond, **{k: r[k] for k in
+                             ("increase", "ci_low", "ci_high", "ppl_full", "ppl", "n_windows")}})
     df = pd.DataFrame(rows)
     df.attrs.update({"level": level, "n_boot": n_boot, "seed": seed})
     return df
@@ -294,10 +221,10 @@ def share_intervals(hits: pd.DataFrame, by: Sequence[str], *, unit: Sequence[str
     """Share of hits per group, with a percentile bootstrap interval over prompts.
 
     hits: one row per prompt and condition, with the ``by`` columns, the prompt's label columns ``unit`` and a boolean
-    ``hit`` (e.g. "the continuation is detected as the steered language"). Within each group the prompts are
-    resampled with replacement; every group draws with the same seed over its prompts sorted by ``unit``, so
-    groups with the same prompts are resampled alike (paired: a region and its random control see the same
-    draws). Returns one row per group: the ``by`` columns, share, ci_low, ci_high, n (prompts).
+    ``hit`` (e.g. "the continuation is detected as the steered language"). Every group resamples its prompts,
+    sorted by ``unit``, with the same seed: groups with the same prompts are resampled alike (paired: a region
+    and its random control see the same draws). Returns one row per group: the ``by`` columns, share, ci_low,
+    ci_high, n (prompts).
 
     >>> share_intervals(df.assign(hit=df.detected == df.target), ["condition", "lang"])
     """

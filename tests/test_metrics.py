@@ -59,7 +59,7 @@ def _float64_scores(x, masks):
 
 def test_dominated_scores_equal_float64_reference():
     acts = _dominated()
-    masks = metrics.PairMasks.of(acts)
+    masks = metrics.pair_masks(acts)
     ref = _float64_scores(acts.values.flatten(1), masks)
     assert 1e-5 < ref["lrds"] < 1e-3 and 1e-5 < ref["sads"] < 1e-3  # the regime where fp32 products fail
     got = metrics.scores(acts)

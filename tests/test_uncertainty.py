@@ -65,8 +65,8 @@ def test_permuted_statistics_equal_scores_of_relabelled_rows():
     s = metrics.similarity(acts).double()
     flat = ((s + s.T) / 2).reshape(1, -1).numpy()
     n_ids, n_langs = grid.shape
-    lrds = uncertainty.permuted_lrds(flat, grid, 4, np.random.default_rng(7))
-    sads = uncertainty.permuted_sads(flat, grid, 4, np.random.default_rng(7))
+    lrds = uncertainty.permuted_scores(flat, grid, 4, np.random.default_rng(7))
+    sads = uncertainty.permuted_scores(flat, grid.T, 4, np.random.default_rng(7))
     rng_l, rng_s = np.random.default_rng(7), np.random.default_rng(7)
     for b in range(4):  # the same draws, applied to the labels and scored by metrics
         perm = rng_l.permuted(np.broadcast_to(np.arange(n_langs), (1, n_ids, n_langs)), axis=2)[0]
@@ -74,14 +74,14 @@ def test_permuted_statistics_equal_scores_of_relabelled_rows():
         for a in range(n_ids):
             for l in range(n_langs):
                 new_lang[int(grid[a, perm[a, l]])] = langs[l]
-        ref = metrics.scores_from_map(s, metrics.PairMasks.of(_relabelled(acts, langs=new_lang)))["lrds"]
+        ref = metrics.scores_from_map(s, metrics.pair_masks(_relabelled(acts, langs=new_lang)))["lrds"]
         assert lrds[0, b] == pytest.approx(ref, abs=1e-12)
         perm = rng_s.permuted(np.broadcast_to(np.arange(n_ids), (1, n_langs, n_ids)), axis=2)[0]
         new_id = list(acts.sentence_ids)
         for l in range(n_langs):
             for k in range(n_ids):
                 new_id[int(grid[perm[l, k], l])] = f"m{k}"
-        ref = metrics.scores_from_map(s, metrics.PairMasks.of(_relabelled(acts, ids=new_id)))["sads"]
+        ref = metrics.scores_from_map(s, metrics.pair_masks(_relabelled(acts, ids=new_id)))["sads"]
         assert sads[0, b] == pytest.approx(ref, abs=1e-12)
 
 
