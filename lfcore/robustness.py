@@ -1,11 +1,13 @@
 """How robust are key regions? Threshold sweeps, sample stability, and a second selection method (LAPE).
 
-``threshold_sweep`` moves the z cut; ``stability_halves`` compares regions found on disjoint halves of the ids
-(``intersection`` keeps the neurons found every time); ``lape`` (Tang et al. 2024, "Language-Specific Neurons")
-selects neurons by activation-probability entropy and ``lape_overlap`` compares them with the key regions.
+``threshold_sweep`` moves the z cut; ``stability_halves`` compares regions found on disjoint halves of the ids,
+``stability_subsets`` on random subsets of a chosen size, one per seed (``intersection`` keeps the neurons found
+every time); ``lape`` (Tang et al. 2024, "Language-Specific Neurons") selects neurons by activation-probability
+entropy and ``lape_overlap`` compares them with the key regions.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -94,6 +96,27 @@ def stability_halves(acts: Activations, threshold: float = 2.0, seeds: Sequence[
         tables.append(region_jaccard(ka, kb).assign(seed=seed))
     df = pd.concat(tables, ignore_index=True)
     return df[["seed", "lang", "jaccard", "size_a", "size_b", "shared"]], regions
+
+
+def stability_subsets(acts: Activations, threshold: float = 2.0, size: int | None = None,
+                      seeds: Sequence[int] = (0, 1, 2)) -> tuple[pd.DataFrame, list[KeyRegions]]:
+    """Key regions on random id subsets of ``size`` (default half) drawn with each seed; every pair compared.
+
+    Returns (table, regions): one row per seed pair and language (seed_a, seed_b, lang, jaccard,
+    size_a, size_b, shared, shared_ids) and one ``KeyRegions`` per seed.
+    """
+    ids = sorted(acts.ids)
+    size = len(ids) // 2 if size is None else size
+    if not 2 <= size <= len(ids):
+        raise ValueError(f"subset size must be in 2..{len(ids)}, got {size}")
+    subsets = [sorted(np.random.default_rng(s).choice(ids, size, replace=False).tolist()) for s in seeds]
+    regions = [key_regions(acts.select(ids=sub), threshold) for sub in subsets]
+    tables = []
+    for (i, a), (j, b) in itertools.combinations(enumerate(seeds), 2):
+        tables.append(region_jaccard(regions[i], regions[j]).assign(
+            seed_a=a, seed_b=b, shared_ids=len(set(subsets[i]) & set(subsets[j]))))
+    df = pd.concat(tables, ignore_index=True)
+    return df[["seed_a", "seed_b", "lang", "jaccard", "size_a", "size_b", "shared", "shared_ids"]], regions
 
 
 def intersection(regions: Sequence[KeyRegions]) -> dict[str, NeuronSet]:

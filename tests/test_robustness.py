@@ -57,7 +57,7 @@ def test_jaccard_identical_and_disjoint(acts):
         robustness.jaccard(torch.zeros(3, dtype=torch.bool), torch.zeros(4, dtype=torch.bool))
 
 
-def test_stability_halves(acts):
+def test_stability_halves_and_subsets(acts):
     a, b = robustness.split_ids(acts.ids, seed=3)
     assert not set(a) & set(b) and set(a) | set(b) == set(acts.ids) and len(a) == len(b) == 8
     assert robustness.split_ids(acts.ids, seed=3) == (a, b)
@@ -67,6 +67,12 @@ def test_stability_halves(acts):
     for lang, flat in PLANTED.items():  # planted neurons are found on every half, so they survive intersection
         found = robustness.intersection(krs)[lang]
         assert set(flat) <= {layer * acts.width + int(n) for layer, idx in found.items() for n in idx}
+    whole, _ = robustness.stability_subsets(acts, threshold=1.5, size=len(acts.ids), seeds=(0, 1))
+    assert (whole.jaccard == 1.0).all() and (whole.shared_ids == len(acts.ids)).all()  # identical samples
+    sub, krs = robustness.stability_subsets(acts, threshold=1.5, seeds=(0, 1, 2))
+    assert len(sub) == 3 * len(acts.languages) and len(krs) == 3
+    with pytest.raises(ValueError, match="subset size"):
+        robustness.stability_subsets(acts, size=1)
 
 
 def test_intersection_is_inside_every_set(acts):
