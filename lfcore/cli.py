@@ -1,6 +1,5 @@
-"""The ``lfcore`` command line: ``lfcore reproduce PARAMS [--only obs1,obs2] [--out DIR]
-[--executor sequential|local|slurm] [--rehearse]`` (the papermill runner, ``lfcore.runner``), ``lfcore render
-NOTEBOOK.ipynb [-o OUT.html]``, ``lfcore scores MODEL``, ``lfcore estimate PARAMS`` and ``lfcore revisions REPO_ID``.
+"""The ``lfcore`` command line: ``lfcore reproduce PARAMS [--only obs1,obs2] [--executor local]`` (the papermill
+runner, ``lfcore.runner``), ``render NOTEBOOK.ipynb``, ``scores MODEL``, ``estimate PARAMS``, ``revisions REPO_ID``.
 """
 from __future__ import annotations
 
@@ -82,12 +81,12 @@ def revisions(repo_id: str, repo_type: str = "model") -> list[tuple[str, str, st
     except OfflineModeIsEnabled:
         raise ValueError(f"cannot list the revisions of {repo_id}: HF_HUB_OFFLINE is set; unset it on a machine "
                          f"with network") from None
+    except HfHubHTTPError as e:  # an httpx2.HTTPError too: caught first
+        raise ValueError(f"cannot list the revisions of {repo_id} ({repo_type}): "
+                         f"{str(e).splitlines()[0]}") from None
     except (httpx2.HTTPError, OSError) as e:  # huggingface_hub talks through httpx2
         raise ValueError(f"cannot list the revisions of {repo_id}: the hub is unreachable "
                          f"({type(e).__name__}); run this on a machine with network") from None
-    except HfHubHTTPError as e:
-        raise ValueError(f"cannot list the revisions of {repo_id} ({repo_type}): "
-                         f"{str(e).splitlines()[0]}") from None
     rows = [("branch", r.name, r.target_commit) for r in sorted(refs.branches, key=lambda r: _natural(r.name))]
     rows += [("tag", r.name, r.target_commit) for r in sorted(refs.tags, key=lambda r: _natural(r.name))]
     return rows + [("convert", r.ref, r.target_commit) for r in refs.converts]
@@ -105,10 +104,10 @@ def _estimate(args) -> int:
                           f"--executor local|slurm with this cache first")
     table = estimate(load_params(args.params, check=False), records)
     print(f"Based on {len(records)} job records in {args.cache_dir} (measured on "
-          f"{', '.join(sorted({r['device'] for r in records}))}): per step "
-          f"kind, the median load seconds per parameter and compute seconds per parameter per work unit, scaled "
-          f"linearly to each model's parameter count (ModelSpec.params or a record of the model) and work units, "
-          f"times the GPUs the job asks for. Rates measured on one device type hold for that type only.")
+          f"{', '.join(sorted({r['device'] for r in records}))}): per step kind, the median load seconds per "
+          f"parameter and compute seconds per parameter per work unit, scaled linearly to each model's parameter "
+          f"count (ModelSpec.params or a record of the model) and work units, times the GPUs the job asks for. "
+          f"Rates measured on one device type hold for that type only.")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(f"total: {table.gpu_hours.sum():.3g} GPU-hours" + (" (rows without a parameter count or a record of "
           "their kind are left out: NaN)" if table.gpu_hours.isna().any() else ""))
@@ -141,15 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--cache-dir", help="result cache (default: $LFCORE_CACHE/results, else <out>/cache)")
     r.add_argument("--force", action="store_true", help="execute notebooks whose inputs are unchanged since their "
                    "last successful run (default: keep that run)")
-    r.add_argument("--rehearse", action="store_true", help="run the params file unchanged against a local offline "
-                   "hub of tiny random models and datasets under the ids and revisions it names (reports go to "
-                   "reports/<stem>-rehearsal): a mistake that would fail on the cluster fails here first")
+    r.add_argument("--rehearse", action="store_true", help="run against a local offline hub of tiny random models and "
+                   "datasets under the ids and revisions the file names (reports in reports/<stem>-rehearsal)")
     r.add_argument("--threads", type=_at_least(1), help="CPU threads per notebook kernel (default: torch's choice; "
                    "1 on a CPU shared with other busy processes)")
     r.add_argument("--executor", choices=["sequential", "local", "slurm"], default="sequential",
-                   help="sequential: the notebooks compute every step (default); local or slurm: first run the "
-                   "expensive steps of every model as jobs (worker processes here, or SLURM jobs with the params' "
-                   "resources), then execute the notebooks on the filled cache")
+                   help="sequential (default): the notebooks compute every step; local or slurm: first run each model's "
+                   "expensive steps as jobs (worker processes, or SLURM jobs with the params' resources)")
     r.add_argument("--retries", type=_at_least(0), default=1, help="resubmit a failed job this many times (default 1)")
     r.add_argument("--max-jobs", type=_at_least(1), help="at most this many jobs submitted at a time (default: all; "
                    "with --executor local, the worker processes this machine's memory and GPUs can hold)")

@@ -57,11 +57,9 @@ def _fixed(path: str, revision: str | None) -> bool:
 
 def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
     """A digest of everything an executed notebook depends on: its source, its parameters, lfcore's files, the
-    versions of the libraries that compute, and the size and time of every local file the parameters name.
-
-    None when an input can change without the digest seeing it: a hub model or tokenizer without a pinned commit (a
-    40-hex ``revision``) or a hub dataset; such notebooks always execute (their steps still use the cache).
-    """
+    versions of the libraries that compute, and the size and time of every local file the parameters name. None
+    when an input can change unseen (a hub model or tokenizer without a pinned 40-hex revision, a hub dataset):
+    such notebooks always execute (their steps still use the cache)."""
     files, hub = [], []
 
     def walk(v):
@@ -143,12 +141,11 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
     (``OMP_NUM_THREADS``; 1 avoids stalls on a busy shared CPU). A failing notebook does not stop the others; its
     ``NotebookRun.error`` says which cell failed and where the executed notebook is.
 
-    A notebook whose inputs (``inputs_digest``) match its last successful run in ``out`` is kept, not executed
-    (``force`` re-executes). ``<out>/runs.json`` and the index are rewritten as each notebook starts (its old record
-    dropped) and finishes, so an interrupted call never leaves a record describing other files. Each notebook keeps
-    the params file it was executed with as ``<stem>/params.yaml``. The cache is checked writable (``CacheError``)
-    and ``out`` held (``lock.hold_folder``: a second call into it meanwhile raises ``FolderBusy``) before the first
-    notebook.
+    A notebook whose inputs (``inputs_digest``) match its last successful run in ``out`` is kept (``force``
+    re-executes). ``<out>/runs.json`` and the index drop a notebook's record as it starts and add it as it
+    finishes, so an interrupted call never leaves a record describing other files; ``<stem>/params.yaml`` is the
+    params file it was executed with. Before the first notebook the cache is checked writable (``CacheError``) and
+    ``out`` held (``lock.hold_folder``: a second call into it raises ``FolderBusy``).
 
     ``executor`` "local" (worker processes) or "slurm" first runs the expensive steps of every model as jobs
     (``jobs.run_jobs``: at most ``max_jobs`` at a time, logs in ``<out>/jobs``, a failed job retried ``retries``
@@ -162,8 +159,7 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
                           "checkout of the repository, with lfcore installed from it (pip install -e .)")
     p = load_params(params_file)
     keys = list(only or p.notebooks)
-    unknown = [k for k in keys if k not in NOTEBOOKS]
-    if unknown:
+    if unknown := [k for k in keys if k not in NOTEBOOKS]:
         raise ParamsError(f"unknown notebook(s) {unknown}; known: {', '.join(NOTEBOOKS)}")
     out = Path(out or Path("reports") / params_file.stem).resolve()
     cache = Path(cache or cache_dir(out)).resolve()
@@ -185,10 +181,9 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
 
 def rehearse(params_file: str | Path, only: list[str] | None = None, out: str | Path | None = None,
              threads: int | None = None, log=print) -> list[NotebookRun]:
-    """``reproduce`` a params file unchanged against a local, offline stand-in for the hub (``lfcore.rehearse``):
-    tiny random models and datasets under the ids and revisions it names, a tiny Bible corpus at its paths, all in
-    a temporary folder removed afterwards. Reports go to ``out`` (default ``reports/<stem>-rehearsal``). CLI:
-    ``lfcore reproduce params/paper_llama2.yaml --rehearse``."""
+    """``reproduce`` a params file unchanged against a local, offline stand-in for the hub (``lfcore.rehearse``) in
+    a temporary folder; reports go to ``out`` (default ``reports/<stem>-rehearsal``). CLI: ``lfcore reproduce
+    params/paper_llama2.yaml --rehearse``."""
     params_file = Path(params_file)
     out = Path(out or Path("reports") / f"{params_file.stem}-rehearsal")
     with tempfile.TemporaryDirectory(prefix="lfcore-rehearse-") as tmp:
