@@ -93,7 +93,8 @@ def revisions(repo_id: str, repo_type: str = "model") -> list[tuple[str, str, st
 
 
 def _revisions(args) -> int:
-    print("\n".join(f"{kind:8} {name:40} {commit}" for kind, name, commit in revisions(args.repo, args.repo_type)))
+    for kind, name, commit in revisions(args.repo, args.repo_type):
+        print(f"{kind:8} {name:40} {commit}")
     return 0
 
 

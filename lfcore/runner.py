@@ -87,7 +87,8 @@ def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
 
 
 def _portable(v):
-    """Parameters with every absolute path relative to the repository root (``params.repo_path`` resolves it)."""
+    """Parameters with every absolute path made relative to the repository root (``params.repo_path`` resolves
+    them back), so an executed notebook carries no absolute path of the machine that made it."""
     if isinstance(v, dict):
         return {k: _portable(x) for k, x in v.items()}
     if isinstance(v, list):
