@@ -169,8 +169,7 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
     except OSError as e:
         raise ParamsError(f"--out {out}: cannot create the output folder ({type(e).__name__}: {e})") from None
     Cache(cache).check_writable("activations")  # a cache that cannot take results stops the run before it starts
-    # inherited by the kernels; progress bars mean nothing in a report
-    env = {RUNNER_ENV: "1", "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    env = {RUNNER_ENV: "1", "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # the kernels inherit these
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with mock.patch.dict(os.environ, env), hold_folder(out):
