@@ -1,6 +1,5 @@
-"""The ``lfcore`` command line: ``lfcore reproduce PARAMS [--only obs1,obs2] [--out DIR]
-[--executor sequential|local|slurm] [--rehearse]`` (the papermill runner, ``lfcore.runner``), ``lfcore render
-NOTEBOOK.ipynb [-o OUT.html]``, ``lfcore scores MODEL``, ``lfcore estimate PARAMS`` and ``lfcore revisions REPO_ID``.
+"""The ``lfcore`` command line: ``lfcore reproduce PARAMS [--only obs1,obs2] [--executor local]`` (the papermill
+runner, ``lfcore.runner``), ``render NOTEBOOK.ipynb``, ``scores MODEL``, ``estimate PARAMS``, ``revisions REPO_ID``.
 """
 from __future__ import annotations
 
@@ -82,12 +81,12 @@ def revisions(repo_id: str, repo_type: str = "model") -> list[tuple[str, str, st
     except OfflineModeIsEnabled:
         raise ValueError(f"cannot list the revisions of {repo_id}: HF_HUB_OFFLINE is set; unset it on a machine "
                          f"with network") from None
+    except HfHubHTTPError as e:  # an httpx2.HTTPError too: caught first
+        raise ValueError(f"cannot list the revisions of {repo_id} ({repo_type}): "
+                         f"{str(e).splitlines()[0]}") from None
     except (httpx2.HTTPError, OSError) as e:  # huggingface_hub talks through httpx2
         raise ValueError(f"cannot list the revisions of {repo_id}: the hub is unreachable "
                          f"({type(e).__name__}); run this on a machine with network") from None
-    except HfHubHTTPError as e:
-        raise ValueError(f"cannot list the revisions of {repo_id} ({repo_type}): "
-                         f"{str(e).splitlines()[0]}") from None
     rows = [("branch", r.name, r.target_commit) for r in sorted(refs.branches, key=lambda r: _natural(r.name))]
     rows += [("tag", r.name, r.target_commit) for r in sorted(refs.tags, key=lambda r: _natural(r.name))]
     return rows + [("convert", r.ref, r.target_commit) for r in refs.converts]
@@ -105,15 +104,29 @@ def _estimate(args) -> int:
         raise ParamsError(f"no job records in {Path(args.cache_dir) / 'jobs'}: run lfcore reproduce PARAMS "
                           f"--executor local|slurm with this cache first")
     table = estimate(load_params(args.params, check=False), records)
-    devices = sorted({r["device"] for r in records})
-    print(f"Based on {len(records)} job records in {args.cache_dir} (measured on {', '.join(devices)}): per step "
-          f"kind, the median load seconds per parameter and compute seconds per parameter per work unit, scaled "
-          f"linearly to each model's parameter count (ModelSpec.params or a record of the model) and work units, "
-          f"times the GPUs the job asks for. Rates measured on one device type hold for that type only.")
+    print(f"Based on {len(records)} job records in {args.cache_dir} (measured on "
+          f"{', '.join(sorted({r['device'] for r in records}))}): per step kind, the median load seconds per "
+          f"parameter and compute seconds per parameter per work unit, scaled linearly to each model's parameter "
+          f"count (ModelSpec.params or a record of the model) and work units, times the GPUs the job asks for. "
+          f"Rates measured on one device type hold for that type only.")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     print(f"total: {table.gpu_hours.sum():.3g} GPU-hours" + (" (rows without a parameter count or a record of "
           "their kind are left out: NaN)" if table.gpu_hours.isna().any() else ""))
     return 0
+
+
+def _reproduce(args) -> int:
+    stems = {v[0]: k for k, v in NOTEBOOKS.items()}
+    only = [stems.get(k.strip(), k.strip()) for k in args.only.split(",")] if args.only else None
+    if args.rehearse:
+        runs = rehearse(args.params, only=only, out=args.out, threads=args.threads)
+    else:
+        runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
+                         force=args.force, executor=args.executor, retries=args.retries, max_jobs=args.max_jobs)
+    failed = [r for r in runs if r.status != "ok"]
+    for r in failed:
+        print(f"lfcore: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,23 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--cache-dir", help="result cache (default: $LFCORE_CACHE/results, else <out>/cache)")
     r.add_argument("--force", action="store_true", help="execute notebooks whose inputs are unchanged since their "
                    "last successful run (default: keep that run)")
-    r.add_argument("--rehearse", action="store_true", help="run the params file unchanged against a local offline "
-                   "hub of tiny random models and datasets under the ids and revisions it names (reports go to "
-                   "reports/<stem>-rehearsal): a mistake that would fail on the cluster fails here first")
+    r.add_argument("--rehearse", action="store_true", help="run against a local offline hub of tiny random models and "
+                   "datasets under the ids and revisions the file names (reports in reports/<stem>-rehearsal)")
     r.add_argument("--threads", type=_at_least(1), help="CPU threads per notebook kernel (default: torch's choice; "
                    "1 on a CPU shared with other busy processes)")
+    r.add_argument("--executor", choices=["sequential", "local", "slurm"], default="sequential",
+                   help="sequential (default): the notebooks compute every step; local or slurm: first run each model's "
+                   "expensive steps as jobs (worker processes, or SLURM jobs with the params' resources)")
+    r.add_argument("--retries", type=_at_least(0), default=1, help="resubmit a failed job this many times (default 1)")
+    r.add_argument("--max-jobs", type=_at_least(1), help="at most this many jobs submitted at a time (default: all; "
+                   "with --executor local, the worker processes this machine's memory and GPUs can hold)")
     h = sub.add_parser("render", help="an executed notebook as a self-contained offline HTML page (plotly.js "
                        "embedded once, no external requests)")
     h.add_argument("notebook", help="executed .ipynb, e.g. from papermill")
     h.add_argument("-o", "--output", help="HTML file (default: the notebook's path with .html)")
     h.add_argument("--title", default="", help="title shown in the page's top bar")
-    r.add_argument("--executor", choices=["sequential", "local", "slurm"], default="sequential",
-                   help="sequential: the notebooks compute every step (default); local or slurm: first run the "
-                   "expensive steps of every model as jobs (worker processes here, or SLURM jobs with the params' "
-                   "resources), then execute the notebooks on the filled cache")
-    r.add_argument("--retries", type=_at_least(0), default=1, help="resubmit a failed job this many times (default 1)")
-    r.add_argument("--max-jobs", type=_at_least(1), help="at most this many jobs submitted at a time (default: all; with "
-                   "--executor local, the worker processes this machine's memory and GPUs can hold)")
     e = sub.add_parser("estimate", help="GPU-hours of the jobs of a params file, scaled from the job records "
                        "(measured wall times) in a result cache")
     e.add_argument("params", help="params YAML file to estimate, e.g. params/paper_bloom_checkpoints.yaml")
@@ -172,23 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     for p in (r, s, h, v, e):
         p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
+    commands = {"reproduce": _reproduce, "render": _render, "scores": _scores, "estimate": _estimate,
+                "revisions": _revisions}
     try:
-        if args.command == "scores":
-            return _scores(args)
-        if args.command == "render":
-            return _render(args)
-        if args.command == "revisions":
-            return _revisions(args)
-        if args.command == "estimate":
-            return _estimate(args)
-        stems = {v[0]: k for k, v in NOTEBOOKS.items()}
-        only = [stems.get(k.strip(), k.strip()) for k in args.only.split(",")] if args.only else None
-        if args.rehearse:
-            runs = rehearse(args.params, only=only, out=args.out, threads=args.threads)
-        else:
-            runs = reproduce(args.params, only=only, out=args.out, cache=args.cache_dir, threads=args.threads,
-                             force=args.force, executor=args.executor, retries=args.retries,
-                             max_jobs=args.max_jobs)
+        return commands[args.command](args)
     except (ValueError, OSError, LookupError, CacheError, FolderBusy, KeyboardInterrupt) as e:
         if args.debug:
             raise
@@ -201,10 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     except JobsFailed as e:
         print(f"lfcore: {e}", file=sys.stderr)
         return 1
-    failed = [r for r in runs if r.status != "ok"]
-    for r in failed:
-        print(f"lfcore: {r.error}", file=sys.stderr)
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,14 +1,11 @@
-"""Fan the expensive steps of a params file out as independent jobs (SLURM, or local worker processes, through
-submitit), so that the notebooks then read every result from the step cache.
+"""Fan the expensive steps of a params file out as jobs (SLURM, or local worker processes, through submitit), so
+that the notebooks then read every result from the step cache.
 
-``plan(p)`` derives the jobs from the params: one per model and step kind. ``capture``: the activations and what
-the notebooks compute from them through the cache (score intervals, the first-token recapture, LAPE, obs6's
-steering and patching); ``deactivation``: Table 1/4 and the generations under the same neuron sets;
-``accuracy``: the lm-eval task. A job (``run_step``) calls the ``lfcore.steps`` functions the notebooks call,
-with the same arguments, so it fills exactly the keys a notebook asks for; two jobs needing one key meet at
-its lock (``cache.Cache.lock``). Each finished job writes a record, ``<cache>/jobs/<step id>.json`` (wall
-time, GPUs, parameter count, work units, cache hits and misses); a rerun submits only the steps without one.
-``estimate`` scales the recorded costs to other params.
+``plan(p)`` derives the jobs: one per model and step kind (``capture``: the activations and what the notebooks
+compute from them; ``deactivation``: Table 1/4 and the generations; ``accuracy``: the lm-eval task). A job
+(``run_step``) calls the ``lfcore.steps`` functions the notebooks call, with the same arguments, so it fills exactly
+the keys they ask for; two jobs needing one key meet at its lock (``Cache.lock``). Each finished job writes a record,
+``<cache>/jobs/<step id>.json``; a rerun submits only the steps without one. ``estimate`` scales recorded costs.
 """
 from __future__ import annotations
 
@@ -21,7 +18,6 @@ from pathlib import Path
 import pandas as pd
 import submitit
 import torch
-from pydantic import BaseModel
 
 from .cache import Cache, atomic_write, code_digest, make_key
 from .diagnostics import exclusion_table
@@ -32,9 +28,8 @@ from .steps import (activations, first_token_effect, generations, held_out_promp
                     steering_generations, steering_perplexity, task_accuracy, without_dominant)
 
 # What each notebook asks of the cache: the params section naming its models, the parts every model needs per
-# step kind, and the parts only its first model needs. Kept in step with the notebooks by the test that runs
-# them after the jobs and finds no cache miss (tests/test_jobs.py).
-NEEDS: dict[str, tuple[str, dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]] = {
+# step kind, and the parts only its first model needs (tests/test_jobs.py finds no cache miss after the jobs).
+NEEDS = {
     "obs1": ("model", {"capture": ("intervals", "intervals_clean", "first_token")}, {}),
     "obs2": ("model", {"capture": ("lape",), "deactivation": ("table", "generations")}, {}),
     "obs3": ("checkpoints", {"capture": ("series_intervals",)}, {}),
@@ -44,7 +39,7 @@ NEEDS: dict[str, tuple[str, dict[str, tuple[str, ...]], dict[str, tuple[str, ...
     "appendix": ("family", {"capture": ("series_intervals",), "accuracy": ("accuracy",)},
                  {"capture": ("intervals",), "deactivation": ("table",)}),
 }
-# the params sections a step kind reads (with the model and lfcore's code, they make the step id)
+# the params sections a step kind reads
 READS = {"capture": ("languages", "corpus", "capture", "regions", "uncertainty", "diagnostics", "robustness",
                      "perplexity", "steering"),
          "deactivation": ("languages", "corpus", "capture", "regions", "perplexity", "generation"),
@@ -55,8 +50,7 @@ TASK_DOCS = {"xcopa_xl": 500, "xstorycloze_xl": 1511}  # documents per language 
 @dataclass
 class Step:
     """One job: a step ``kind`` ("capture", "deactivation" or "accuracy") of one model, the ``parts`` it computes
-    beyond the kind's main result, the notebooks that read it, the resources it asks for, and its content ``id``
-    (kind, model, parts, the params sections it reads and lfcore's code)."""
+    beyond the kind's main result, the notebooks that read it, its resources and its content ``id``."""
 
     kind: str
     model: ModelSpec
@@ -77,8 +71,8 @@ def _identity(m: ModelSpec) -> tuple:
 
 def plan(p: Params, notebooks: list[str] | None = None) -> list[Step]:
     """The jobs that fill every cache entry the notebooks (default: ``p.notebooks``) ask for: one per model and
-    step kind, a model shared by notebooks (say the main model and the first of the family) counted once.
-
+    step kind, a model shared by notebooks counted once. A step's ``id`` hashes its kind, model, parts, the
+    params sections it reads (``READS``) and lfcore's code.
     Usage: ``for s in plan(load_params("params/smoke.yaml")): print(s.name, s.parts)``."""
     steps: dict[tuple, Step] = {}
     for nb in notebooks or p.notebooks:
@@ -93,12 +87,8 @@ def plan(p: Params, notebooks: list[str] | None = None) -> list[Step]:
                     s.resources = m.resources
     for s in steps.values():
         s.id = make_key(kind=s.kind, model=_identity(s.model), parts=s.parts, code=code_digest("."),
-                        **{name: _plain(getattr(p, name)) for name in READS[s.kind]})
+                        **p.model_dump(include=set(READS[s.kind])))
     return list(steps.values())
-
-
-def _plain(v):
-    return v.model_dump() if isinstance(v, BaseModel) else v
 
 
 def record_path(cache: str | Path, step_id: str) -> Path:
@@ -106,9 +96,9 @@ def record_path(cache: str | Path, step_id: str) -> Path:
 
 
 def work_units(kind: str, p: Params) -> float:
-    """The size of a step's work from the params alone, the quantity its cost is scaled by in ``estimate``:
-    capture: sentences x languages x max_length (token slots); deactivation: languages x conditions (full model,
-    each language's region, a random set) x tokens per language; accuracy: languages x documents."""
+    """The size of a step's work from the params alone, what ``estimate`` scales its cost by: capture: sentences x
+    languages x max_length; deactivation: languages x (languages + 2) conditions x tokens; accuracy: languages x
+    documents."""
     langs = len(p.languages)
     if kind == "capture":
         return p.corpus.n * langs * p.capture.max_length
@@ -159,7 +149,8 @@ def run_step(step: Step, p: Params, cache: str) -> dict:
         task_accuracy(lm, p.accuracy, rc)
     record = {"id": step.id, "kind": step.kind, "model": label(step.model), "spec": step.model.spec,
               "revision": step.model.revision, "parts": list(step.parts), "notebooks": list(step.notebooks),
-              "seconds": round(time.time() - start, 3), "load_seconds": round(loaded - start, 3), "gpus": torch.cuda.device_count(),
+              "seconds": round(time.time() - start, 3), "load_seconds": round(loaded - start, 3),
+              "gpus": torch.cuda.device_count(),
               "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
               "n_params": sum(x.numel() for x in lm.model.parameters()), "work": work_units(step.kind, p),
               "cache": rc.summary(), "host": socket.gethostname(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -173,8 +164,7 @@ class JobsFailed(RuntimeError):
 
 
 def _parameters(s: Step, cluster: str) -> dict:
-    """submitit ``update_parameters`` for a step (generic names; the partition only on SLURM). Steps of one kind
-    with the same resources get the same parameters, so they go out as one SLURM array."""
+    """submitit ``update_parameters`` for a step (the partition only on SLURM): one array per kind and resources."""
     r = s.resources
     params = dict(name=f"lfcore-{s.kind}", nodes=1, tasks_per_node=1, gpus_per_node=r.gpus,
                   cpus_per_task=r.cpus, mem_gb=r.mem_gb, timeout_min=r.time_min)
@@ -193,14 +183,12 @@ def run_jobs(p: Params, cache: str | Path, folder: str | Path, cluster: str = "s
              notebooks: list[str] | None = None, retries: int = 1, max_jobs: int | None = None,
              poll_s: float | None = None, log=print) -> list[dict]:
     """Submit every planned step without a record in ``cache`` as a job (``cluster``: "slurm" or "local"), at most
-    ``max_jobs`` at a time (None: all at once), log progress (done, running, pending, failed) until all end,
-    resubmit a failed job up to ``retries`` times, and return the new records. Raises ``JobsFailed`` naming each
-    failed job's model, step and log files.
-
-    ``folder`` keeps submitit's pickles and logs (``<folder>/<job id>_0_log.err``); on SLURM both it and ``cache``
-    must be on a filesystem the compute nodes share. ``poll_s``: seconds between state checks (default 2 locally,
-    30 on SLURM, whose accounting should not be asked more often).
+    ``max_jobs`` at a time (None: all at once), log progress until all end, resubmit a failed job up to ``retries``
+    times, and return the new records; raise ``JobsFailed`` naming each failed job's model, step and log files.
     Usage: ``run_jobs(p, "reports/x/cache", "reports/x/jobs", "slurm")``.
+
+    ``folder`` keeps submitit's pickles and logs; on SLURM it and ``cache`` must be on a filesystem the compute
+    nodes share. ``poll_s``: seconds between state checks (default 2 locally, 30 on SLURM, to spare its accounting).
     """
     poll_s = poll_s or (2.0 if cluster == "local" else 30.0)
     steps = plan(p, notebooks)
@@ -209,17 +197,6 @@ def run_jobs(p: Params, cache: str | Path, folder: str | Path, cluster: str = "s
         f", {len(todo)} to submit ({cluster})")
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     live, waiting, attempts = {}, list(todo), {s.id: 1 for s in todo}
-
-    def submit(batch: list[Step]) -> None:
-        groups: dict[str, list[Step]] = {}
-        for s in batch:  # one array job per step kind and set of resources
-            groups.setdefault(json.dumps(_parameters(s, cluster), sort_keys=True), []).append(s)
-        for group in groups.values():
-            executor.update_parameters(**_parameters(group[0], cluster))
-            with executor.batch():
-                jobs = [executor.submit(run_step, s, p, str(cache)) for s in group]
-            live.update({s.id: (s, job) for s, job in zip(group, jobs)})
-
     records, failures, last = [], [], None
     while live or waiting:
         for sid, (s, job) in list(live.items()):
@@ -236,7 +213,14 @@ def run_jobs(p: Params, cache: str | Path, folder: str | Path, cluster: str = "s
             else:
                 failures.append(_failure(s, job, err, attempts[sid]))
         free = len(waiting) if max_jobs is None else max(0, max_jobs - len(live))
-        submit(waiting[:free])
+        groups: dict[str, list[Step]] = {}
+        for s in waiting[:free]:  # one array job per step kind and set of resources
+            groups.setdefault(json.dumps(_parameters(s, cluster), sort_keys=True), []).append(s)
+        for group in groups.values():
+            executor.update_parameters(**_parameters(group[0], cluster))
+            with executor.batch():
+                jobs = [executor.submit(run_step, s, p, str(cache)) for s in group]
+            live.update({s.id: (s, job) for s, job in zip(group, jobs)})
         waiting = waiting[free:]
         states = [job.state for _, job in live.values()]
         pending = sum(st in ("PENDING", "REQUEUED", "READY", "CONFIGURING") for st in states) + len(waiting)
@@ -258,15 +242,13 @@ def read_records(cache: str | Path) -> list[dict]:
 
 
 def estimate(p: Params, records: list[dict], notebooks: list[str] | None = None) -> pd.DataFrame:
-    """GPU-hours of every planned step of ``p``, scaled from measured job ``records`` (``read_records``).
+    """GPU-hours of every planned step of ``p``, scaled from measured job ``records`` (``read_records``): one row
+    per step, with how many records its rates come from.
 
-    Per step kind, two rates are the medians over records: loading, in wall seconds per parameter, and computing
-    (the rest of the job), in wall seconds per parameter per work unit (``work_units``). A step's estimate is
-    (load rate + compute rate x its work units) x its model's parameter count (``ModelSpec.params``, else a record
-    of the same model) x the GPUs it asks for (``device_map`` runs the layers one GPU after another, so a job
-    holds all its GPUs for its whole wall time). Linear in parameters and work: a guide to the
-    order of magnitude, only as good as the records are close to the target (same GPU type, batches that fill
-    it). One row per step, with how many records its rate comes from."""
+    Per step kind, the median load rate (wall seconds per parameter) and compute rate (the rest, per parameter per
+    ``work_units``); a step's estimate is (load rate + compute rate x work) x its model's parameter count
+    (``ModelSpec.params``, else a record of the model) x its GPUs (``device_map`` holds them all for the whole
+    job). Linear: an order of magnitude, only as good as the records match the target (GPU type, full batches)."""
     rates: dict[str, list[tuple[float, float]]] = {}
     sizes: dict[tuple, int] = {}
     for r in records:

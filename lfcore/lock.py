@@ -1,6 +1,5 @@
-"""One run per output folder: ``hold_folder`` makes a second ``lfcore reproduce`` into the same ``--out``
-refuse to start (naming the run that holds it) instead of the two overwriting each other's notebooks and
-kernel files."""
+"""One run per output folder: a second ``lfcore reproduce`` into the same ``--out`` refuses to start, naming the
+run that holds it, instead of the two overwriting each other's notebooks and kernel files."""
 from __future__ import annotations
 
 import contextlib
@@ -21,12 +20,10 @@ class FolderBusy(RuntimeError):
 
 @contextlib.contextmanager
 def hold_folder(out: Path):
-    """Hold ``out`` for this process for the length of a block; raise ``FolderBusy`` naming the pid of the run
-    that holds it. Usage: ``with hold_folder(Path("reports/default")): ...``.
-
-    The lock (``<out>/.lfcore.lock``, filelock: an OS lock) is released by the OS when its process ends, so a
-    killed run never leaves a stale lock behind; ``<out>/.lfcore.lock.json`` says who holds it.
-    """
+    """Hold ``out`` for this process for the length of a block, or raise ``FolderBusy`` naming the pid of the run
+    that holds it: ``with hold_folder(Path("reports/default")): ...``. The OS releases the lock (``<out>/.lfcore.lock``,
+    a filelock) when its process ends, so a killed run leaves none behind; ``<out>/.lfcore.lock.json`` says who holds
+    it."""
     lock, who = filelock.FileLock(out / ".lfcore.lock"), out / ".lfcore.lock.json"
     try:
         lock.acquire(timeout=0)

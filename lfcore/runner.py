@@ -1,14 +1,10 @@
-"""The papermill runner.
-
-``reproduce(params_file)`` executes each notebook's jupytext source with papermill, injecting its sections of
-the params file, and writes the executed ``.ipynb``, a self-contained offline HTML report and ``index.html``
-linking every report, table and figure. With ``executor`` "local" or "slurm" the expensive steps first run as
-jobs (``lfcore.jobs``) and the notebooks then read them from the cache. The command line (``lfcore reproduce
-PARAMS`` and the rest) is ``lfcore.cli``.
+"""The papermill runner: ``reproduce(params_file)`` executes each notebook's jupytext source with papermill,
+injecting its sections of the params file, and writes the executed ``.ipynb``, an offline HTML report and
+``index.html`` linking every report, table and figure. With ``executor`` "local" or "slurm" the expensive steps
+first run as jobs (``lfcore.jobs``). The command line is ``lfcore.cli``.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import html
 import json
@@ -20,8 +16,10 @@ import time
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
+from unittest import mock
 
 import torch
+from jupyter_client.manager import AsyncKernelManager
 
 from . import __version__
 from .cache import Cache, atomic_write, code_digest, make_key
@@ -52,41 +50,32 @@ class NotebookRun:
     reused: bool = False  # this call found the same inputs already executed and kept that run
 
 
-def _file_state(path: Path) -> list:
-    """Name, size and modification time of a file, or of every file under a folder."""
-    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+def _fixed(path: str, revision: str | None) -> bool:
+    """A local path, or a hub id pinned to a commit (40 hex digits)."""
+    return Path(path).is_absolute() or bool(re.fullmatch(r"[0-9a-f]{40}", revision or ""))
 
 
 def inputs_digest(notebook_source: str, parameters: dict) -> str | None:
     """A digest of everything an executed notebook depends on: its source, its parameters, lfcore's files, the
-    versions of the libraries that compute, and the size and time of every local file the parameters name.
-
-    None when an input can change without the digest seeing it: a hub model or tokenizer without a pinned commit (a
-    40-hex ``revision``) or a hub dataset; such notebooks always execute (their steps still use the cache).
-    """
+    versions of the libraries that compute, and the size and time of every local file the parameters name. None
+    when an input can change unseen (a hub model or tokenizer without a pinned 40-hex revision, a hub dataset):
+    such notebooks always execute (their steps still use the cache)."""
     files, hub = [], []
 
     def walk(v):
-        if isinstance(v, dict):
-            if "spec" in v and "revision" in v:  # a ModelSpec
-                spec, rev = v["spec"], v["revision"] or ""
-                if not (spec in BUNDLED or spec.startswith("tiny:") or Path(spec).is_absolute()
-                        or re.fullmatch(r"[0-9a-f]{40}", rev)):
-                    hub.append(spec)
-                tok, tok_rev = v.get("tokenizer"), v.get("tokenizer_revision") or ""
-                if tok and not (Path(tok).is_absolute() or re.fullmatch(r"[0-9a-f]{40}", tok_rev)):
-                    hub.append(tok)  # a hub tokenizer without a pinned commit
-            for x in v.values():
+        if isinstance(v, dict) and "spec" in v and "revision" in v:  # a ModelSpec
+            if not (v["spec"] in BUNDLED or v["spec"].startswith("tiny:") or _fixed(v["spec"], v["revision"])):
+                hub.append(v["spec"])
+            if v.get("tokenizer") and not _fixed(v["tokenizer"], v.get("tokenizer_revision")):
+                hub.append(v["tokenizer"])
+        if isinstance(v, (dict, list)):
+            for x in v.values() if isinstance(v, dict) else v:
                 walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-        elif isinstance(v, str):
-            if v.startswith("hf:"):
-                hub.append(v)
-            elif Path(v).is_absolute() and Path(v).exists():
-                files.extend(_file_state(Path(v)))
+        elif isinstance(v, str) and v.startswith("hf:"):
+            hub.append(v)
+        elif isinstance(v, str) and Path(v).is_absolute() and Path(v).exists():
+            found = sorted(f for f in Path(v).rglob("*") if f.is_file()) if Path(v).is_dir() else [Path(v)]
+            files.extend([str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in found)
 
     sections = {k: v for k, v in parameters.items() if k not in ("out_dir", "cache_dir")}  # where, not what
     walk(sections)
@@ -108,9 +97,7 @@ def _portable(v):
 
 
 def _name_paths(ipynb: Path, stem: str) -> None:
-    """Papermill's record of the input and output in an executed notebook, by repository path and file name
-    (papermill stores the whole input notebook and the output's absolute path), and every path under the
-    repository in the outputs (a warning's or traceback's file name) made relative to its root."""
+    """Make papermill's input and output record, and every repository path in the outputs, relative."""
     if not ipynb.exists():
         return
     nb = json.loads(ipynb.read_text(encoding="utf-8").replace(str(ROOT) + os.sep, ""))
@@ -119,16 +106,11 @@ def _name_paths(ipynb: Path, stem: str) -> None:
     atomic_write(ipynb, json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def _ipc_kernel_manager():
-    """A kernel manager whose kernels listen on local IPC sockets (files private to this user) instead of TCP
-    ports, which any local user could reach (ipykernel warns about that)."""
-    from jupyter_client.manager import AsyncKernelManager
+class _IPCKernelManager(AsyncKernelManager):
+    """Kernels on local IPC sockets (files private to this user), not TCP ports any local user could reach."""
 
-    class IPCKernelManager(AsyncKernelManager):
-        def __init__(self, **kw):
-            super().__init__(transport="ipc", **kw)
-
-    return IPCKernelManager
+    def __init__(self, **kw):
+        super().__init__(transport="ipc", **kw)
 
 
 def _failure(stem: str, err: Exception, ipynb: Path, html_path: Path) -> str:
@@ -143,19 +125,10 @@ def _failure(stem: str, err: Exception, ipynb: Path, html_path: Path) -> str:
             f"\n  rendered: {html_path}")
 
 
-@contextlib.contextmanager
-def _environ(**values):
-    """Set environment variables (inherited by the kernels papermill starts) for the length of a block."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update({k: str(v) for k, v in values.items() if v is not None})
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def _children_cpu() -> float:
+    """CPU seconds (user + system) used so far by finished child processes, e.g. notebook kernels."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def reproduce(params_file: str | Path, only: list[str] | None = None, out: str | Path | None = None,
@@ -165,18 +138,15 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
     """Execute the notebooks of a params file with papermill and render their HTML reports and the index.
 
     ``only`` restricts to notebook keys (default: the file's ``notebooks``); ``out`` defaults to
-    ``reports/<params stem>``; ``cache`` to ``cache_dir(out)``; ``threads`` caps the CPU threads of each
-    kernel (``OMP_NUM_THREADS``; 1 avoids stalls on a CPU shared with other busy processes). A failing
-    notebook does not stop the others; its ``NotebookRun.error`` says which cell failed and where the
-    executed notebook is.
+    ``reports/<params stem>``; ``cache`` to ``cache_dir(out)``; ``threads`` caps the CPU threads of each kernel
+    (``OMP_NUM_THREADS``; 1 avoids stalls on a busy shared CPU). A failing notebook does not stop the others; its
+    ``NotebookRun.error`` says which cell failed and where the executed notebook is.
 
-    A notebook whose inputs (``inputs_digest``) match its last successful run in ``out`` is not executed again:
-    that run is kept and the index rewritten (``force`` re-executes). Other notebooks still reuse every cached
-    step whose own inputs are unchanged. ``<out>/runs.json`` and the index are rewritten as each notebook starts
-    (its old record dropped) and finishes (its new record added), so an interrupted call never leaves a record
-    that describes other files. Each notebook keeps the params file it was executed with as ``<stem>/params.yaml``.
-    Before the first notebook the cache is checked writable (``CacheError``) and ``out`` is held for this call
-    (``lock.hold_folder``): a second call into the same ``out`` meanwhile raises ``FolderBusy``.
+    A notebook whose inputs (``inputs_digest``) match its last successful run in ``out`` is kept (``force``
+    re-executes). ``<out>/runs.json`` and the index drop a notebook's record as it starts and add it as it
+    finishes, so an interrupted call never leaves a record describing other files; ``<stem>/params.yaml`` is the
+    params file it was executed with. Before the first notebook the cache is checked writable (``CacheError``) and
+    ``out`` held (``lock.hold_folder``: a second call into it raises ``FolderBusy``).
 
     ``executor`` "local" (worker processes) or "slurm" first runs the expensive steps of every model as jobs
     (``jobs.run_jobs``: at most ``max_jobs`` at a time, logs in ``<out>/jobs``, a failed job retried ``retries``
@@ -184,36 +154,13 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
     """
     if executor not in ("sequential", "local", "slurm"):
         raise ParamsError(f"executor {executor!r}: use 'sequential', 'local' or 'slurm'")
-    threads_env = {} if threads is None else {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    quiet = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # progress bars mean nothing in a report
-    with _environ(**{RUNNER_ENV: "1"}, **quiet, **threads_env):
-        return _run_notebooks(params_file, only, out, cache, kernel, force, (executor, retries, max_jobs), log)
-
-
-def rehearse(params_file: str | Path, only: list[str] | None = None, out: str | Path | None = None,
-             threads: int | None = None, log=print) -> list[NotebookRun]:
-    """``reproduce`` a params file unchanged against a local, offline stand-in for the hub (``lfcore.rehearse``):
-    tiny random models and datasets under the ids and revisions it names, a tiny Bible corpus at its paths, all in
-    a temporary folder removed afterwards. Reports go to ``out`` (default ``reports/<stem>-rehearsal``). CLI:
-    ``lfcore reproduce params/paper_llama2.yaml --rehearse``."""
-    params_file = Path(params_file)
-    out = Path(out or Path("reports") / f"{params_file.stem}-rehearsal")
-    with tempfile.TemporaryDirectory(prefix="lfcore-rehearse-") as tmp:
-        log(f"[lfcore] rehearsal: building a local hub for {params_file} in {tmp} ...")
-        copy, env = prepare(params_file, tmp)
-        with _environ(**env):
-            return reproduce(copy, only=only, out=out, cache=Path(tmp) / "results", threads=threads, log=log)
-
-
-def _run_notebooks(params_file, only, out, cache, kernel, force, jobs, log) -> list[NotebookRun]:
     params_file = Path(params_file)
     if not NOTEBOOK_DIR.is_dir():
         raise ParamsError(f"the notebooks folder is not at {NOTEBOOK_DIR}: lfcore reproduce runs the notebooks of a "
                           "checkout of the repository, with lfcore installed from it (pip install -e .)")
     p = load_params(params_file)
     keys = list(only or p.notebooks)
-    unknown = [k for k in keys if k not in NOTEBOOKS]
-    if unknown:
+    if unknown := [k for k in keys if k not in NOTEBOOKS]:
         raise ParamsError(f"unknown notebook(s) {unknown}; known: {', '.join(NOTEBOOKS)}")
     out = Path(out or Path("reports") / params_file.stem).resolve()
     cache = Path(cache or cache_dir(out)).resolve()
@@ -222,29 +169,43 @@ def _run_notebooks(params_file, only, out, cache, kernel, force, jobs, log) -> l
     except OSError as e:
         raise ParamsError(f"--out {out}: cannot create the output folder ({type(e).__name__}: {e})") from None
     Cache(cache).check_writable("activations")  # a cache that cannot take results stops the run before it starts
-    with hold_folder(out):
-        return _run_held(p, params_file, keys, out, cache, kernel, force, jobs, log)
+    env = {RUNNER_ENV: "1", "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # the kernels inherit these
+    if threads is not None:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    with mock.patch.dict(os.environ, env), hold_folder(out):
+        atomic_write(out / "params.yaml", params_file.read_text(encoding="utf-8"))
+        if executor != "sequential":
+            run_jobs(p, cache, out / "jobs", executor, keys, retries, max_jobs, log=log)
+        return _execute(p, params_file, keys, out, cache, kernel, force, log)
 
 
-def _run_held(p, params_file, keys, out, cache, kernel, force, jobs, log) -> list[NotebookRun]:
-    """``_run_notebooks`` once the output folder is held."""
+def rehearse(params_file: str | Path, only: list[str] | None = None, out: str | Path | None = None,
+             threads: int | None = None, log=print) -> list[NotebookRun]:
+    """``reproduce`` a params file unchanged against a local, offline stand-in for the hub (``lfcore.rehearse``) in
+    a temporary folder; reports go to ``out`` (default ``reports/<stem>-rehearsal``). CLI: ``lfcore reproduce
+    params/paper_llama2.yaml --rehearse``."""
+    params_file = Path(params_file)
+    out = Path(out or Path("reports") / f"{params_file.stem}-rehearsal")
+    with tempfile.TemporaryDirectory(prefix="lfcore-rehearse-") as tmp:
+        log(f"[lfcore] rehearsal: building a local hub for {params_file} in {tmp} ...")
+        copy, env = prepare(params_file, tmp)
+        with mock.patch.dict(os.environ, env):
+            return reproduce(copy, only=only, out=out, cache=Path(tmp) / "results", threads=threads, log=log)
+
+
+def _execute(p, params_file, keys, out, cache, kernel, force, log) -> list[NotebookRun]:
+    """``reproduce``'s notebooks, once ``out`` is held."""
     import jupytext
     import papermill
 
-    params_text = params_file.read_text(encoding="utf-8")
-    atomic_write(out / "params.yaml", params_text)
-    executor, retries, max_jobs = jobs
-    if executor != "sequential":
-        run_jobs(p, cache, out / "jobs", executor, keys, retries, max_jobs, log=log)
+    params_text = (out / "params.yaml").read_text(encoding="utf-8")
     runs, known = [], _previous_runs(out)
     for key in keys:
         stem, title, _ = NOTEBOOKS[key]
         work, ipynb, html_path = out / stem, out / f"{stem}.ipynb", out / f"{stem}.html"
         source = (NOTEBOOK_DIR / f"{stem}.py").read_text(encoding="utf-8")
         parameters = {**sections_for(p, key), "title": p.title, "out_dir": str(work), "cache_dir": str(cache)}
-        inputs = inputs_digest(source, parameters)
-        parameters = _portable(parameters)
-        last = known.get(key)
+        inputs, last = inputs_digest(source, parameters), known.get(key)
         if (not force and inputs and last and last.status == "ok" and last.inputs == inputs and ipynb.exists()
                 and last.html and last.html.exists() and (work / "summary.json").exists()):
             known[key] = dataclasses.replace(last, reused=True)
@@ -257,12 +218,12 @@ def _run_held(p, params_file, keys, out, cache, kernel, force, jobs, log) -> lis
         work.mkdir(exist_ok=True)
         (work / "summary.json").unlink(missing_ok=True)
         atomic_write(work / "params.yaml", params_text)
-        nb = jupytext.reads(source, fmt="py:percent")
         log(f"[lfcore] {stem}: running ...")
         start, cpu_start, error = time.time(), _children_cpu(), None
         try:
-            papermill.execute_notebook(nb, str(ipynb), parameters=parameters, kernel_name=kernel, language="python",
-                                       progress_bar=False, cwd=str(work), kernel_manager_class=_ipc_kernel_manager())
+            papermill.execute_notebook(jupytext.reads(source, fmt="py:percent"), str(ipynb),
+                                       parameters=_portable(parameters), kernel_name=kernel, language="python",
+                                       progress_bar=False, cwd=str(work), kernel_manager_class=_IPCKernelManager)
         except Exception as e:  # papermill saved the notebook with the traceback; report and go on
             error = _failure(stem, e, ipynb, html_path)
         seconds, cpu = time.time() - start, _children_cpu() - cpu_start
@@ -290,12 +251,6 @@ def _run_held(p, params_file, keys, out, cache, kernel, force, jobs, log) -> lis
     return runs
 
 
-def _children_cpu() -> float:
-    """CPU seconds (user + system) used so far by finished child processes, e.g. notebook kernels."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _previous_runs(out: Path) -> dict[str, NotebookRun]:
     """The last recorded run of each notebook in ``<out>/runs.json`` (empty if none or unreadable)."""
     path = out / "runs.json"
@@ -309,12 +264,22 @@ def _previous_runs(out: Path) -> dict[str, NotebookRun]:
 
 
 def _record(out: Path, p: Params, params_file: Path, known: dict[str, NotebookRun], cache: Path) -> None:
-    """Write ``<out>/runs.json`` (every recorded notebook run, this call's and earlier ones, so that ``--only``
-    keeps the other notebooks' reports) and rewrite the index from it."""
+    """Write ``<out>/runs.json`` (every recorded run, this call's and earlier ones, so that ``--only`` keeps the
+    other notebooks' reports) and ``index.html``: every report, executed notebook, table (CSV) and figure (JSON),
+    with headline numbers."""
     atomic_write(out / "runs.json", json.dumps(
         {k: {**dataclasses.asdict(r), "ipynb": r.ipynb.name, "html": r.html.name if r.html else None, "reused": False}
          for k, r in known.items()}, indent=1, default=str))
-    write_index(out, p, params_file, [known[key] for key in NOTEBOOKS if key in known], cache)
+    e, params_text = html.escape, (out / "params.yaml").read_text(encoding="utf-8")
+    cards = "".join(_card(known[key], params_text) for key in NOTEBOOKS if key in known)
+    atomic_write(out / "index.html", (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(p.title)}</title>"
+        f"<style>{_INDEX_CSS}</style></head><body><h1>{e(p.title)}</h1>"
+        f"<p>params of the latest call: <a href='params.yaml'>{e(params_file.name)}</a> (each notebook links "
+        f"the params it was executed with) &middot; generated {time.strftime('%Y-%m-%d %H:%M')} &middot; lfcore "
+        f"{__version__}, torch {torch.__version__} &middot; cache (from here): "
+        f"<code>{e(os.path.relpath(cache, out))}</code></p>{cards}"
+        f"<h2>Parameters of the latest call</h2><pre>{e(params_text)}</pre></body></html>"))
 
 
 def _fmt(v) -> str:
@@ -350,12 +315,11 @@ pre { background: #f6f6f8; padding: 1em; }
 
 
 def _card(r: NotebookRun, params_text: str) -> str:
-    """One notebook on the index page: status, timing, links (with the params file it was executed with, marked
-    when it differs from ``params_text``, the latest call's), headline numbers, warnings, files."""
+    """One notebook on the index page: status, timing, links (its params marked if not ``params_text``), numbers."""
     e, s = html.escape, r.summary
-    used = r.ipynb.parent / r.stem / "params.yaml"
     links = ([f"<a href='{e(r.html.name)}'>report (HTML)</a>"] if r.html else []) + \
         [f"<a href='{e(r.ipynb.name)}'>executed notebook</a>"]
+    used = r.ipynb.parent / r.stem / "params.yaml"
     if used.exists():
         other = used.read_text(encoding="utf-8") != params_text
         links.append(f"<a href='{e(r.stem)}/params.yaml'>params</a>"
@@ -372,18 +336,3 @@ def _card(r: NotebookRun, params_text: str) -> str:
             f"<p><b class='status'>{r.status}</b> &middot; {r.seconds:.0f} s{cpu} &middot; {' &middot; '.join(links)}"
             f" &middot; <small>cache hits: {hits}</small></p>{err}{warn}<table class='nums'>{head}</table>"
             f"<details><summary>tables (CSV) and figures (JSON)</summary><ul>{files}</ul></details></section>")
-
-
-def write_index(out: Path, p: Params, params_file: Path, runs: list[NotebookRun], cache: Path) -> Path:
-    """``index.html``: every report, executed notebook, table (CSV) and figure (JSON), with headline numbers."""
-    e = html.escape
-    params_text = (out / "params.yaml").read_text(encoding="utf-8")
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(p.title)}</title>"
-            f"<style>{_INDEX_CSS}</style></head><body><h1>{e(p.title)}</h1>"
-            f"<p>params of the latest call: <a href='params.yaml'>{e(params_file.name)}</a> (each notebook links "
-            f"the params it was executed with) &middot; generated {time.strftime('%Y-%m-%d %H:%M')} &middot; lfcore "
-            f"{__version__}, torch {torch.__version__} &middot; cache (from here): "
-            f"<code>{e(os.path.relpath(cache, out))}</code></p>"
-            f"{''.join(_card(r, params_text) for r in runs)}"
-            f"<h2>Parameters of the latest call</h2><pre>{e(params_text)}</pre></body></html>")
-    return atomic_write(out / "index.html", page)
