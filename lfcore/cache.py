@@ -1,19 +1,14 @@
 """Content-keyed result store: safetensors + JSON, atomic writes, verified reads; tables as CSV + JSON.
 
-Only named, expensive results are cached (pooled activations, perplexity tables). A key is the hash of
-everything that determines the result (model id, revision, weight fingerprint and dtype, corpus and
-token digests, options, ``FORMAT``). Each entry is ``<key>.safetensors`` plus ``<key>.json``; the JSON is
-written last (it is the commit marker) and records the SHA-256 of the tensor file and of its own labels
-(``meta``: sentence ids, languages, layers), both checked on every read. A corrupt entry raises
-``CacheError`` naming the file: it is never silently reused. ``Cache.check_writable`` lets a caller find an
-unwritable cache folder before the expensive step; a write that fails anyway warns and loses nothing but the
-cache entry (the caller still returns its result). ``Cache.lock`` serialises the computation of one key
-between processes (jobs on a cluster sharing the folder): the second waits and reads.
+A key hashes everything that determines a result (model identity, data digests, options, the code's
+``code_key``, ``FORMAT``). An entry is ``<key>.safetensors`` plus ``<key>.json``, written last as the commit
+marker, with the SHA-256 of the tensors and of its labels (``meta``), both checked on every read: a corrupt
+entry raises ``CacheError`` naming the file. An unwritable folder is found before the expensive step; a write
+that fails anyway only warns. A per-key lock lets one process compute a key while others wait and read it.
 """
 from __future__ import annotations
 
 import ast
-import contextlib
 import functools
 import hashlib
 import io
@@ -41,10 +36,8 @@ class CacheError(RuntimeError):
 
 def make_key(**parts) -> str:
     """A stable hex key of JSON-able parts: ``make_key(model=lm.meta(), sets={"en": {3: tensor([5, 17])}})``.
-
     Dict order does not matter; a tensor counts by its bytes, dtype and shape, anything else by ``tolist()``
-    or ``str()``.
-    """
+    or ``str()``."""
     def default(o):
         if isinstance(o, torch.Tensor):
             a = o.detach().cpu().contiguous().numpy()
@@ -95,20 +88,18 @@ def write_entry(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) 
     meta = json.loads(json.dumps(meta, default=str))  # as it will read back
     record = {"format": FORMAT, "sha256": hashlib.sha256(blob).hexdigest(), "meta_sha256": _meta_digest(meta),
               "meta": meta}
-    atomic_write(meta_path, json.dumps(record, indent=1, default=str).encode())
+    atomic_write(meta_path, json.dumps(record, indent=1))
 
 
 def read_entry(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read and verify an entry written by ``write_entry``; raise ``CacheError`` if it is damaged."""
-    stem = Path(stem)
     meta_path, data_path = _paths(stem)
     try:
         record = json.loads(meta_path.read_text(encoding="utf-8"))
         blob = data_path.read_bytes()
     except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
         raise CacheError(f"cannot read result {stem}: {e}. Delete {meta_path} to recompute.") from e
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        got = record.get("format") if isinstance(record, dict) else None
+    if (got := record.get("format") if isinstance(record, dict) else None) != FORMAT:
         raise CacheError(f"{meta_path} has format {got}, this lfcore writes {FORMAT}; delete it to recompute")
     if hashlib.sha256(blob).hexdigest() != record.get("sha256"):
         raise CacheError(f"{data_path} does not match the digest in {meta_path} (truncated or modified). "
@@ -130,22 +121,9 @@ def save_table(df: pd.DataFrame, path: str | os.PathLike, index: bool = True) ->
     path = Path(path)
     if path.suffix == ".json":
         raise ValueError(f"{path}: give the CSV path; the JSON sidecar gets the same name with .json")
-    sidecar = path.with_suffix(".json")
     atomic_write(path, df.to_csv(index=index))
-    if not df.attrs:
-        return path, None
-    atomic_write(sidecar, json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str))
-    return path, sidecar
-
-
-def load_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a table written by ``save_table``, attrs included."""
-    path = Path(path)
-    df = pd.read_csv(path, index_col=0)
-    sidecar = path.with_suffix(".json")
-    if sidecar.exists():
-        df.attrs.update(json.loads(sidecar.read_text(encoding="utf-8")))
-    return df
+    attrs = json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str)
+    return path, (atomic_write(path.with_suffix(".json"), attrs) if df.attrs else None)
 
 
 @functools.lru_cache(maxsize=None)
@@ -164,8 +142,7 @@ def code_digest(*paths: str) -> str:
 
 
 def _lfcore_imports(rel: str) -> set[str]:
-    """Package files (relative paths) that the lfcore module at ``rel`` imports, read from its source
-    (``from .x import y``, ``from . import x``: lfcore imports itself only relatively, tests/test_layers.py)."""
+    """Package files that the module at ``rel`` imports (lfcore imports itself only relatively: test_layers)."""
     found, folder = set(), Path(rel).parent
     for node in ast.walk(ast.parse((PACKAGE / rel).read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.level:
@@ -179,9 +156,8 @@ def _lfcore_imports(rel: str) -> set[str]:
 def code_key(*functions, data: tuple[str, ...] = ()) -> str:
     """A short hash of the code a result depends on: ``code_key(evaluate.deactivation_table)``.
 
-    Covers the source files of the modules defining ``functions`` and every lfcore module they import,
-    transitively (read from the sources, not listed by hand), plus the package ``data`` files or folders
-    the code reads (e.g. ``"tasks"``). Any change there changes the key, so the result is recomputed.
+    Covers the modules defining ``functions`` and every lfcore module they import, transitively (read from the
+    sources), plus the package ``data`` files or folders the code reads (e.g. ``"tasks"``).
     """
     todo = [str(Path(sys.modules[f.__module__].__file__).resolve().relative_to(PACKAGE)) for f in functions]
     seen: set[str] = set()
@@ -211,10 +187,8 @@ class Cache:
         return read_entry(self.root / kind / key)
 
     def check_writable(self, kind: str) -> None:
-        """Raise ``CacheError`` unless an entry of ``kind`` can be written here (nothing to check without a
-        root): call it before computing what will be stored, so that a read-only folder, or a file where a
-        folder should be, stops the run before the work instead of after it. ``result`` calls it on a miss.
-        Usage: ``cache.check_writable("activations")``."""
+        """Raise ``CacheError`` unless an entry of ``kind`` can be written here (read-only folder, a file in the
+        way): ``cache.check_writable("activations")`` before the work, as ``result`` does on a miss."""
         if self.root is None:
             return
         folder = self.root / kind
@@ -229,9 +203,8 @@ class Cache:
                              f"(--cache-dir, $LFCORE_CACHE) or none (cache=None)") from None
 
     def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> bool:
-        """Write an entry; True if written (False without a root). A write that fails (disk full, folder made
-        read-only meanwhile) warns and returns False: the caller keeps and returns its result, only the cache
-        entry is lost."""
+        """Write an entry; True if written. A failed write (no root, disk full, folder made read-only meanwhile)
+        returns False, with a warning: the caller keeps its result, only the cache entry is lost."""
         if self.root is None:
             return False
         try:
@@ -242,51 +215,35 @@ class Cache:
             return False
         return True
 
-    @contextlib.contextmanager
-    def lock(self, kind: str, key: str):
-        """Hold an exclusive lock on ``kind/key`` for the length of a block; another process asking for the same
-        key waits. Usage: ``with cache.lock(kind, key): hit = cache.get(kind, key) or compute-and-put``;
-        ``result`` does this on every miss.
-
-        A ``filelock`` OS lock (``flock`` on Unix, as ``lock.hold_folder``) on ``<root>/<kind>/.<key>.lock``:
-        released by the kernel when the holder exits or is killed, so a dead job never blocks the next. (On NFS,
-        Linux maps it to a POSIX lock the server holds.)
-        """
-        path = self.root / kind / f".{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(path):
-            yield
-
     def result(self, kind: str, parts: dict, compute, encode, decode):
         """``compute()`` unless a result with the same ``parts`` is cached; counted as a hit or a miss.
 
         >>> acts = cache.result("activations", meta, run, Activations.entry, Activations.from_entry)
 
         ``encode(result)`` gives (tensors, JSON-able meta) to store, ``decode(tensors, meta)`` the result back.
-        A miss checks the folder writable, then computes under the key's ``lock``: a job computing the same key
-        meanwhile is waited for and read.
+        A miss checks the folder writable, then computes holding ``<root>/<kind>/.<key>.lock``: a ``filelock`` OS
+        lock (as ``lock.hold_folder``), so a job computing the same key meanwhile is waited for and read, and one
+        killed releases it.
         """
+        if self.root is None:
+            self.misses[kind] += 1
+            return compute()
         key = make_key(kind=kind, **parts)
-        if (hit := self.get(kind, key)) is None and self.root is not None:
-            self.check_writable(kind)  # before the work, not after it
-            with self.lock(kind, key):
+        if (hit := self.get(kind, key)) is None:
+            self.check_writable(kind)  # before the work, not after it; makes the folder
+            with filelock.FileLock(self.root / kind / f".{key}.lock"):
                 if (hit := self.get(kind, key)) is None:  # else another job wrote it while this one waited
                     self.misses[kind] += 1
                     result = compute()
                     self.put(kind, key, *encode(result))
                     return result
-        if hit is None:  # no root: nothing cached
-            self.misses[kind] += 1
-            return compute()
         self.hits[kind] += 1
         return decode(*hit)
 
     def frame(self, kind: str, parts: dict, compute) -> pd.DataFrame:
-        """``compute()`` (a DataFrame) unless a frame with the same ``parts`` is cached.
-
-        A hit equals the computed frame exactly: float columns are stored as tensors (JSON would round them),
-        everything else as pandas' table JSON, ``attrs`` as JSON (Python's float repr is exact).
-        """
+        """``compute()`` (a DataFrame) unless a frame with the same ``parts`` is cached. A hit equals the computed
+        frame exactly: float columns are stored as tensors (JSON would round them), the rest as pandas' table
+        JSON, ``attrs`` as JSON (Python's float repr is exact)."""
         return self.result(kind, parts, compute, _encode_frame, _decode_frame)
 
     def summary(self) -> dict:

@@ -37,13 +37,7 @@ def _token_ids(tokenizer, texts: str | Sequence[str], add_special_tokens: bool =
 
 
 def _windows(ids: list[int], seqlen: int, stride: int | None, bos: int | None):
-    """Cut token ids into inputs of at most ``seqlen`` tokens (``bos`` included) labelled with what they score.
-
-    Window i reads text tokens [i*stride, i*stride + seqlen - (bos is not None)) and labels only those no earlier
-    window scored (the Hugging Face guide's sliding window). Without ``bos`` a window's first token is context
-    only, so windows overlap by at least one token. Returns ``(windows, stride)``, each window a pair of
-    LongTensors (input ids, labels with ``IGNORE``), shape (tokens,).
-    """
+    """Sliding windows of at most ``seqlen`` tokens, each labelling what no earlier one scored: (windows, stride)."""
     span = seqlen - (bos is not None)
     if span < 2:
         raise ValueError(f"seqlen={seqlen} is too short: a window needs at least 2 text tokens")
@@ -55,16 +49,14 @@ def _windows(ids: list[int], seqlen: int, stride: int | None, bos: int | None):
         raise ValueError(f"stride={stride} must be between 1 and {longest} ({why})")
     if len(ids) < (1 if bos is not None else 2):
         raise ValueError(f"the text has {len(ids)} tokens; too few to score")
-    windows, scored_to = [], 0 if bos is not None else 1  # text tokens before scored_to are scored (or unscorable)
+    start = [] if bos is None else [bos]
+    windows, scored_to = [], 1 - len(start)  # text tokens before scored_to are scored (or unscorable)
     for begin in range(0, len(ids), stride):
         end = min(begin + span, len(ids))
         assert end > scored_to >= begin + (bos is None), "every window scores at least one new token"
-        x = torch.tensor(ids[begin:end], dtype=torch.long)  # (tokens,)
+        x = torch.tensor(start + ids[begin:end], dtype=torch.long)  # (tokens,)
         labels = x.clone()
-        labels[: scored_to - begin] = IGNORE  # context: scored by an earlier window, or the text's first token
-        if bos is not None:
-            x = torch.cat([torch.tensor([bos]), x])
-            labels = torch.cat([torch.tensor([IGNORE]), labels])
+        labels[: len(start) + scored_to - begin] = IGNORE  # the start token; context scored earlier (or unscorable)
         windows.append((x, labels))
         scored_to = end
         if end == len(ids):
@@ -73,20 +65,16 @@ def _windows(ids: list[int], seqlen: int, stride: int | None, bos: int | None):
 
 
 def _disjoint_windows(ids: list[int], seqlen: int):
-    """Back-to-back windows of exactly ``seqlen`` tokens, tail dropped, each first token only read (lib/eval.py).
-    Returns a list of pairs of LongTensors (input ids, labels with ``IGNORE``), shape (seqlen,)."""
+    """Back-to-back windows of ``seqlen`` tokens, tail dropped, each first token only read (lib/eval.py)."""
     if seqlen < 2:
         raise ValueError(f"seqlen={seqlen} is too short: a window needs at least 2 tokens")
     if len(ids) < seqlen:
         raise ValueError(f"the text has {len(ids)} tokens, fewer than one disjoint window of seqlen={seqlen} "
                          f"(disjoint windows drop the tail): give more text or a smaller seqlen")
-    windows = []
-    for begin in range(0, len(ids) - seqlen + 1, seqlen):
-        x = torch.tensor(ids[begin:begin + seqlen], dtype=torch.long)  # (seqlen,)
-        labels = x.clone()
-        labels[0] = IGNORE  # no context before it
-        windows.append((x, labels))
-    return windows
+    x = torch.tensor(ids[:len(ids) // seqlen * seqlen], dtype=torch.long).view(-1, seqlen)  # (windows, seqlen)
+    labels = x.clone()
+    labels[:, 0] = IGNORE  # no context before it
+    return list(zip(x, labels))
 
 
 def start_token(tokenizer, add_bos: bool | None = None) -> int | None:
@@ -159,18 +147,12 @@ def _softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
     return logits if cap is None else torch.tanh(logits / cap) * cap
 
 
-def _logits(head: nn.Module, cap: float | None, h: torch.Tensor) -> torch.Tensor:
-    return _softcap(head(h).float(), cap)  # (positions, vocab) fp32
-
-
 def _nll(head: nn.Module, cap: float | None, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Next-token NLL (fp32, (positions,)) of ``targets`` given final hidden states ``h`` (positions, width):
-    log-sum-exp minus the target's logit. On a CPU with a plain ``nn.Linear`` head the logits come
-    ``CPU_VOCAB_BLOCK`` columns at a time from slices of its weight; otherwise from ``head`` whole."""
+    """fp32 NLL (positions,) of ``targets`` after hidden states ``h`` (positions, width); CPU: vocabulary blocks."""
     weight = getattr(head, "weight", None)
     if not (h.device.type == "cpu" and type(head) is nn.Linear and not hasattr(head, "_hf_hook")
             and weight.device == h.device and weight.shape[0] > CPU_VOCAB_BLOCK):
-        logits = _logits(head, cap, h)  # (positions, vocab) fp32
+        logits = _softcap(head(h).float(), cap)  # (positions, vocab) fp32
         return torch.logsumexp(logits, 1) - logits.gather(1, targets[:, None].to(logits.device))[:, 0]
     vocab = weight.shape[0]
     buf = torch.empty(len(h), CPU_VOCAB_BLOCK, dtype=h.dtype)  # (positions, block), reused
@@ -189,14 +171,14 @@ def _nll(head: nn.Module, cap: float | None, h: torch.Tensor, targets: torch.Ten
 
 
 def _check_head(model: nn.Module, ids: torch.Tensor) -> None:
-    """Check on a few tokens that base + head (+ soft-cap) reproduces the model's own logits."""
+    """Check on a few tokens that base + head (+ soft-cap) gives the model's own logits."""
     base, head, cap = _head(model)
     ids = ids[:8].unsqueeze(0).to(module_device(model.get_input_embeddings()))
     want = model(input_ids=ids, use_cache=False).logits.float()
     if not torch.isfinite(want).all():
         raise ValueError(f"{type(model).__name__} in {dtype_name(model)} gives inf or nan logits on the first "
                          f"tokens of the text: {OVERFLOW_FIX}")
-    got = _logits(head, cap, base(input_ids=ids, use_cache=False).last_hidden_state)
+    got = _softcap(head(base(input_ids=ids, use_cache=False).last_hidden_state).float(), cap)
     want = want.to(got.device)
     if not torch.allclose(got, want, rtol=1e-2, atol=1e-2 * float(want.abs().max().clamp(min=1.0))):
         raise ValueError(f"{type(model).__name__}: base model + LM head does not reproduce the model's logits "
