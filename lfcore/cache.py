@@ -48,8 +48,8 @@ def make_key(**parts) -> str:
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` (text is UTF-8) to ``path`` through a temp file and ``os.replace``: a reader sees the
-    old file or the whole new one, never a part. The file gets the usual permissions (0666 less umask)."""
+    """Write ``data`` (text is UTF-8) to ``path`` through a temp file and ``os.replace``: a reader sees the old
+    file or the whole new one, never a part. Permissions are the usual 0666 less umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -69,7 +69,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
 
 
 def _paths(stem: str | Path) -> tuple[Path, Path]:
-    """``stem.json`` and ``stem.safetensors``: suffixes appended, so a dot in the name ("qwen2.5-0.5b") stays."""
+    """``stem.json`` and ``stem.safetensors``, appended: a dot in the name ("qwen2.5-0.5b") stays."""
     stem = Path(stem)
     return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
 
@@ -115,9 +115,7 @@ def read_entry(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def save_table(df: pd.DataFrame, path: str | os.PathLike, index: bool = True) -> tuple[Path, Path | None]:
     """Write ``df`` as CSV at ``path`` and its ``attrs`` (if any) as JSON next to it (same name, ``.json``).
-
-    >>> save_table(table, "tables/table1.csv")  # (csv path, JSON path or None without attrs)
-    """
+    ``save_table(table, "tables/table1.csv")`` -> (CSV path, JSON path or None without attrs)."""
     path = Path(path)
     if path.suffix == ".json":
         raise ValueError(f"{path}: give the CSV path; the JSON sidecar gets the same name with .json")
@@ -128,8 +126,8 @@ def save_table(df: pd.DataFrame, path: str | os.PathLike, index: bool = True) ->
 
 @functools.lru_cache(maxsize=None)
 def code_digest(*paths: str) -> str:
-    """A short hash of package files: ``code_digest("capture.py", "tasks")``; ``paths`` are relative to lfcore's
-    folder, a folder meaning every file under it (``"."``: the whole package). ``code_key`` builds on it."""
+    """A short hash of package files: ``code_digest("capture.py", "tasks")``; paths are relative to lfcore's
+    folder, a folder meaning every file under it (``"."``: the whole package)."""
     h = hashlib.sha256()
     for rel in paths:
         path = PACKAGE / rel
@@ -154,11 +152,9 @@ def _lfcore_imports(rel: str) -> set[str]:
 
 
 def code_key(*functions, data: tuple[str, ...] = ()) -> str:
-    """A short hash of the code a result depends on: ``code_key(evaluate.deactivation_table)``.
-
-    Covers the modules defining ``functions`` and every lfcore module they import, transitively (read from the
-    sources), plus the package ``data`` files or folders the code reads (e.g. ``"tasks"``).
-    """
+    """A short hash of the code a result depends on: ``code_key(evaluate.deactivation_table)``: the modules
+    defining ``functions``, every lfcore module they import (transitively, read from the sources) and the
+    package ``data`` files or folders the code reads (e.g. ``"tasks"``)."""
     todo = [str(Path(sys.modules[f.__module__].__file__).resolve().relative_to(PACKAGE)) for f in functions]
     seen: set[str] = set()
     while todo:
@@ -194,9 +190,7 @@ class Cache:
         folder = self.root / kind
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=folder, prefix=".lfcore-write-test-")
-            os.close(fd)
-            os.unlink(probe)
+            tempfile.TemporaryFile(dir=folder).close()  # a probe file, gone when closed
         except OSError as e:
             raise CacheError(f"the result cache {folder} cannot be written ({type(e).__name__}: {e}); fix its "
                              f"permissions, remove what is in the way, or choose another cache folder "
@@ -217,13 +211,11 @@ class Cache:
 
     def result(self, kind: str, parts: dict, compute, encode, decode):
         """``compute()`` unless a result with the same ``parts`` is cached; counted as a hit or a miss.
-
-        >>> acts = cache.result("activations", meta, run, Activations.entry, Activations.from_entry)
+        ``cache.result("activations", meta, run, Activations.entry, Activations.from_entry)``.
 
         ``encode(result)`` gives (tensors, JSON-able meta) to store, ``decode(tensors, meta)`` the result back.
-        A miss checks the folder writable, then computes holding ``<root>/<kind>/.<key>.lock``: a ``filelock`` OS
-        lock (as ``lock.hold_folder``), so a job computing the same key meanwhile is waited for and read, and one
-        killed releases it.
+        A miss checks the folder writable, then computes holding the ``filelock`` ``<root>/<kind>/.<key>.lock``
+        (an OS lock, freed if its holder is killed): a job computing the same key meanwhile is waited for and read.
         """
         if self.root is None:
             self.misses[kind] += 1

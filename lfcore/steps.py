@@ -1,9 +1,6 @@
-"""The cached steps the notebooks call: load a ``ModelSpec``, draw the sentences, run the deactivation table,
-accuracy, generations, score intervals, diagnostics, and turn results into headline numbers.
-
-Every expensive step goes through ``cache.Cache``: content-keyed (model weights, texts, options, and the
-``cache.code_key`` of the lfcore code that computes it), so a second run of the same params re-renders without
-recomputing, and a fix to the code recomputes.
+"""The cached steps the notebooks call: load a model, draw the sentences, run the deactivation table, accuracy,
+generations, intervals, diagnostics and steering, and turn results into headline numbers. Every expensive step
+goes through ``cache.Cache``, keyed by weights, texts, options and the ``cache.code_key`` of the code computing it.
 """
 from __future__ import annotations
 
@@ -42,8 +39,7 @@ def cache_dir(out: str | Path) -> Path:
 
 
 def activations(lm, corpus, cfg: CaptureSpec, cache: Cache) -> Activations:
-    """``capture.capture`` of ``corpus`` with the ``CaptureSpec`` options, through the cache (a job capturing the
-    same sentences meanwhile is waited for: ``Cache.result``)."""
+    """``capture.capture`` of ``corpus`` with the ``CaptureSpec`` options, through the cache."""
     return capture(lm, corpus, batch_size=cfg.batch_size, max_length=cfg.max_length, progress=False,
                    pool_special_tokens=cfg.pool_special_tokens, skip_first=cfg.skip_first,
                    add_special_tokens=cfg.add_special_tokens, cache=cache)
@@ -88,8 +84,7 @@ def perplexity_texts(cfg: PerplexitySpec, langs: list[str], tokenizer=None) -> d
     if cfg.max_tokens is None:
         return docs
     if tokenizer is None:
-        raise ValueError("perplexity.max_tokens needs the model's tokenizer: "
-                         "perplexity_texts(cfg, langs, lm.tokenizer)")
+        raise ValueError("perplexity.max_tokens needs the tokenizer: perplexity_texts(cfg, langs, lm.tokenizer)")
     cut = {}
     for lang, texts in docs.items():
         text = "\n\n".join(texts)  # as lfcore.perplexity.perplexity joins documents
@@ -136,8 +131,7 @@ def task_accuracy(lm, cfg: AccuracySpec, cache: Cache, neurons=None) -> pd.DataF
 
 @contextlib.contextmanager
 def _quiet(logger: str):
-    """Silence stderr (progress bars; also that of child processes, such as the ``git describe`` lm-eval runs to
-    record its version) and a library's logger below ERROR for the length of a block."""
+    """Silence stderr (child processes' too: lm-eval runs ``git describe``) and ``logger`` below ERROR in a block."""
     log = logging.getLogger(logger)
     level = log.level
     log.setLevel(logging.ERROR)
@@ -240,12 +234,9 @@ def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSp
         pool_special_tokens=capture.pool_special_tokens, progress=False)), regions))
 
 
-# ------------------------------------------------------------------------------------ obs6: steering
-
-
 def held_out_prompts(c: CorpusSpec, langs: list[str], sample, n: int, seed: int):
-    """``n`` sentence ids of the corpus, present in every language of ``langs`` and not in ``sample`` (the
-    sentences the key regions are found on), as a ``ParallelCorpus``: the steering prompts."""
+    """The steering prompts: ``n`` sentence ids in every language of ``langs`` and not in ``sample`` (the sentences
+    the key regions are found on), as a ``ParallelCorpus``."""
     full = full_corpus(c, langs).select(langs)
     used = set(sample.ids)
     rest = ParallelCorpus([r for r in full.records if r.sentence_id not in used], name=full.name, meta=full.meta)
@@ -256,8 +247,7 @@ def held_out_prompts(c: CorpusSpec, langs: list[str], sample, n: int, seed: int)
 
 
 def _steering_parts(lm, regions, acts, prompts, cfg: SteeringSpec) -> dict:
-    """What every steering result depends on: weights, regions, the activations the values come from, the prompts,
-    generation options, the language detector's version and the code."""
+    """Cache parts of every steering result: weights, regions, activations, prompts, options, detector, code."""
     return dict(model=lm.meta(), regions=regions.mask, acts=acts.meta, rows=[acts.sentence_ids, acts.langs],
                 prompts=prompts.fingerprint(), max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                 py3langid=version("py3langid"), code=code_key(continuations, steering_conditions, patch_conditions))
