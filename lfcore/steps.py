@@ -94,8 +94,8 @@ def perplexity_texts(cfg: PerplexitySpec, langs: list[str], tokenizer=None) -> d
 
 
 def key_region_sets(regions, cfg: PerplexitySpec) -> dict:
-    """Neuron sets for Table 1: each language's key region, then a random set of ``random_percent``
-    of all neurons (None: the next whole percent above the largest key region, as in Table 4)."""
+    """Neuron sets for Table 1: each language's key region, then a random set of ``random_percent`` of all
+    neurons (None: the next whole percent above the largest key region, as in Table 4)."""
     sets = {lang: regions.neurons(lang) for lang in regions.langs}
     largest = 100 * max(regions.sizes()) / regions.total_neurons
     percent = cfg.random_percent if cfg.random_percent is not None else float(max(1, math.ceil(largest + 1e-9)))
@@ -105,8 +105,7 @@ def key_region_sets(regions, cfg: PerplexitySpec) -> dict:
 
 
 def perplexity_table(lm, texts: dict, sets: dict, cfg: PerplexitySpec, cache: Cache) -> pd.DataFrame:
-    """``evaluate.deactivation_table`` through the cache (key: weights, texts, sets, window scheme and options,
-    start token, code)."""
+    """``evaluate.deactivation_table`` through the cache."""
     bos = start_token(lm.tokenizer, cfg.add_bos) if cfg.windows == "overlapping" else None
     parts = dict(model=lm.meta(), texts=texts, sets=sets, seqlen=cfg.seqlen, stride=cfg.stride,
                  batch_size=cfg.batch_size, bos=bos, windows=cfg.windows, code=code_key(deactivation_table))
@@ -116,8 +115,7 @@ def perplexity_table(lm, texts: dict, sets: dict, cfg: PerplexitySpec, cache: Ca
 
 
 def task_accuracy(lm, cfg: AccuracySpec, cache: Cache, neurons=None) -> pd.DataFrame:
-    """``evaluate.crosslingual_accuracy`` through the cache (key: weights, languages, limit, neurons, lm-eval
-    version, code: the task folder and the bundled data its loaders read)."""
+    """``evaluate.crosslingual_accuracy`` through the cache (the key covers the task files and their data)."""
     code = code_key(crosslingual_accuracy, data=("tasks", f"data/{XCOPA_FILE}"))
     parts = dict(model=lm.meta(), task=cfg.task, code=code, langs=cfg.languages, limit=cfg.limit,
                  neurons=neurons or {}, lm_eval=version("lm_eval"))
@@ -151,7 +149,7 @@ def _quiet(logger: str):
 def generations(lm, cfg: GenerationSpec, sets: dict, cache: Cache) -> pd.DataFrame:
     """Greedy continuations (Appendix A) under the full model and each language's deactivated key region,
     as a wide table: one row per prompt, one column per condition."""
-    prompts = {lang: list((cfg.prompts or DEFAULT_PROMPTS)[lang])[:cfg.prompts_per_language] for lang in cfg.languages}
+    prompts = {lang: (cfg.prompts or DEFAULT_PROMPTS)[lang][:cfg.prompts_per_language] for lang in cfg.languages}
     conditions = {FULL: None, **{f"×{lang}": sets[lang] for lang in cfg.languages}}
     parts = dict(model=lm.meta(), prompts=prompts, sets=conditions, max_new_tokens=cfg.max_new_tokens,
                  code=code_key(generate))
@@ -180,22 +178,19 @@ def table_numbers(table: pd.DataFrame, intervals: pd.DataFrame | None = None) ->
     """Headline numbers of a deactivation table: each language's % increase when its own region is off (the
     diagonal, with its interval), the random set's increase, and the full-model perplexity."""
     langs = [c for c in table.columns if c in table.index]
-    ci = None if intervals is None else intervals.set_index(["lang", "condition"])
-    diagonal = {}
-    for lang in langs:
-        diagonal[lang] = {"estimate": round(float(table.loc[lang, lang]), 1)}
-        if ci is not None:
+    diagonal = {lang: {"estimate": round(float(table.loc[lang, lang]), 1)} for lang in langs}
+    if intervals is not None:
+        ci = intervals.set_index(["lang", "condition"])
+        for lang in langs:
             diagonal[lang]["ci"] = [round(float(ci.loc[(lang, lang), k]), 1) for k in ("ci_low", "ci_high")]
-    numbers = {"own-region % increase (diagonal)": diagonal}
-    for c in [c for c in table.columns if str(c).startswith("Random")]:
-        numbers[f"{c} % increase"] = {lang: round(float(table.loc[lang, c]), 1) for lang in langs}
-    numbers["full-model perplexity"] = {lang: round(float(table.loc[lang, FULL_COLUMN]), 2) for lang in langs}
-    return numbers
+    randoms = {f"{c} % increase": {lang: round(float(table.loc[lang, c]), 1) for lang in langs}
+               for c in table.columns if str(c).startswith("Random")}
+    return {"own-region % increase (diagonal)": diagonal, **randoms,
+            "full-model perplexity": {lang: round(float(table.loc[lang, FULL_COLUMN]), 2) for lang in langs}}
 
 
 def first_token_effect(lm, corpus, acts, cfg: CaptureSpec, n: int, cache: Cache) -> pd.DataFrame:
-    """``diagnostics.compare_pooling`` on ``n`` sentence ids of ``acts``: as captured, and recaptured without
-    each sentence's first token."""
+    """``diagnostics.compare_pooling`` of ``n`` sentence ids of ``acts`` and their recapture without the first token."""
     subset = corpus.select(corpus.languages, min(n, len(corpus.ids)), seed=0)
     skip = activations(lm, subset, cfg.model_copy(update={"skip_first": True}), cache)
     return compare_pooling(acts.select(ids=subset.ids), skip, names=("all_tokens", "skip_first"))
@@ -219,15 +214,13 @@ def stability_numbers(table: pd.DataFrame) -> dict:
              for lang, m, lo, hi in zip(g.mean().index, g.mean(), g.min(), g.max())}}
 
 
-def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSpec,
-                    cache: Cache) -> pd.DataFrame:
+def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSpec, cache: Cache) -> pd.DataFrame:
     """``robustness.lape_overlap`` of LAPE neurons (Tang et al. 2024) with the key regions, through the cache;
     an empty frame when ``cfg.lape`` is off."""
     if not cfg.lape:
         print("LAPE comparison off (robustness.lape: false)")
         return pd.DataFrame(columns=["lang", "lape_neurons", "key_neurons", "shared", "jaccard"])
-    parts = dict(model=lm.meta(), corpus=corpus.fingerprint(), capture=capture.model_dump(),
-                 regions=regions.mask,
+    parts = dict(model=lm.meta(), corpus=corpus.fingerprint(), capture=capture.model_dump(), regions=regions.mask,
                  code=code_key(activation_probabilities, lape, lape_overlap))
     return cache.frame("lape", parts, lambda: lape_overlap(lape(activation_probabilities(
         lm, corpus, batch_size=capture.batch_size, max_length=capture.max_length,
@@ -263,9 +256,8 @@ def steering_generations(lm, regions, acts, prompts, cfg: SteeringSpec, cache: C
 
 
 def patching_generations(lm, regions, prompt_acts, prompts, cfg: SteeringSpec, cache: Cache) -> pd.DataFrame:
-    """``steering.continuations`` with each of ``cfg.patch_languages`` (None: the first three languages of the
-    regions) patched in, whole region, random control and band by band, through the cache (``prompt_acts``: a
-    capture of the prompt sentences)."""
+    """``steering.continuations`` with each of ``cfg.patch_languages`` (None: the regions' first three) patched
+    in from ``prompt_acts`` (a capture of the prompts): whole region, random control, band by band; cached."""
     targets = cfg.patch_languages or list(regions.langs)[:3]
     parts = dict(_steering_parts(lm, regions, prompt_acts, prompts, cfg), targets=targets, bands=cfg.layer_bands)
     return cache.frame("patching", parts, lambda: continuations(
@@ -274,10 +266,9 @@ def patching_generations(lm, regions, prompt_acts, prompts, cfg: SteeringSpec, c
 
 
 def steering_perplexity(lm, regions, acts, ppl: PerplexitySpec, cfg: SteeringSpec, cache: Cache) -> pd.DataFrame:
-    """Perplexity of every language with each language's region (and its random control) steered at
-    ``cfg.perplexity_strength``: a deactivation-style table (% change over the plain model), through the cache.
-    The text: the first ``cfg.perplexity_tokens`` tokens of each language's ``ppl`` text, windows of
-    ``ppl.seqlen``."""
+    """A deactivation-style table (% change over the plain model) with each language's region (and its random
+    control) steered at ``cfg.perplexity_strength``, on the first ``cfg.perplexity_tokens`` tokens of each
+    language's ``ppl`` text, through the cache."""
     texts = perplexity_texts(ppl.model_copy(update={"max_tokens": cfg.perplexity_tokens}), list(regions.langs),
                              lm.tokenizer)
     parts = dict(model=lm.meta(), regions=regions.mask, acts=acts.meta, rows=[acts.sentence_ids, acts.langs],
