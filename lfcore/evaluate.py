@@ -93,12 +93,9 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
 def intersection_effect(lm, texts: Mapping[str, str | Sequence[str]], sets: Mapping[str, NeuronSet], *,
                         seqlen: int = 2048, stride: int | None = None, batch_size: int = 4, n_boot: int = 2000,
                         seed: int = 0) -> pd.DataFrame:
-    """Perplexity increase, with a window-bootstrap interval, when each neuron set is deactivated.
-
-    >>> intersection_effect(lm, {"en": texts}, robustness.intersection(regions), seqlen=512)
-
-    ``sets``: {name: NeuronSet}; ``texts``: {lang: text(s)}. Returns one row per (set, text language): set,
-    lang, n_neurons, ppl_full, ppl, increase (%), ci_low, ci_high (``uncertainty.deactivation_intervals``).
+    """Perplexity increase, with a window-bootstrap interval, when each neuron set is deactivated:
+    ``intersection_effect(lm, {"en": texts}, robustness.intersection(regions), seqlen=512)``. One row per (set,
+    language): set, lang, n_neurons, ppl_full, ppl, increase (%), ci_low, ci_high (``deactivation_intervals``).
     """
     table = deactivation_table(lm, texts, sets, seqlen=seqlen, stride=stride, batch_size=batch_size, progress=False)
     ci = deactivation_intervals(table.attrs["window_nll"], table.attrs["window_tokens"], baseline=FULL,
@@ -112,16 +109,12 @@ def intersection_effect(lm, texts: Mapping[str, str | Sequence[str]], sets: Mapp
 
 def format_table(df: pd.DataFrame) -> pd.DataFrame:
     """The paper's display: perplexity with 2 decimals, increases and percentages as "12%", counts as ints."""
-    def cell(lang, col, v) -> str:
-        if pd.isna(v):
-            return ""
-        if col == FULL_COLUMN:
-            return f"{v:.2f}"
-        if lang == KEY_NUMBER:
-            return f"{int(v)}"
-        return f"{v:.1f}%" if lang == KEY_PERCENT else f"{v:.0f}%"
-    return pd.DataFrame([[cell(lang, col, v) for col, v in row.items()] for lang, row in df.iterrows()],
-                        index=df.index, columns=df.columns, dtype=object)
+    out = df.map(lambda v: f"{v:.0f}%", na_action="ignore")
+    for row, fmt in [(KEY_NUMBER, lambda v: f"{int(v)}"), (KEY_PERCENT, lambda v: f"{v:.1f}%")]:
+        if row in df.index:
+            out.loc[row] = df.loc[row].map(fmt, na_action="ignore")
+    out[FULL_COLUMN] = df[FULL_COLUMN].map(lambda v: f"{v:.2f}", na_action="ignore")
+    return out.fillna("").astype(object)
 
 
 def tasks_dir() -> Path:
@@ -141,13 +134,10 @@ def task_manager(include_defaults: bool = False):
 
 def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limit: int | float | None = None,
                           neurons: NeuronSet | intervene | None = None, batch_size: int = 8) -> pd.DataFrame:
-    """Accuracy of lfcore task ``{task}_{lang}`` for each language, optionally with ``neurons`` deactivated
-    (or edited, given an ``intervene`` block).
-
-    Runs ``lm_eval.simple_evaluate`` on the loaded model (an ``HFLM`` wrapping it, nothing reloaded) inside
-    ``deactivate(lm.model, neurons)`` (or the given block), so the scores are those of the edited model (the
-    request cache is off). Returns columns lang, task, acc, acc_stderr, n; ``df.attrs["loglikelihoods"][lang]``
-    lists, per document, its id, target and choice log-likelihoods.
+    """Accuracy of lfcore task ``{task}_{lang}`` per language, optionally with ``neurons`` deactivated (or edited,
+    given an ``intervene`` block): ``lm_eval.simple_evaluate`` on the loaded model, inside that block and without
+    request cache. Columns lang, task, acc, acc_stderr, n; ``df.attrs["loglikelihoods"][lang]`` lists each
+    document's id, target and choice log-likelihoods.
     """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
@@ -205,8 +195,7 @@ DEFAULT_PROMPTS: dict[str, list[str]] = {
 @torch.inference_mode()
 def generate(lm, prompts: Mapping[str, Sequence[str]] | None, neurons_by_condition: Mapping[str, NeuronSet | None],
              max_new_tokens: int = 32) -> pd.DataFrame:
-    """Greedy continuations of each prompt under each condition (Appendix A, Tables 2 and 3), all prompts in
-    one left-padded batch per condition.
+    """Greedy continuations of each prompt under each condition (Appendix A, Tables 2 and 3).
 
     ``prompts`` is ``{lang: [prompt, ...]}`` (``None``: ``DEFAULT_PROMPTS``); ``neurons_by_condition`` maps a
     condition name to a neuron set to deactivate (``None`` or ``{}``: the full model) or an ``intervene`` block
@@ -221,7 +210,7 @@ def generate(lm, prompts: Mapping[str, Sequence[str]] | None, neurons_by_conditi
     eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
     items = [(lang, i, prompt) for lang, texts in prompts.items() for i, prompt in enumerate(texts)]
     encoded = [lm.tokenizer(prompt)["input_ids"] for _, _, prompt in items]
-    width = max(map(len, encoded))  # all prompts in one left-padded batch per condition
+    width = max(map(len, encoded))  # all prompts in one left-padded batch
     ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
     rows = []

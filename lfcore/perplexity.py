@@ -78,11 +78,9 @@ def _disjoint_windows(ids: list[int], seqlen: int):
 
 
 def start_token(tokenizer, add_bos: bool | None = None) -> int | None:
-    """The token id that starts every overlapping perplexity window, or None for none.
-
-    ``add_bos=None`` follows the tokenizer: the special token it puts before a text by itself (Gemma's ``<bos>``,
-    LLaMA's ``<s>``), else none (SmolLM2's ``bos_token`` ``<|im_start|>`` is never added to plain text, BLOOM
-    adds nothing). ``True`` forces ``tokenizer.bos_token``, ``False`` no start token.
+    """The token id that starts every overlapping perplexity window, or None. ``add_bos=None``: the special token
+    the tokenizer puts before a text itself (Gemma's ``<bos>``, LLaMA's ``<s>``; none for BLOOM, or SmolLM2, whose
+    ``bos_token`` ``<|im_start|>`` is never added to plain text); ``True``: ``tokenizer.bos_token``; ``False``: none.
     """
     if add_bos is False:
         return None
@@ -96,13 +94,12 @@ def start_token(tokenizer, add_bos: bool | None = None) -> int | None:
 
 def text_windows(tokenizer, texts: str | Sequence[str], seqlen: int, stride: int | None = None,
                  add_bos: bool | None = None, windows: str = "overlapping") -> tuple[list, dict]:
-    """``texts`` (joined by "\\n\\n", tokenized once) cut into scoring windows of ``seqlen`` tokens.
+    """``texts`` (joined by "\\n\\n", tokenized once) cut into scoring windows of ``seqlen`` tokens:
+    ``wins, info = text_windows(tok, ["doc 1", "doc 2"], 2048)``, each window a pair (input ids, labels), (tokens,).
 
-    Usage: ``wins, info = text_windows(tok, ["doc 1", "doc 2"], 2048)``. "overlapping": each window starts with
-    ``start_token(tokenizer, add_bos)``, ``stride`` sets the overlap. "disjoint": the text tokenized with the
-    tokenizer's own special tokens, back-to-back windows, the tail dropped (``stride`` None or ``seqlen``,
-    ``add_bos`` not True). Returns the windows (pairs of input ids and labels, each (tokens,)) and ``info``:
-    ``seqlen``, ``stride`` used, ``bos_token_id`` (the start token or None), ``windows``.
+    "overlapping": each window starts with ``start_token(tokenizer, add_bos)``, ``stride`` sets the overlap.
+    "disjoint": the text tokenized with the tokenizer's own special tokens, back-to-back windows, the tail dropped
+    (``stride`` None or ``seqlen``). ``info``: ``seqlen``, ``stride`` used, ``bos_token_id`` (or None), ``windows``.
     """
     if windows == "overlapping":
         bos = start_token(tokenizer, add_bos)
@@ -121,8 +118,7 @@ def text_windows(tokenizer, texts: str | Sequence[str], seqlen: int, stride: int
 
 
 def check_seqlen(model: nn.Module, seqlen: int) -> None:
-    """Raise ``ValueError`` if a window of ``seqlen`` tokens exceeds the model's position limit (learned
-    positions would index past their table; rotary ones would score text beyond the trained context)."""
+    """Raise ``ValueError`` if a window of ``seqlen`` tokens exceeds the model's position limit."""
     limit = position_limit(model)
     if limit is not None and seqlen > limit:
         raise ValueError(f"seqlen={seqlen} exceeds the {limit} positions of {type(model).__name__} "
@@ -132,14 +128,6 @@ def check_seqlen(model: nn.Module, seqlen: int) -> None:
 def dtype_name(model: nn.Module) -> str:
     """The dtype of the model's (first) weights, e.g. "float16", for error messages."""
     return str(next(model.parameters()).dtype).removeprefix("torch.")
-
-
-def _head(model: nn.Module):
-    """The base model (final hidden states), the LM head and the logit soft-cap of a causal LM."""
-    base, head = model.base_model, model.get_output_embeddings()
-    if base is model or head is None:
-        raise ValueError(f"{type(model).__name__} has no separate base model and LM head; chunked loss needs both")
-    return base, head, getattr(model.config, "final_logit_softcapping", None)
 
 
 def _softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
@@ -170,9 +158,8 @@ def _nll(head: nn.Module, cap: float | None, h: torch.Tensor, targets: torch.Ten
     return lse - target_logit
 
 
-def _check_head(model: nn.Module, ids: torch.Tensor) -> None:
+def _check_head(model: nn.Module, base: nn.Module, head: nn.Module, cap: float | None, ids: torch.Tensor) -> None:
     """Check on a few tokens that base + head (+ soft-cap) gives the model's own logits."""
-    base, head, cap = _head(model)
     ids = ids[:8].unsqueeze(0).to(module_device(model.get_input_embeddings()))
     want = model(input_ids=ids, use_cache=False).logits.float()
     if not torch.isfinite(want).all():
@@ -190,17 +177,18 @@ def _check_head(model: nn.Module, ids: torch.Tensor) -> None:
 def score(model: nn.Module, windows, batch_size: int, chunk_tokens: int = 512, progress: bool = False,
           check: bool = True, where: str = "") -> dict:
     """Perplexity of ``windows`` (``text_windows``): ``ppl``, ``nll`` (mean over scored tokens), ``n_tokens``,
-    ``n_windows``, per-window ``window_nll`` (mean) and ``window_tokens``.
-
-    ``check``: first verify that base model + head reproduce the model's logits. An inf or nan loss raises
-    ``ValueError`` naming the dtype, the window and ``where`` (e.g. "language 'zh', condition 'Full'").
-    """
+    ``n_windows``, per-window ``window_nll`` (mean) and ``window_tokens``. ``check``: first verify base + head
+    against the model's logits. An inf or nan loss raises naming the dtype, window and ``where`` (e.g. "language
+    'zh', condition 'Full'")."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    base, head, cap = _head(model)
+    base, head = model.base_model, model.get_output_embeddings()  # final hidden states, LM head
+    if base is model or head is None:
+        raise ValueError(f"{type(model).__name__} has no separate base model and LM head; chunked loss needs both")
+    cap = getattr(model.config, "final_logit_softcapping", None)
     device = module_device(model.get_input_embeddings())
     if check:
-        _check_head(model, windows[0][0])
+        _check_head(model, base, head, cap, windows[0][0])
     batches = []  # runs of equal-length windows, batched without padding (only the last window can be shorter)
     for _, run in itertools.groupby(windows, lambda w: len(w[0])):
         run = list(run)
@@ -237,8 +225,8 @@ def perplexity(model: nn.Module, tokenizer, texts: str | Sequence[str], seqlen: 
     ``windows="overlapping"`` (default): every window starts with ``start_token(tokenizer, add_bos)``, counted in
     ``seqlen``; with ``stride`` below the window's text length windows overlap and each scores only the tokens no
     earlier window scored. ``windows="disjoint"``: the authors' scheme (``text_windows``). Returns the keys of
-    ``score`` (``ppl``, ``nll``, ``n_tokens``, ``n_windows``, ``window_nll``, ``window_tokens``) and of the
-    windows' ``info`` (``seqlen``, ``stride``, ``bos_token_id``, ``windows``).
+    ``score`` (``ppl``, ``nll``, ``n_tokens``, ..., ``window_tokens``) and ``seqlen``, ``stride``, ``bos_token_id``,
+    ``windows``.
     """
     check_seqlen(model, seqlen)
     cut, info = text_windows(tokenizer, texts, seqlen, stride, add_bos, windows)
