@@ -147,8 +147,8 @@ def _lfcore_imports(rel: str) -> set[str]:
             base = folder.parents[node.level - 2] if node.level > 1 else folder
             stem = base.joinpath(*(node.module or "").split("."))
             for name in [stem, *(stem / a.name for a in node.names)]:
-                found |= {f for f in (f"{name}.py", f"{name}/__init__.py") if (PACKAGE / f).is_file()}
-    return {str(Path(f)) for f in found}
+                found |= {str(f) for f in (Path(f"{name}.py"), name / "__init__.py") if (PACKAGE / f).is_file()}
+    return found
 
 
 def code_key(*functions, data: tuple[str, ...] = ()) -> str:
@@ -158,8 +158,7 @@ def code_key(*functions, data: tuple[str, ...] = ()) -> str:
     todo = [str(Path(sys.modules[f.__module__].__file__).resolve().relative_to(PACKAGE)) for f in functions]
     seen: set[str] = set()
     while todo:
-        rel = todo.pop()
-        if rel not in seen:
+        if (rel := todo.pop()) not in seen:
             seen.add(rel)
             todo.extend(_lfcore_imports(rel))
     return code_digest(*sorted(seen), *data)

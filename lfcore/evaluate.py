@@ -1,9 +1,6 @@
-"""Evaluate a model with and without neuron sets: perplexity tables, lm-eval tasks, greedy generations.
-
-``deactivation_table`` is Table 1 (raw numbers in ``df.attrs``), ``intersection_effect`` the increase with a
-bootstrap interval per set; ``crosslingual_accuracy`` runs lfcore's lm-eval tasks *inside* ``deactivate`` so the
-hooks are live; ``generate`` gives greedy continuations per condition (Appendix A). Perplexity itself (windows,
-chunked loss) is ``lfcore.perplexity``.
+"""Evaluate a model with and without neuron sets: ``deactivation_table`` (Table 1), ``intersection_effect``,
+``crosslingual_accuracy`` (lfcore's lm-eval tasks, run *inside* ``deactivate`` so the hooks are live) and
+``generate`` (greedy continuations, Appendix A). Perplexity itself is ``lfcore.perplexity``.
 """
 from __future__ import annotations
 

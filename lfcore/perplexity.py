@@ -1,9 +1,8 @@
 """Windowed perplexity with a chunked loss: ``perplexity(model, tokenizer, texts, seqlen=2048)``.
 
-Documents are joined by "\\n\\n", tokenized once and cut into windows of ``seqlen`` tokens: "overlapping" (lfcore's
-default: a start token per window, every token scored once) or "disjoint" (the authors' lib/eval.py: back-to-back
-windows without a start token, the tail dropped). The LM head runs on chunks of the scored positions only, the
-cross-entropy summed in fp32: no vocabulary logits for a whole batch. Table 1 is ``evaluate.deactivation_table``.
+Windows are "overlapping" (lfcore's default: a start token per window, every token scored once) or "disjoint" (the
+authors' lib/eval.py). The LM head runs on chunks of the scored positions only, the cross-entropy summed in fp32:
+no vocabulary logits for a whole batch. Table 1 is ``evaluate.deactivation_table``.
 """
 from __future__ import annotations
 
@@ -23,8 +22,8 @@ IGNORE = -100  # label of an unscored position
 OVERFLOW_FIX = ("the model overflows its dtype (float16 does in e.g. Gemma 3). "
                 "Load it with dtype='bfloat16' or 'float32'.")
 
-# Vocabulary entries per block of CPU logits, into one reused buffer: (positions, vocab) is never allocated (Gemma:
-# 262k entries, 1 MiB per position); Gemma's head on 2 cores: 0.57 s per 252 positions against 0.95 s whole.
+# Vocabulary entries per block of CPU logits, in one reused buffer: (positions, vocab) is never allocated (Gemma:
+# 262k entries); Gemma's head on 2 cores: 0.57 s per 252 positions against 0.95 s for whole logits.
 CPU_VOCAB_BLOCK = 2048
 
 
