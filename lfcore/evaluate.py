@@ -46,7 +46,8 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
     ``total_neurons``, default layers x width). Columns: "Full model Perplexity" (absolute), then one column
     per entry of ``sets`` with the % increase over the full model. ``df.attrs`` holds the raw numbers:
     ``perplexity``/``nll``/``window_nll`` as ``{lang: {condition: ...}}`` ("Full model" is the baseline),
-    ``n_tokens``, ``n_windows``, ``window_tokens`` per language, ``model`` and the windows' ``info``.
+    ``n_tokens``, ``n_windows``, ``window_tokens`` per language, ``model``, ``seqlen``, ``stride``, ``windows``,
+    ``bos_token_id``.
     """
     if not texts:
         raise ValueError("texts is empty: pass {lang: text or list of texts}")

@@ -40,7 +40,7 @@ def _windows(ids: list[int], seqlen: int, stride: int | None, bos: int | None):
     span = seqlen - (bos is not None)
     if span < 2:
         raise ValueError(f"seqlen={seqlen} is too short: a window needs at least 2 text tokens")
-    longest = span if bos is not None else span - 1
+    longest = span if bos is not None else span - 1  # without BOS a window's first token is context only
     stride = longest if stride is None else stride
     if not 1 <= stride <= longest:
         why = ("seqlen minus the BOS token" if bos is not None else
