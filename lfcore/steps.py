@@ -39,10 +39,9 @@ def cache_dir(out: str | Path) -> Path:
 
 
 def activations(lm, corpus, cfg: CaptureSpec, cache: Cache) -> Activations:
-    """``capture.capture`` of ``corpus`` with the ``CaptureSpec`` options, through the cache."""
-    return capture(lm, corpus, batch_size=cfg.batch_size, max_length=cfg.max_length, progress=False,
-                   pool_special_tokens=cfg.pool_special_tokens, skip_first=cfg.skip_first,
-                   add_special_tokens=cfg.add_special_tokens, cache=cache)
+    """``capture.capture`` of ``corpus`` with the ``CaptureSpec`` options (its fields are capture's keywords),
+    through the cache."""
+    return capture(lm, corpus, progress=False, cache=cache, **cfg.model_dump())
 
 
 def load(m: ModelSpec):
@@ -163,8 +162,7 @@ def intervals(acts, cfg: UncertaintySpec, cache: Cache, per_layer: bool = True) 
     """``uncertainty.score_intervals`` (overall, and per layer unless ``per_layer`` is off) through the cache."""
     parts = dict(acts=acts.meta, rows=[acts.sentence_ids, acts.langs], per_layer=per_layer,
                  code=code_key(score_intervals), **cfg.model_dump())
-    return cache.frame("intervals", parts, lambda: score_intervals(acts, per_layer=per_layer, n_boot=cfg.n_boot,
-                                                           n_perm=cfg.n_perm, level=cfg.level, seed=cfg.seed))
+    return cache.frame("intervals", parts, lambda: score_intervals(acts, per_layer=per_layer, **cfg.model_dump()))
 
 
 def interval_numbers(intervals: pd.DataFrame, suffix: str = "") -> dict:
