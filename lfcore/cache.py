@@ -196,8 +196,8 @@ class Cache:
                              f"(--cache-dir, $LFCORE_CACHE) or none (cache=None)") from None
 
     def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> bool:
-        """Write an entry; True if written. A failed write (no root, disk full, folder made read-only meanwhile)
-        returns False, with a warning: the caller keeps its result, only the cache entry is lost."""
+        """Write an entry; True if written, False without a root. A write that fails (disk full, folder made
+        read-only meanwhile) warns and returns False: the caller keeps its result, only the entry is lost."""
         if self.root is None:
             return False
         try:
