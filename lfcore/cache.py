@@ -4,11 +4,12 @@ A key hashes everything that determines a result (model identity, data digests, 
 ``code_key``, ``FORMAT``). An entry is ``<key>.safetensors`` plus ``<key>.json``, written last as the commit
 marker, with the SHA-256 of the tensors and of its labels (``meta``), both checked on every read: a corrupt
 entry raises ``CacheError`` naming the file. An unwritable folder is found before the expensive step; a write
-that fails anyway only warns. A per-key lock lets one process compute a key while others wait and read it.
+that fails anyway only warns. ``Cache.lock`` lets one process compute a key while others wait and read it.
 """
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 import io
@@ -208,21 +209,29 @@ class Cache:
             return False
         return True
 
+    @contextlib.contextmanager
+    def lock(self, kind: str, key: str):
+        """Hold the ``filelock`` ``<root>/<kind>/.<key>.lock`` for a block: another process asking for the key
+        waits; an OS lock, so a killed holder never blocks the next. ``with cache.lock(kind, key): ...``."""
+        (self.root / kind).mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(self.root / kind / f".{key}.lock"):
+            yield
+
     def result(self, kind: str, parts: dict, compute, encode, decode):
         """``compute()`` unless a result with the same ``parts`` is cached; counted as a hit or a miss.
         ``cache.result("activations", meta, run, Activations.entry, Activations.from_entry)``.
 
         ``encode(result)`` gives (tensors, JSON-able meta) to store, ``decode(tensors, meta)`` the result back.
-        A miss checks the folder writable, then computes holding the ``filelock`` ``<root>/<kind>/.<key>.lock``
-        (an OS lock, freed if its holder is killed): a job computing the same key meanwhile is waited for and read.
+        A miss checks the folder writable, then computes under the key's ``lock``: a job computing the same key
+        meanwhile is waited for and read.
         """
         if self.root is None:
             self.misses[kind] += 1
             return compute()
         key = make_key(kind=kind, **parts)
         if (hit := self.get(kind, key)) is None:
-            self.check_writable(kind)  # before the work, not after it; makes the folder
-            with filelock.FileLock(self.root / kind / f".{key}.lock"):
+            self.check_writable(kind)  # before the work, not after it
+            with self.lock(kind, key):
                 if (hit := self.get(kind, key)) is None:  # else another job wrote it while this one waited
                     self.misses[kind] += 1
                     result = compute()

@@ -126,7 +126,7 @@ def test_windows_score_every_token_after_the_first_exactly_once(bos):
                 scored = []
                 for x, labels in wins:
                     assert len(x) <= seqlen
-                    targets = labels[1:]  # next-token targets, as in _score
+                    targets = labels[1:]  # next-token targets, as in score
                     assert (targets != pp.IGNORE).sum() > 0, (n, seqlen, stride, bos)  # no empty window
                     scored += targets[targets != pp.IGNORE].tolist()
                 first = 0 if bos is not None else 1
