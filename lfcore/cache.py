@@ -1,14 +1,10 @@
 """Content-keyed result store: safetensors + JSON, atomic writes, verified reads; tables as CSV + JSON.
 
-Only named, expensive results are cached (pooled activations, perplexity tables). A key is the hash of
-everything that determines the result (model id, revision, weight fingerprint and dtype, corpus and
-token digests, options, ``FORMAT``). Each entry is ``<key>.safetensors`` plus ``<key>.json``; the JSON is
-written last (it is the commit marker) and records the SHA-256 of the tensor file and of its own labels
-(``meta``: sentence ids, languages, layers), both checked on every read. A corrupt entry raises
-``CacheError`` naming the file: it is never silently reused. ``Cache.check_writable`` lets a caller find an
-unwritable cache folder before the expensive step; a write that fails anyway warns and loses nothing but the
-cache entry (the caller still returns its result). ``Cache.lock`` serialises the computation of one key
-between processes (jobs on a cluster sharing the folder): the second waits and reads.
+A key hashes everything that determines a result (model identity, data digests, options, the code's
+``code_key``, ``FORMAT``). An entry is ``<key>.safetensors`` plus ``<key>.json``, written last as the commit
+marker, with the SHA-256 of the tensors and of its labels (``meta``), both checked on every read: a corrupt
+entry raises ``CacheError`` naming the file. An unwritable folder is found before the expensive step; a write
+that fails anyway only warns. ``Cache.lock`` lets one process compute a key while others wait and read it.
 """
 from __future__ import annotations
 
@@ -41,10 +37,8 @@ class CacheError(RuntimeError):
 
 def make_key(**parts) -> str:
     """A stable hex key of JSON-able parts: ``make_key(model=lm.meta(), sets={"en": {3: tensor([5, 17])}})``.
-
     Dict order does not matter; a tensor counts by its bytes, dtype and shape, anything else by ``tolist()``
-    or ``str()``.
-    """
+    or ``str()``."""
     def default(o):
         if isinstance(o, torch.Tensor):
             a = o.detach().cpu().contiguous().numpy()
@@ -55,8 +49,8 @@ def make_key(**parts) -> str:
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` (text is UTF-8) to ``path`` through a temp file and ``os.replace``: a reader sees the
-    old file or the whole new one, never a part. The file gets the usual permissions (0666 less umask)."""
+    """Write ``data`` (text is UTF-8) to ``path`` through a temp file and ``os.replace``: a reader sees the old
+    file or the whole new one, never a part. Permissions are the usual 0666 less umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -76,7 +70,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> Path:
 
 
 def _paths(stem: str | Path) -> tuple[Path, Path]:
-    """``stem.json`` and ``stem.safetensors``: suffixes appended, so a dot in the name ("qwen2.5-0.5b") stays."""
+    """``stem.json`` and ``stem.safetensors``, appended: a dot in the name ("qwen2.5-0.5b") stays."""
     stem = Path(stem)
     return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".safetensors")
 
@@ -95,20 +89,18 @@ def write_entry(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict) 
     meta = json.loads(json.dumps(meta, default=str))  # as it will read back
     record = {"format": FORMAT, "sha256": hashlib.sha256(blob).hexdigest(), "meta_sha256": _meta_digest(meta),
               "meta": meta}
-    atomic_write(meta_path, json.dumps(record, indent=1, default=str).encode())
+    atomic_write(meta_path, json.dumps(record, indent=1))
 
 
 def read_entry(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read and verify an entry written by ``write_entry``; raise ``CacheError`` if it is damaged."""
-    stem = Path(stem)
     meta_path, data_path = _paths(stem)
     try:
         record = json.loads(meta_path.read_text(encoding="utf-8"))
         blob = data_path.read_bytes()
     except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
         raise CacheError(f"cannot read result {stem}: {e}. Delete {meta_path} to recompute.") from e
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        got = record.get("format") if isinstance(record, dict) else None
+    if (got := record.get("format") if isinstance(record, dict) else None) != FORMAT:
         raise CacheError(f"{meta_path} has format {got}, this lfcore writes {FORMAT}; delete it to recompute")
     if hashlib.sha256(blob).hexdigest() != record.get("sha256"):
         raise CacheError(f"{data_path} does not match the digest in {meta_path} (truncated or modified). "
@@ -124,34 +116,19 @@ def read_entry(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def save_table(df: pd.DataFrame, path: str | os.PathLike, index: bool = True) -> tuple[Path, Path | None]:
     """Write ``df`` as CSV at ``path`` and its ``attrs`` (if any) as JSON next to it (same name, ``.json``).
-
-    >>> save_table(table, "tables/table1.csv")  # (csv path, JSON path or None without attrs)
-    """
+    ``save_table(table, "tables/table1.csv")`` -> (CSV path, JSON path or None without attrs)."""
     path = Path(path)
     if path.suffix == ".json":
         raise ValueError(f"{path}: give the CSV path; the JSON sidecar gets the same name with .json")
-    sidecar = path.with_suffix(".json")
     atomic_write(path, df.to_csv(index=index))
-    if not df.attrs:
-        return path, None
-    atomic_write(sidecar, json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str))
-    return path, sidecar
-
-
-def load_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a table written by ``save_table``, attrs included."""
-    path = Path(path)
-    df = pd.read_csv(path, index_col=0)
-    sidecar = path.with_suffix(".json")
-    if sidecar.exists():
-        df.attrs.update(json.loads(sidecar.read_text(encoding="utf-8")))
-    return df
+    attrs = json.dumps(df.attrs, indent=1, ensure_ascii=False, default=str)
+    return path, (atomic_write(path.with_suffix(".json"), attrs) if df.attrs else None)
 
 
 @functools.lru_cache(maxsize=None)
 def code_digest(*paths: str) -> str:
-    """A short hash of package files: ``code_digest("capture.py", "tasks")``; ``paths`` are relative to lfcore's
-    folder, a folder meaning every file under it (``"."``: the whole package). ``code_key`` builds on it."""
+    """A short hash of package files: ``code_digest("capture.py", "tasks")``; paths are relative to lfcore's
+    folder, a folder meaning every file under it (``"."``: the whole package)."""
     h = hashlib.sha256()
     for rel in paths:
         path = PACKAGE / rel
@@ -164,30 +141,25 @@ def code_digest(*paths: str) -> str:
 
 
 def _lfcore_imports(rel: str) -> set[str]:
-    """Package files (relative paths) that the lfcore module at ``rel`` imports, read from its source
-    (``from .x import y``, ``from . import x``: lfcore imports itself only relatively, tests/test_layers.py)."""
+    """Package files that the module at ``rel`` imports (lfcore imports itself only relatively: test_layers)."""
     found, folder = set(), Path(rel).parent
     for node in ast.walk(ast.parse((PACKAGE / rel).read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.level:
             base = folder.parents[node.level - 2] if node.level > 1 else folder
             stem = base.joinpath(*(node.module or "").split("."))
             for name in [stem, *(stem / a.name for a in node.names)]:
-                found |= {f for f in (f"{name}.py", f"{name}/__init__.py") if (PACKAGE / f).is_file()}
-    return {str(Path(f)) for f in found}
+                found |= {str(f) for f in (Path(f"{name}.py"), name / "__init__.py") if (PACKAGE / f).is_file()}
+    return found
 
 
 def code_key(*functions, data: tuple[str, ...] = ()) -> str:
-    """A short hash of the code a result depends on: ``code_key(evaluate.deactivation_table)``.
-
-    Covers the source files of the modules defining ``functions`` and every lfcore module they import,
-    transitively (read from the sources, not listed by hand), plus the package ``data`` files or folders
-    the code reads (e.g. ``"tasks"``). Any change there changes the key, so the result is recomputed.
-    """
+    """A short hash of the code a result depends on: ``code_key(evaluate.deactivation_table)``: the modules
+    defining ``functions``, every lfcore module they import (transitively, read from the sources) and the
+    package ``data`` files or folders the code reads (e.g. ``"tasks"``)."""
     todo = [str(Path(sys.modules[f.__module__].__file__).resolve().relative_to(PACKAGE)) for f in functions]
     seen: set[str] = set()
     while todo:
-        rel = todo.pop()
-        if rel not in seen:
+        if (rel := todo.pop()) not in seen:
             seen.add(rel)
             todo.extend(_lfcore_imports(rel))
     return code_digest(*sorted(seen), *data)
@@ -211,27 +183,22 @@ class Cache:
         return read_entry(self.root / kind / key)
 
     def check_writable(self, kind: str) -> None:
-        """Raise ``CacheError`` unless an entry of ``kind`` can be written here (nothing to check without a
-        root): call it before computing what will be stored, so that a read-only folder, or a file where a
-        folder should be, stops the run before the work instead of after it. ``result`` calls it on a miss.
-        Usage: ``cache.check_writable("activations")``."""
+        """Raise ``CacheError`` unless an entry of ``kind`` can be written here (read-only folder, a file in the
+        way): ``cache.check_writable("activations")`` before the work, as ``result`` does on a miss."""
         if self.root is None:
             return
         folder = self.root / kind
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            fd, probe = tempfile.mkstemp(dir=folder, prefix=".lfcore-write-test-")
-            os.close(fd)
-            os.unlink(probe)
+            tempfile.TemporaryFile(dir=folder).close()  # a probe file, gone when closed
         except OSError as e:
             raise CacheError(f"the result cache {folder} cannot be written ({type(e).__name__}: {e}); fix its "
                              f"permissions, remove what is in the way, or choose another cache folder "
                              f"(--cache-dir, $LFCORE_CACHE) or none (cache=None)") from None
 
     def put(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> bool:
-        """Write an entry; True if written (False without a root). A write that fails (disk full, folder made
-        read-only meanwhile) warns and returns False: the caller keeps and returns its result, only the cache
-        entry is lost."""
+        """Write an entry; True if written, False without a root. A write that fails (disk full, folder made
+        read-only meanwhile) warns and returns False: the caller keeps its result, only the entry is lost."""
         if self.root is None:
             return False
         try:
@@ -244,30 +211,25 @@ class Cache:
 
     @contextlib.contextmanager
     def lock(self, kind: str, key: str):
-        """Hold an exclusive lock on ``kind/key`` for the length of a block; another process asking for the same
-        key waits. Usage: ``with cache.lock(kind, key): hit = cache.get(kind, key) or compute-and-put``;
-        ``result`` does this on every miss.
-
-        A ``filelock`` OS lock (``flock`` on Unix, as ``lock.hold_folder``) on ``<root>/<kind>/.<key>.lock``:
-        released by the kernel when the holder exits or is killed, so a dead job never blocks the next. (On NFS,
-        Linux maps it to a POSIX lock the server holds.)
-        """
-        path = self.root / kind / f".{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with filelock.FileLock(path):
+        """Hold the ``filelock`` ``<root>/<kind>/.<key>.lock`` for a block: another process asking for the key
+        waits; an OS lock, so a killed holder never blocks the next. ``with cache.lock(kind, key): ...``."""
+        (self.root / kind).mkdir(parents=True, exist_ok=True)
+        with filelock.FileLock(self.root / kind / f".{key}.lock"):
             yield
 
     def result(self, kind: str, parts: dict, compute, encode, decode):
         """``compute()`` unless a result with the same ``parts`` is cached; counted as a hit or a miss.
-
-        >>> acts = cache.result("activations", meta, run, Activations.entry, Activations.from_entry)
+        ``cache.result("activations", meta, run, Activations.entry, Activations.from_entry)``.
 
         ``encode(result)`` gives (tensors, JSON-able meta) to store, ``decode(tensors, meta)`` the result back.
         A miss checks the folder writable, then computes under the key's ``lock``: a job computing the same key
         meanwhile is waited for and read.
         """
+        if self.root is None:
+            self.misses[kind] += 1
+            return compute()
         key = make_key(kind=kind, **parts)
-        if (hit := self.get(kind, key)) is None and self.root is not None:
+        if (hit := self.get(kind, key)) is None:
             self.check_writable(kind)  # before the work, not after it
             with self.lock(kind, key):
                 if (hit := self.get(kind, key)) is None:  # else another job wrote it while this one waited
@@ -275,18 +237,13 @@ class Cache:
                     result = compute()
                     self.put(kind, key, *encode(result))
                     return result
-        if hit is None:  # no root: nothing cached
-            self.misses[kind] += 1
-            return compute()
         self.hits[kind] += 1
         return decode(*hit)
 
     def frame(self, kind: str, parts: dict, compute) -> pd.DataFrame:
-        """``compute()`` (a DataFrame) unless a frame with the same ``parts`` is cached.
-
-        A hit equals the computed frame exactly: float columns are stored as tensors (JSON would round them),
-        everything else as pandas' table JSON, ``attrs`` as JSON (Python's float repr is exact).
-        """
+        """``compute()`` (a DataFrame) unless a frame with the same ``parts`` is cached. A hit equals the computed
+        frame exactly: float columns are stored as tensors (JSON would round them), the rest as pandas' table
+        JSON, ``attrs`` as JSON (Python's float repr is exact)."""
         return self.result(kind, parts, compute, _encode_frame, _decode_frame)
 
     def summary(self) -> dict:

@@ -1,13 +1,6 @@
-"""Evaluate a model with and without neuron sets: perplexity tables, lm-eval tasks, greedy generations.
-
-Windowed perplexity itself (windows, chunked loss) is ``lfcore.perplexity``.
-
-- ``deactivation_table``: Table 1 of the paper (full-model perplexity, % increase per deactivated set, key
-  neuron numbers), raw numbers in ``df.attrs`` (``cache.save_table`` writes CSV + JSON);
-  ``intersection_effect``: the perplexity increase with a bootstrap interval of each deactivated set.
-- ``crosslingual_accuracy``: lm-eval tasks shipped in ``lfcore/tasks``, run *inside* ``deactivate`` so the
-  hooks are live during scoring.
-- ``generate``: greedy continuations per condition (Appendix A, Tables 2/3).
+"""Evaluate a model with and without neuron sets: ``deactivation_table`` (Table 1), ``intersection_effect``,
+``crosslingual_accuracy`` (lfcore's lm-eval tasks, run *inside* ``deactivate`` so the hooks are live) and
+``generate`` (greedy continuations, Appendix A). Perplexity itself is ``lfcore.perplexity``.
 """
 from __future__ import annotations
 
@@ -27,12 +20,10 @@ from .deactivate import deactivate
 from .hooks import module_device
 from .intervene import intervene
 from .models import neuron_sites, neuron_width
-from .perplexity import _check_seqlen, _dtype_of, _score, _summary, text_windows
+from .perplexity import OVERFLOW_FIX, check_seqlen, dtype_name, score, text_windows
 from .uncertainty import deactivation_intervals
 
 FULL = "Full model"
-
-# ---------------------------------------------------------------------------------------------- Table 1
 
 
 def _block(lm, neurons: NeuronSet | intervene | None) -> intervene:
@@ -48,15 +39,15 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
                        seqlen: int = 2048, stride: int | None = None, batch_size: int = 4,
                        total_neurons: int | None = None, add_bos: bool | None = None,
                        progress: bool = True, windows: str = "overlapping") -> pd.DataFrame:
-    """Table 1: perplexity per language with the full model and with each neuron set deactivated (or, for a
-    set given as an ``intervene`` block, edited as that block says).
+    """Table 1: perplexity per language with the full model and with each neuron set deactivated (a set given
+    as an ``intervene`` block: edited as that block says). ``add_bos`` and ``windows`` cut text as ``perplexity``.
 
     Rows: the languages of ``texts``, then "Key Neuron Number" and "Key Neuron Percentage" (of
     ``total_neurons``, default layers x width). Columns: "Full model Perplexity" (absolute), then one column
     per entry of ``sets`` with the % increase over the full model. ``df.attrs`` holds the raw numbers:
     ``perplexity``/``nll``/``window_nll`` as ``{lang: {condition: ...}}`` ("Full model" is the baseline),
-    ``n_tokens``, ``n_windows``, ``window_tokens`` per language, ``seqlen``, ``stride``, ``bos_token_id``,
-    ``model``, ``windows``. ``add_bos`` and ``windows`` cut the text as in ``perplexity``.
+    ``n_tokens``, ``n_windows``, ``window_tokens`` per language, ``model``, ``seqlen``, ``stride``, ``windows``,
+    ``bos_token_id``.
     """
     if not texts:
         raise ValueError("texts is empty: pass {lang: text or list of texts}")
@@ -64,11 +55,11 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
         raise ValueError(f"{FULL!r} is reserved for the baseline; rename that set")
     blocks = {name: _block(lm, neurons) for name, neurons in sets.items()}  # validate all first
     total = total_neurons or len(neuron_sites(lm.model, lm.site)) * neuron_width(lm.model, lm.site)
-    _check_seqlen(lm.model, seqlen)
+    check_seqlen(lm.model, seqlen)
     cut = {}
     for lang, text in texts.items():
         try:
-            cut[lang], used_stride, bos = text_windows(lm.tokenizer, text, seqlen, stride, add_bos, windows)
+            cut[lang], info = text_windows(lm.tokenizer, text, seqlen, stride, add_bos, windows)
         except ValueError as e:
             raise ValueError(f"perplexity text of language {lang!r}: {e}") from None
     results: dict[str, dict[str, dict]] = {lang: {} for lang in texts}
@@ -78,41 +69,31 @@ def deactivation_table(lm, texts: Mapping[str, str | Sequence[str]], sets: Mappi
             with block:  # every language is evaluated while the hooks are live
                 for lang, wins in cut.items():
                     bar.set_postfix_str(f"{name} / {lang}")
-                    sums, counts = _score(lm.model, wins, batch_size, check=not any(results.values()),
-                                          where=f"language {lang!r}, condition {name!r}")
-                    results[lang][name] = _summary(sums, counts, seqlen, used_stride, bos, windows)
+                    results[lang][name] = score(lm.model, wins, batch_size, check=not any(results.values()),
+                                                where=f"language {lang!r}, condition {name!r}")
                     bar.update()
-    rows = {}
-    for lang, res in results.items():
-        full = res[FULL]["ppl"]
-        rows[lang] = [full] + [100.0 * (res[name]["ppl"] / full - 1.0) for name in blocks]
     counts = {name: block.n_neurons for name, block in blocks.items()}
+    rows = {lang: [res[FULL]["ppl"]] + [100.0 * (res[name]["ppl"] / res[FULL]["ppl"] - 1.0) for name in blocks]
+            for lang, res in results.items()}
     rows[KEY_NUMBER] = [float("nan")] + [float(counts[name]) for name in blocks]
     rows[KEY_PERCENT] = [float("nan")] + [100.0 * counts[name] / total for name in blocks]
     df = pd.DataFrame.from_dict(rows, orient="index", columns=[FULL_COLUMN, *blocks])
     df.index.name = "lang"
-    df.attrs.update({
-        "model": lm.meta(), "seqlen": seqlen, "stride": used_stride, "bos_token_id": bos, "windows": windows,
-        "batch_size": batch_size, "total_neurons": total, "key_neurons": counts,
-        "perplexity": {lang: {c: r["ppl"] for c, r in res.items()} for lang, res in results.items()},
-        "nll": {lang: {c: r["nll"] for c, r in res.items()} for lang, res in results.items()},
-        "window_nll": {lang: {c: r["window_nll"] for c, r in res.items()} for lang, res in results.items()},
-        "n_tokens": {lang: res[FULL]["n_tokens"] for lang, res in results.items()},
-        "n_windows": {lang: res[FULL]["n_windows"] for lang, res in results.items()},
-        "window_tokens": {lang: res[FULL]["window_tokens"] for lang, res in results.items()},
-    })
+    df.attrs.update({"model": lm.meta(), **info, "batch_size": batch_size, "total_neurons": total,
+                     "key_neurons": counts})
+    for attr, key in [("perplexity", "ppl"), ("nll", "nll"), ("window_nll", "window_nll")]:  # per condition
+        df.attrs[attr] = {lang: {c: r[key] for c, r in res.items()} for lang, res in results.items()}
+    for key in ["n_tokens", "n_windows", "window_tokens"]:  # per language
+        df.attrs[key] = {lang: res[FULL][key] for lang, res in results.items()}
     return df
 
 
 def intersection_effect(lm, texts: Mapping[str, str | Sequence[str]], sets: Mapping[str, NeuronSet], *,
                         seqlen: int = 2048, stride: int | None = None, batch_size: int = 4, n_boot: int = 2000,
                         seed: int = 0) -> pd.DataFrame:
-    """Perplexity increase, with a window-bootstrap interval, when each neuron set is deactivated.
-
-    >>> intersection_effect(lm, {"en": texts}, robustness.intersection(regions), seqlen=512)
-
-    ``sets``: {name: NeuronSet}; ``texts``: {lang: text(s)}. Returns one row per (set, text language): set,
-    lang, n_neurons, ppl_full, ppl, increase (%), ci_low, ci_high (``uncertainty.deactivation_intervals``).
+    """Perplexity increase, with a window-bootstrap interval, when each neuron set is deactivated:
+    ``intersection_effect(lm, {"en": texts}, robustness.intersection(regions), seqlen=512)``. One row per (set,
+    language): set, lang, n_neurons, ppl_full, ppl, increase (%), ci_low, ci_high (``deactivation_intervals``).
     """
     table = deactivation_table(lm, texts, sets, seqlen=seqlen, stride=stride, batch_size=batch_size, progress=False)
     ci = deactivation_intervals(table.attrs["window_nll"], table.attrs["window_tokens"], baseline=FULL,
@@ -126,24 +107,12 @@ def intersection_effect(lm, texts: Mapping[str, str | Sequence[str]], sets: Mapp
 
 def format_table(df: pd.DataFrame) -> pd.DataFrame:
     """The paper's display: perplexity with 2 decimals, increases and percentages as "12%", counts as ints."""
-    out = pd.DataFrame(index=df.index, columns=df.columns, dtype=object)
-    for lang in df.index:
-        for col in df.columns:
-            v = df.loc[lang, col]
-            if pd.isna(v):
-                out.loc[lang, col] = ""
-            elif col == FULL_COLUMN:
-                out.loc[lang, col] = f"{v:.2f}"
-            elif lang == KEY_NUMBER:
-                out.loc[lang, col] = f"{int(v)}"
-            elif lang == KEY_PERCENT:
-                out.loc[lang, col] = f"{v:.1f}%"
-            else:
-                out.loc[lang, col] = f"{v:.0f}%"
-    return out
-
-
-# ------------------------------------------------------------------------------------------ lm-eval bridge
+    out = df.map(lambda v: f"{v:.0f}%", na_action="ignore")
+    for row, fmt in [(KEY_NUMBER, lambda v: f"{int(v)}"), (KEY_PERCENT, lambda v: f"{v:.1f}%")]:
+        if row in df.index:
+            out.loc[row] = df.loc[row].map(fmt, na_action="ignore")
+    out[FULL_COLUMN] = df[FULL_COLUMN].map(lambda v: f"{v:.2f}", na_action="ignore")
+    return out.fillna("").astype(object)
 
 
 def tasks_dir() -> Path:
@@ -161,23 +130,15 @@ def task_manager(include_defaults: bool = False):
     return TaskManager(include_path=str(tasks_dir()), include_defaults=include_defaults)
 
 
-def lm_eval_model(lm, batch_size: int = 8, max_length: int | None = None):
-    """Wrap an already-loaded model as lm-eval's ``HFLM`` (nothing is reloaded; hooks on the model stay live)."""
-    from lm_eval.models.huggingface import HFLM
-
-    return HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size, max_length=max_length)
-
-
 def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limit: int | float | None = None,
                           neurons: NeuronSet | intervene | None = None, batch_size: int = 8) -> pd.DataFrame:
-    """Accuracy of lfcore task ``{task}_{lang}`` for each language, optionally with ``neurons`` deactivated
-    (or edited, given an ``intervene`` block).
-
-    Runs ``lm_eval.simple_evaluate`` inside ``deactivate(lm.model, neurons)`` (or the given block), so the scores
-    are those of the edited model (the request cache is off). Returns columns lang, task, acc, acc_stderr, n;
-    ``df.attrs["loglikelihoods"][lang]`` lists, per document, its id, target and choice log-likelihoods.
+    """Accuracy of lfcore task ``{task}_{lang}`` per language, optionally with ``neurons`` deactivated (or edited,
+    given an ``intervene`` block): ``lm_eval.simple_evaluate`` on the loaded model, inside that block and without
+    request cache. Columns lang, task, acc, acc_stderr, n; ``df.attrs["loglikelihoods"][lang]`` lists each
+    document's id, target and choice log-likelihoods.
     """
     import lm_eval
+    from lm_eval.models.huggingface import HFLM
 
     manager = task_manager()
     names = {lang: f"{task}_{lang}" for lang in langs}
@@ -187,9 +148,9 @@ def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limi
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; lfcore has {', '.join(known)}")
     block = _block(lm, neurons)
     with block:
-        out = lm_eval.simple_evaluate(model=lm_eval_model(lm, batch_size), tasks=list(names.values()),
-                                      task_manager=manager, limit=limit, log_samples=True, use_cache=None,
-                                      cache_requests=False, bootstrap_iters=1000)
+        out = lm_eval.simple_evaluate(model=HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size),
+                                      tasks=list(names.values()), task_manager=manager, limit=limit, log_samples=True,
+                                      use_cache=None, cache_requests=False, bootstrap_iters=1000)
     rows, lls = [], {}
     for lang, name in names.items():
         res = out["results"][name]
@@ -200,16 +161,13 @@ def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limi
                      for s in out["samples"][name]]
         bad = next((d for d in lls[lang] if not all(map(math.isfinite, d["loglikelihoods"]))), None)
         if bad is not None:  # an argmax over nan would still give an "accuracy"
-            raise ValueError(f"{lm.name} in {_dtype_of(lm.model)}: inf or nan log-likelihood in task {name}, "
-                             f"document {bad['doc_id']} (language {lang!r}): the model overflows its dtype "
-                             f"(float16 does in e.g. Gemma 3). Load it with dtype='bfloat16' or 'float32'.")
+            raise ValueError(f"{lm.name} in {dtype_name(lm.model)}: inf or nan log-likelihood in task {name}, "
+                             f"document {bad['doc_id']} (language {lang!r}): {OVERFLOW_FIX}")
     df = pd.DataFrame(rows)
     df.attrs.update({"model": lm.meta(), "n_neurons": block.n_neurons, "limit": limit, "loglikelihoods": lls,
                      "lm_eval_version": importlib.metadata.version("lm_eval")})
     return df
 
-
-# ------------------------------------------------------------------------------------------- generations
 
 DEFAULT_PROMPTS: dict[str, list[str]] = {
     "en": ["The city council announced on Monday that", "Scientists at the national university have discovered",
@@ -235,8 +193,7 @@ DEFAULT_PROMPTS: dict[str, list[str]] = {
 @torch.inference_mode()
 def generate(lm, prompts: Mapping[str, Sequence[str]] | None, neurons_by_condition: Mapping[str, NeuronSet | None],
              max_new_tokens: int = 32) -> pd.DataFrame:
-    """Greedy continuations of each prompt under each condition (Appendix A, Tables 2 and 3), all prompts in
-    one left-padded batch per condition.
+    """Greedy continuations of each prompt under each condition (Appendix A, Tables 2 and 3).
 
     ``prompts`` is ``{lang: [prompt, ...]}`` (``None``: ``DEFAULT_PROMPTS``); ``neurons_by_condition`` maps a
     condition name to a neuron set to deactivate (``None`` or ``{}``: the full model) or an ``intervene`` block
@@ -251,7 +208,7 @@ def generate(lm, prompts: Mapping[str, Sequence[str]] | None, neurons_by_conditi
     eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
     items = [(lang, i, prompt) for lang, texts in prompts.items() for i, prompt in enumerate(texts)]
     encoded = [lm.tokenizer(prompt)["input_ids"] for _, _, prompt in items]
-    width = max(map(len, encoded))  # all prompts in one left-padded batch per condition
+    width = max(map(len, encoded))  # all prompts in one left-padded batch
     ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
     mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
     rows = []

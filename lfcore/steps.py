@@ -1,9 +1,6 @@
-"""The cached steps the notebooks call: load a ``ModelSpec``, draw the sentences, run the deactivation table,
-accuracy, generations, score intervals, diagnostics, and turn results into headline numbers.
-
-Every expensive step goes through ``cache.Cache``: content-keyed (model weights, texts, options, and the
-``cache.code_key`` of the lfcore code that computes it), so a second run of the same params re-renders without
-recomputing, and a fix to the code recomputes.
+"""The cached steps the notebooks call: load a model, draw the sentences, run the deactivation table, accuracy,
+generations, intervals, diagnostics and steering, and turn results into headline numbers. Every expensive step
+goes through ``cache.Cache``, keyed by weights, texts, options and the ``cache.code_key`` of the code computing it.
 """
 from __future__ import annotations
 
@@ -42,11 +39,9 @@ def cache_dir(out: str | Path) -> Path:
 
 
 def activations(lm, corpus, cfg: CaptureSpec, cache: Cache) -> Activations:
-    """``capture.capture`` of ``corpus`` with the ``CaptureSpec`` options, through the cache (a job capturing the
-    same sentences meanwhile is waited for: ``Cache.result``)."""
-    return capture(lm, corpus, batch_size=cfg.batch_size, max_length=cfg.max_length, progress=False,
-                   pool_special_tokens=cfg.pool_special_tokens, skip_first=cfg.skip_first,
-                   add_special_tokens=cfg.add_special_tokens, cache=cache)
+    """``capture.capture`` of ``corpus`` with the ``CaptureSpec`` options (its fields are capture's keywords),
+    through the cache."""
+    return capture(lm, corpus, progress=False, cache=cache, **cfg.model_dump())
 
 
 def load(m: ModelSpec):
@@ -88,8 +83,7 @@ def perplexity_texts(cfg: PerplexitySpec, langs: list[str], tokenizer=None) -> d
     if cfg.max_tokens is None:
         return docs
     if tokenizer is None:
-        raise ValueError("perplexity.max_tokens needs the model's tokenizer: "
-                         "perplexity_texts(cfg, langs, lm.tokenizer)")
+        raise ValueError("perplexity.max_tokens needs the tokenizer: perplexity_texts(cfg, langs, lm.tokenizer)")
     cut = {}
     for lang, texts in docs.items():
         text = "\n\n".join(texts)  # as lfcore.perplexity.perplexity joins documents
@@ -99,8 +93,8 @@ def perplexity_texts(cfg: PerplexitySpec, langs: list[str], tokenizer=None) -> d
 
 
 def key_region_sets(regions, cfg: PerplexitySpec) -> dict:
-    """Neuron sets for Table 1: each language's key region, then a random set of ``random_percent``
-    of all neurons (None: the next whole percent above the largest key region, as in Table 4)."""
+    """Neuron sets for Table 1: each language's key region, then a random set of ``random_percent`` of all
+    neurons (None: the next whole percent above the largest key region, as in Table 4)."""
     sets = {lang: regions.neurons(lang) for lang in regions.langs}
     largest = 100 * max(regions.sizes()) / regions.total_neurons
     percent = cfg.random_percent if cfg.random_percent is not None else float(max(1, math.ceil(largest + 1e-9)))
@@ -110,8 +104,7 @@ def key_region_sets(regions, cfg: PerplexitySpec) -> dict:
 
 
 def perplexity_table(lm, texts: dict, sets: dict, cfg: PerplexitySpec, cache: Cache) -> pd.DataFrame:
-    """``evaluate.deactivation_table`` through the cache (key: weights, texts, sets, window scheme and options,
-    start token, code)."""
+    """``evaluate.deactivation_table`` through the cache."""
     bos = start_token(lm.tokenizer, cfg.add_bos) if cfg.windows == "overlapping" else None
     parts = dict(model=lm.meta(), texts=texts, sets=sets, seqlen=cfg.seqlen, stride=cfg.stride,
                  batch_size=cfg.batch_size, bos=bos, windows=cfg.windows, code=code_key(deactivation_table))
@@ -121,8 +114,7 @@ def perplexity_table(lm, texts: dict, sets: dict, cfg: PerplexitySpec, cache: Ca
 
 
 def task_accuracy(lm, cfg: AccuracySpec, cache: Cache, neurons=None) -> pd.DataFrame:
-    """``evaluate.crosslingual_accuracy`` through the cache (key: weights, languages, limit, neurons, lm-eval
-    version, code: the task folder and the bundled data its loaders read)."""
+    """``evaluate.crosslingual_accuracy`` through the cache (the key covers the task files and their data)."""
     code = code_key(crosslingual_accuracy, data=("tasks", f"data/{XCOPA_FILE}"))
     parts = dict(model=lm.meta(), task=cfg.task, code=code, langs=cfg.languages, limit=cfg.limit,
                  neurons=neurons or {}, lm_eval=version("lm_eval"))
@@ -136,8 +128,7 @@ def task_accuracy(lm, cfg: AccuracySpec, cache: Cache, neurons=None) -> pd.DataF
 
 @contextlib.contextmanager
 def _quiet(logger: str):
-    """Silence stderr (progress bars; also that of child processes, such as the ``git describe`` lm-eval runs to
-    record its version) and a library's logger below ERROR for the length of a block."""
+    """Silence stderr (child processes' too: lm-eval runs ``git describe``) and ``logger`` below ERROR in a block."""
     log = logging.getLogger(logger)
     level = log.level
     log.setLevel(logging.ERROR)
@@ -157,7 +148,7 @@ def _quiet(logger: str):
 def generations(lm, cfg: GenerationSpec, sets: dict, cache: Cache) -> pd.DataFrame:
     """Greedy continuations (Appendix A) under the full model and each language's deactivated key region,
     as a wide table: one row per prompt, one column per condition."""
-    prompts = {lang: list((cfg.prompts or DEFAULT_PROMPTS)[lang])[:cfg.prompts_per_language] for lang in cfg.languages}
+    prompts = {lang: (cfg.prompts or DEFAULT_PROMPTS)[lang][:cfg.prompts_per_language] for lang in cfg.languages}
     conditions = {FULL: None, **{f"×{lang}": sets[lang] for lang in cfg.languages}}
     parts = dict(model=lm.meta(), prompts=prompts, sets=conditions, max_new_tokens=cfg.max_new_tokens,
                  code=code_key(generate))
@@ -171,8 +162,7 @@ def intervals(acts, cfg: UncertaintySpec, cache: Cache, per_layer: bool = True) 
     """``uncertainty.score_intervals`` (overall, and per layer unless ``per_layer`` is off) through the cache."""
     parts = dict(acts=acts.meta, rows=[acts.sentence_ids, acts.langs], per_layer=per_layer,
                  code=code_key(score_intervals), **cfg.model_dump())
-    return cache.frame("intervals", parts, lambda: score_intervals(acts, per_layer=per_layer, n_boot=cfg.n_boot,
-                                                           n_perm=cfg.n_perm, level=cfg.level, seed=cfg.seed))
+    return cache.frame("intervals", parts, lambda: score_intervals(acts, per_layer=per_layer, **cfg.model_dump()))
 
 
 def interval_numbers(intervals: pd.DataFrame, suffix: str = "") -> dict:
@@ -186,22 +176,19 @@ def table_numbers(table: pd.DataFrame, intervals: pd.DataFrame | None = None) ->
     """Headline numbers of a deactivation table: each language's % increase when its own region is off (the
     diagonal, with its interval), the random set's increase, and the full-model perplexity."""
     langs = [c for c in table.columns if c in table.index]
-    ci = None if intervals is None else intervals.set_index(["lang", "condition"])
-    diagonal = {}
-    for lang in langs:
-        diagonal[lang] = {"estimate": round(float(table.loc[lang, lang]), 1)}
-        if ci is not None:
+    diagonal = {lang: {"estimate": round(float(table.loc[lang, lang]), 1)} for lang in langs}
+    if intervals is not None:
+        ci = intervals.set_index(["lang", "condition"])
+        for lang in langs:
             diagonal[lang]["ci"] = [round(float(ci.loc[(lang, lang), k]), 1) for k in ("ci_low", "ci_high")]
-    numbers = {"own-region % increase (diagonal)": diagonal}
-    for c in [c for c in table.columns if str(c).startswith("Random")]:
-        numbers[f"{c} % increase"] = {lang: round(float(table.loc[lang, c]), 1) for lang in langs}
-    numbers["full-model perplexity"] = {lang: round(float(table.loc[lang, FULL_COLUMN]), 2) for lang in langs}
-    return numbers
+    randoms = {f"{c} % increase": {lang: round(float(table.loc[lang, c]), 1) for lang in langs}
+               for c in table.columns if str(c).startswith("Random")}
+    return {"own-region % increase (diagonal)": diagonal, **randoms,
+            "full-model perplexity": {lang: round(float(table.loc[lang, FULL_COLUMN]), 2) for lang in langs}}
 
 
 def first_token_effect(lm, corpus, acts, cfg: CaptureSpec, n: int, cache: Cache) -> pd.DataFrame:
-    """``diagnostics.compare_pooling`` on ``n`` sentence ids of ``acts``: as captured, and recaptured without
-    each sentence's first token."""
+    """``diagnostics.compare_pooling`` of ``n`` sentence ids of ``acts`` and their recapture without the first token."""
     subset = corpus.select(corpus.languages, min(n, len(corpus.ids)), seed=0)
     skip = activations(lm, subset, cfg.model_copy(update={"skip_first": True}), cache)
     return compare_pooling(acts.select(ids=subset.ids), skip, names=("all_tokens", "skip_first"))
@@ -225,27 +212,22 @@ def stability_numbers(table: pd.DataFrame) -> dict:
              for lang, m, lo, hi in zip(g.mean().index, g.mean(), g.min(), g.max())}}
 
 
-def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSpec,
-                    cache: Cache) -> pd.DataFrame:
+def lape_comparison(lm, corpus, regions, cfg: RobustnessSpec, capture: CaptureSpec, cache: Cache) -> pd.DataFrame:
     """``robustness.lape_overlap`` of LAPE neurons (Tang et al. 2024) with the key regions, through the cache;
     an empty frame when ``cfg.lape`` is off."""
     if not cfg.lape:
         print("LAPE comparison off (robustness.lape: false)")
         return pd.DataFrame(columns=["lang", "lape_neurons", "key_neurons", "shared", "jaccard"])
-    parts = dict(model=lm.meta(), corpus=corpus.fingerprint(), capture=capture.model_dump(),
-                 regions=regions.mask,
+    parts = dict(model=lm.meta(), corpus=corpus.fingerprint(), capture=capture.model_dump(), regions=regions.mask,
                  code=code_key(activation_probabilities, lape, lape_overlap))
     return cache.frame("lape", parts, lambda: lape_overlap(lape(activation_probabilities(
         lm, corpus, batch_size=capture.batch_size, max_length=capture.max_length,
         pool_special_tokens=capture.pool_special_tokens, progress=False)), regions))
 
 
-# ------------------------------------------------------------------------------------ obs6: steering
-
-
 def held_out_prompts(c: CorpusSpec, langs: list[str], sample, n: int, seed: int):
-    """``n`` sentence ids of the corpus, present in every language of ``langs`` and not in ``sample`` (the
-    sentences the key regions are found on), as a ``ParallelCorpus``: the steering prompts."""
+    """The steering prompts: ``n`` sentence ids in every language of ``langs`` and not in ``sample`` (the sentences
+    the key regions are found on), as a ``ParallelCorpus``."""
     full = full_corpus(c, langs).select(langs)
     used = set(sample.ids)
     rest = ParallelCorpus([r for r in full.records if r.sentence_id not in used], name=full.name, meta=full.meta)
@@ -256,8 +238,7 @@ def held_out_prompts(c: CorpusSpec, langs: list[str], sample, n: int, seed: int)
 
 
 def _steering_parts(lm, regions, acts, prompts, cfg: SteeringSpec) -> dict:
-    """What every steering result depends on: weights, regions, the activations the values come from, the prompts,
-    generation options, the language detector's version and the code."""
+    """Cache parts of every steering result: weights, regions, activations, prompts, options, detector, code."""
     return dict(model=lm.meta(), regions=regions.mask, acts=acts.meta, rows=[acts.sentence_ids, acts.langs],
                 prompts=prompts.fingerprint(), max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
                 py3langid=version("py3langid"), code=code_key(continuations, steering_conditions, patch_conditions))
@@ -273,9 +254,8 @@ def steering_generations(lm, regions, acts, prompts, cfg: SteeringSpec, cache: C
 
 
 def patching_generations(lm, regions, prompt_acts, prompts, cfg: SteeringSpec, cache: Cache) -> pd.DataFrame:
-    """``steering.continuations`` with each of ``cfg.patch_languages`` (None: the first three languages of the
-    regions) patched in, whole region, random control and band by band, through the cache (``prompt_acts``: a
-    capture of the prompt sentences)."""
+    """``steering.continuations`` with each of ``cfg.patch_languages`` (None: the regions' first three) patched
+    in from ``prompt_acts`` (a capture of the prompts): whole region, random control, band by band; cached."""
     targets = cfg.patch_languages or list(regions.langs)[:3]
     parts = dict(_steering_parts(lm, regions, prompt_acts, prompts, cfg), targets=targets, bands=cfg.layer_bands)
     return cache.frame("patching", parts, lambda: continuations(
@@ -284,10 +264,9 @@ def patching_generations(lm, regions, prompt_acts, prompts, cfg: SteeringSpec, c
 
 
 def steering_perplexity(lm, regions, acts, ppl: PerplexitySpec, cfg: SteeringSpec, cache: Cache) -> pd.DataFrame:
-    """Perplexity of every language with each language's region (and its random control) steered at
-    ``cfg.perplexity_strength``: a deactivation-style table (% change over the plain model), through the cache.
-    The text: the first ``cfg.perplexity_tokens`` tokens of each language's ``ppl`` text, windows of
-    ``ppl.seqlen``."""
+    """A deactivation-style table (% change over the plain model) with each language's region (and its random
+    control) steered at ``cfg.perplexity_strength``, on the first ``cfg.perplexity_tokens`` tokens of each
+    language's ``ppl`` text, through the cache."""
     texts = perplexity_texts(ppl.model_copy(update={"max_tokens": cfg.perplexity_tokens}), list(regions.langs),
                              lm.tokenizer)
     parts = dict(model=lm.meta(), regions=regions.mask, acts=acts.meta, rows=[acts.sentence_ids, acts.langs],
