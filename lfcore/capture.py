@@ -1,13 +1,10 @@
 """Record MLP neurons over a parallel corpus and mean-pool them per sentence (paper eq. 5).
 
-Sentences are tokenised (each on its own, in one batched call), sorted by length and run in right-padded
-batches (a batch ends early rather than be more than a quarter padding), so a real token never sees
-padding (causal attention) and the batch size does not change the result. A forward pre-hook on each
-layer's neuron site takes the masked token sum of its input in fp32 on that layer's device; the full
-(tokens x neurons) tensor never leaves the hook. The forward pass stops after the last requested layer's
-site: no later layer and no LM head (vocabularies of 250k+) is ever computed. Each batch's means go to
-the host as one block; on CUDA that copy overlaps the next batch's forward pass. Every block is checked
-for inf/nan there (a model overflowing its dtype, e.g. Gemma 3 in float16, fails fast).
+Sentences are sorted by length and run in right-padded batches, so a real token never sees padding (causal
+attention) and the batch size does not change the result. A forward pre-hook on each layer's neuron site takes the
+masked token sum of its input in fp32 (the (tokens x neurons) tensor never leaves the hook), and the forward pass
+stops after the last requested site: no later layer, no LM head. Each batch's means go to the host as one block (on
+CUDA overlapping the next batch's forward pass) and are checked there for inf/nan (e.g. Gemma 3 in float16).
 """
 from __future__ import annotations
 
@@ -27,15 +24,6 @@ from .hooks import input_hooks, module_device
 from .models import SITE_NAME, LoadedModel, firing_sites, max_tokens, neuron_sites, neuron_width
 
 
-def _pool_weights(ids: list[int], special: set[int], pool_special_tokens: bool, skip_first: bool) -> list[float]:
-    w = [1.0 if (pool_special_tokens or t not in special) else 0.0 for t in ids]
-    if skip_first:
-        first = next((i for i, v in enumerate(w) if v), None)
-        if first is not None:
-            w[first] = 0.0
-    return w
-
-
 def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_first: bool,
              add_special_tokens: bool = True):
     """Token ids and pooling weights (1.0 = pooled) of every record, one batched tokenizer call.
@@ -44,28 +32,31 @@ def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_firs
     Special tokens the tokenizer adds (``add_special_tokens``, e.g. BOS) are fed but get weight 0 unless
     ``pool_special_tokens``; with ``add_special_tokens=False`` only the text's own tokens are fed (the
     authors' protocol) and the first of them is pooled. ``skip_first`` also zeroes the first pooled token.
-    Raises ``ValueError`` naming a record that has nothing left to pool; warns naming how many sentences of
-    which languages were cut at ``max_length`` (their means cover only the first tokens).
+    Raises ``ValueError`` on an empty corpus or naming a record that has nothing left to pool; warns naming how
+    many sentences of which languages were cut at ``max_length`` (their means cover only the first tokens).
     """
+    if not records:
+        raise ValueError("the corpus is empty")
     special = set(tok.all_special_ids)
     encoded = tok([r.text for r in records], truncation=True, max_length=max_length,
                   add_special_tokens=add_special_tokens)["input_ids"]
     full = [i for i, e in enumerate(encoded) if len(e) >= max_length]  # only these can have been cut
-    if full:
-        lengths = [len(e) for e in tok([records[i].text for i in full],
-                                       add_special_tokens=add_special_tokens)["input_ids"]]
-        cut = Counter(records[i].lang for i, n in zip(full, lengths) if n > max_length)
-        if cut:
-            warnings.warn(f"{sum(cut.values())} sentence(s) were cut at max_length={max_length} tokens ("
-                          f"{', '.join(f'{lang}: {k}' for lang, k in cut.items())}): their means cover only their "
-                          f"first {max_length} tokens; raise capture.max_length (up to the model's position limit) to "
-                          f"pool whole sentences",
-                          stacklevel=3)
-    weights = [_pool_weights(ids, special, pool_special_tokens, skip_first) for ids in encoded]
-    for r, w in zip(records, weights):
+    whole = tok([records[i].text for i in full], add_special_tokens=add_special_tokens)["input_ids"] if full else []
+    cut = Counter(records[i].lang for i, e in zip(full, whole) if len(e) > max_length)
+    if cut:
+        warnings.warn(f"{sum(cut.values())} sentence(s) were cut at max_length={max_length} tokens ("
+                      f"{', '.join(f'{lang}: {k}' for lang, k in cut.items())}): their means cover only their first "
+                      f"{max_length} tokens; raise capture.max_length (up to the model's position limit) to pool "
+                      f"whole sentences", stacklevel=3)
+    weights = []
+    for r, ids in zip(records, encoded):
+        w = [1.0 if pool_special_tokens or t not in special else 0.0 for t in ids]
+        if skip_first and any(w):
+            w[w.index(1.0)] = 0.0
         if not any(w):
             raise ValueError(f"sentence {r.sentence_id!r} ({r.lang}) has no token to pool after removing "
                              f"special tokens{' and the first token' if skip_first else ''}: {r.text!r}")
+        weights.append(w)
     return encoded, weights
 
 
@@ -75,17 +66,17 @@ def padded_batches(encoded: list[list[int]], weights: list[list[float]], batch_s
     Yields (rows, ids (batch, tokens), attention mask (batch, tokens), pooling weights (batch, tokens)),
     ``rows`` being the indices into ``encoded``. A real token never sees padding (causal attention).
     """
-    pad = 0 if pad is None else pad
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     for batch in _length_batches(order, [len(e) for e in encoded], batch_size):
         t = len(encoded[batch[0]])  # the longest: sorted
-        ids = torch.tensor([encoded[i] + [pad] * (t - len(encoded[i])) for i in batch])  # (batch, tokens)
+        ids = torch.tensor([encoded[i] + [pad or 0] * (t - len(encoded[i])) for i in batch])  # (batch, tokens)
         mask = torch.tensor([[1] * len(encoded[i]) + [0] * (t - len(encoded[i])) for i in batch])
         w = torch.tensor([weights[i] + [0.0] * (t - len(weights[i])) for i in batch])  # right-padded
         yield batch, ids, mask, w
 
 
-def _length_batches(order: list[int], lengths: list[int], batch_size: int, max_padding: float = 0.25) -> list[list[int]]:
+def _length_batches(order: list[int], lengths: list[int], batch_size: int,
+                    max_padding: float = 0.25) -> list[list[int]]:
     """Rows sorted longest first, cut into batches of at most ``batch_size`` that pad at most ``max_padding``
     of their tokens (a long tail of lengths gets smaller batches instead of mostly padding)."""
     batches, current, real = [], [], 0
@@ -102,20 +93,11 @@ def _length_batches(order: list[int], lengths: list[int], batch_size: int, max_p
     return batches
 
 
-def per_token(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """A site input as (batch, tokens, width): OPT's layers flatten it to (batch*tokens, width) first.
-    w: the batch's (batch, tokens) pooling weights, whose shape it takes."""
-    return x.view(*w.shape, x.shape[-1]) if x.dim() == 2 else x
-
-
 def _pool(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Weighted token sum in fp32: x (batch, tokens, width), w (batch, tokens) of 0/1 -> (batch, width).
 
-    fp32 input: one batched matrix product. Half precision: the 0/1 weights make ``x * w`` exact, and the
-    sum accumulates in fp32 (on CUDA it reads bf16 directly, never materialising an fp32 copy of x).
-    No copy of x is masked first (that would cost a pass over every layer's input): an inf or nan at an
-    unpooled position still reaches the sum, and the finite check of the batch names the sentence. A model
-    whose unpooled positions overflow (float16 at a BOS attention sink) has overflowed for the rest too.
+    Half precision: the 0/1 weights make ``x * w`` exact and the sum accumulates in fp32 without an fp32 copy of x.
+    x is not masked first, so an inf or nan at an unpooled position reaches the sum (and the finite check).
     """
     if x.dtype == torch.float32:
         return torch.bmm(w.unsqueeze(1), x).squeeze(1)  # (batch, 1, tokens) @ (batch, tokens, width)
@@ -123,60 +105,10 @@ def _pool(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host tensor to ``device``; to CUDA from pinned memory without blocking the host."""
+    """Host tensor to ``device``; to CUDA from pinned memory without blocking."""
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
-
-
-def _stack(pooled: list[torch.Tensor]) -> torch.Tensor:
-    """Per-layer (batch, width) tensors -> (batch, L, width) on their common device, else on the CPU."""
-    devices = {p.device for p in pooled}
-    if len(devices) > 1:  # device_map over several devices
-        pooled = [p.cpu() for p in pooled]
-    return torch.stack(pooled, dim=1)
-
-
-class _HostWriter:
-    """Writes each batch's block of means (batch, L, width) into rows of the CPU result ``out``.
-
-    A CPU block is copied at once. A CUDA block goes without blocking into one of two pinned staging
-    buffers and is scattered into ``out`` at the next ``put`` (or ``flush``), so the transfer and the
-    scatter overlap the next batch's forward pass instead of adding a copy of the whole result at the end.
-    """
-
-    def __init__(self, out: torch.Tensor, batch_size: int):
-        self.out, self.batch_size = out, batch_size
-        self.staging: list[torch.Tensor] = []
-        self.pending: tuple | None = None
-        self.count = 0
-
-    def put(self, rows: list[int], block: torch.Tensor) -> list[int]:
-        """Queue ``block`` for ``rows``; return the rows now written to ``out`` (on CUDA: the previous batch's)."""
-        if block.device.type != "cuda":
-            self.out.index_copy_(0, torch.tensor(rows), block)
-            return rows
-        if not self.staging:
-            shape = (self.batch_size, *block.shape[1:])
-            self.staging = [torch.empty(shape, pin_memory=True) for _ in range(2)]
-        buf = self.staging[self.count % 2][:len(rows)]  # free: its previous batch was flushed at the last put
-        self.count += 1
-        buf.copy_(block, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record(torch.cuda.current_stream(block.device))  # after the block was computed and copied
-        written = self.flush()
-        self.pending = (rows, buf, done)
-        return written
-
-    def flush(self) -> list[int]:
-        """Write the pending block, if any, to ``out``; return its rows."""
-        if self.pending is None:
-            return []
-        rows, buf, done = self.pending
-        done.synchronize()
-        self.out.index_copy_(0, torch.tensor(rows), buf)
-        self.pending = None
-        return rows
 
 
 def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None) -> tuple[list[int], list[str], int]:
@@ -192,11 +124,6 @@ def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None
     if bad:
         raise ValueError(f"layers {bad} out of range: {lm.name} has {len(names)} layers (0..{len(names) - 1})")
     return layers, [names[l] for l in layers], neuron_width(lm.model, site)
-
-
-def _model_hooks(model) -> list[str]:
-    """Dotted paths of the modules of ``model`` that have forward hooks or forward pre-hooks."""
-    return [name or "<model>" for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
 
 
 def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int]], weights: list[list[float]],
@@ -215,7 +142,6 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
     device = module_device(model.get_input_embeddings())
     weights_on: dict[torch.device, torch.Tensor] = {}  # this batch's pooling weights (batch, tokens) per device
     seen: set[int] = set()
-    current: list[torch.Tensor] = []  # this batch's rows
 
     def make_hook(j, name):
         def hook(x):  # x: (batch, tokens, width), or (batch*tokens, width) where the layer flattens it (OPT)
@@ -223,9 +149,9 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
                 raise ValueError(f"{name} input has {x.shape[-1]} features, config says {width}: "
                                  f"check the site for model_type {model.config.model_type!r}")
             if x.device not in weights_on:  # device_map: a layer on another device
-                weights_on[x.device] = next(iter(weights_on.values())).to(x.device)
+                weights_on[x.device] = weights_on[device].to(x.device)
             w = weights_on[x.device]  # (batch, tokens)
-            reducer.add(j, per_token(x, w), w, current[0])
+            reducer.add(j, x.view(*w.shape, width) if x.dim() == 2 else x, w, rows)
             seen.add(j)
         return hook
 
@@ -235,7 +161,7 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
         for batch, ids, mask, w in padded_batches(encoded, weights, batch_size, lm.tokenizer.pad_token_id):
             weights_on.clear()
             weights_on[device] = _to(w, device)
-            current[:] = [torch.tensor(batch, dtype=torch.long)]
+            rows = torch.tensor(batch, dtype=torch.long)  # read by the hooks
             seen.clear()
             with hooks:
                 model(input_ids=_to(ids, device), attention_mask=_to(mask, device), use_cache=False)
@@ -246,7 +172,6 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
                                    f"module, so its input cannot be read there; pass site= naming a module it calls")
             reducer.end(batch)
             bar.update(len(batch))
-    weights_on.clear()
 
 
 class MeanPool:
@@ -254,14 +179,18 @@ class MeanPool:
 
     >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(out, 16, check), "capture")
 
-    ``check(rows)`` runs on the rows just written to ``out`` (on CUDA one batch late: the copy to the host
-    overlaps the next batch's forward pass; the last batch is written once every row is queued).
+    ``check(rows)`` runs on the rows just written to ``out``. A CUDA block goes without blocking into one of two
+    pinned staging buffers and is written to ``out`` at the next batch's end, so the copy overlaps that batch's
+    forward pass (``check`` follows one batch late; the last block is written once every row is queued).
     """
 
     def __init__(self, out: torch.Tensor, batch_size: int, check):
+        self.out, self.batch_size, self.check = out, batch_size, check
         self.pooled: list[torch.Tensor | None] = [None] * out.shape[1]  # this batch's (batch, width) fp32 sums
-        self.writer, self.check, self.queued = _HostWriter(out, batch_size), check, 0  # queued: rows handed over
         self.counts: torch.Tensor | None = None  # this batch's pooled tokens per row
+        self.staging: list[torch.Tensor] = []  # two pinned (batch_size, L, width) buffers, used in turn
+        self.pending: tuple | None = None  # (rows, staging buffer, CUDA event) of the block in flight
+        self.queued = 0  # rows handed over
 
     def add(self, j: int, x: torch.Tensor, w: torch.Tensor, rows: torch.Tensor) -> None:
         self.pooled[j] = _pool(x, w)  # (batch, width) fp32
@@ -269,13 +198,36 @@ class MeanPool:
             self.counts = w.sum(1)  # (batch,)
 
     def end(self, rows: list[int]) -> None:
-        block = _stack(self.pooled)  # (batch, L, width) fp32 sums
+        if len({p.device for p in self.pooled}) > 1:  # device_map over several devices
+            self.pooled = [p.cpu() for p in self.pooled]
+        block = torch.stack(self.pooled, dim=1)  # (batch, L, width) fp32 sums
         block.div_(self.counts.to(block.device)[:, None, None])  # means
-        self.pooled[:] = [None] * len(self.pooled)
-        self.check(self.writer.put(rows, block))
+        self.pooled = [None] * len(self.pooled)
+        if block.device.type != "cuda":
+            self.out.index_copy_(0, torch.tensor(rows), block)
+            self.check(rows)
+        else:
+            if not self.staging:
+                self.staging = [torch.empty(self.batch_size, *block.shape[1:], pin_memory=True) for _ in range(2)]
+            buf = self.staging[0][:len(rows)]  # free: its previous block was written at the last end
+            self.staging.reverse()
+            buf.copy_(block, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(torch.cuda.current_stream(block.device))  # after the block was computed and copied
+            self._write_pending()
+            self.pending = (rows, buf, done)
         self.queued += len(rows)
-        if self.queued == len(self.writer.out):  # the last batch
-            self.check(self.writer.flush())
+        if self.queued == len(self.out):  # the last batch
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        """Write the block in flight, if any, to ``out`` and check its rows."""
+        if self.pending is not None:
+            rows, buf, done = self.pending
+            done.synchronize()
+            self.out.index_copy_(0, torch.tensor(rows), buf)
+            self.pending = None
+            self.check(rows)
 
 
 class FiringCounts:
@@ -325,10 +277,9 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     site = site or lm.site
     layers, site_modules, width = select_sites(lm, layers, site)
     records = list(corpus)
-    if not records:
-        raise ValueError("the corpus is empty")
     cache = Cache(cache) if isinstance(cache, (str, Path)) else cache
-    if cache is not None and (hooked := _model_hooks(model)):
+    hooked = [n or "<model>" for n, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+    if cache is not None and hooked:
         raise ValueError(f"capture(cache=...) of {lm.name}: module {hooked[0]!r} already has forward hooks (e.g. "
                          f"inside deactivate(...)), and a cached capture cannot describe hooks already on the "
                          f"model. Pass cache=None here.")
@@ -366,13 +317,11 @@ def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] |
 
     >>> probs = activation_probabilities(lm, corpus)  # probs.probs (n_langs, n_layers, width)
 
-    A neuron fires where its activation is > 0: act(gate) > 0 in gated MLPs (LLaMA, Gemma, ...), i.e.
-    where the input of the activation module (the gate pre-activation) is > 0; GeLU(h) > 0 in BLOOM-style
-    MLPs, the input of the down projection (``models.firing_sites``). Batching, padding and token selection
-    are those of ``capture`` (the same ``stream``; special tokens are fed but not counted unless
-    ``pool_special_tokens``). The ``FiringCounts`` reducer adds the masked count of (x > 0) per language to
-    a (n_langs, width) buffer; no token tensor is kept, and the forward pass stops at the last layer's
-    firing site. ``meta["firing_sites"]`` lists the hooked inputs, one per layer.
+    A neuron fires where its activation is > 0: where the gate pre-activation (the input of the activation module)
+    is > 0 in gated MLPs (LLaMA, Gemma, ...), where GeLU(h), the down projection's input, is > 0 in BLOOM-style MLPs
+    (``models.firing_sites``). Batching, padding and token selection are those of ``capture`` (the same ``stream``:
+    special tokens are fed but not counted unless ``pool_special_tokens``); ``FiringCounts`` counts per language.
+    ``meta["firing_sites"]`` lists the hooked inputs, one per layer.
     """
     model, tok = lm.model, lm.tokenizer
     site = site or lm.site
@@ -380,8 +329,6 @@ def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] |
     names = firing_sites(model, site)
     fire = [names[l] for l in layers]  # one per layer, in order
     records = list(corpus)
-    if not records:
-        raise ValueError("the corpus is empty")
     langs = list(dict.fromkeys(r.lang for r in records))
     lang_of = torch.tensor([langs.index(r.lang) for r in records])  # (n_records,)
     encoded, weights = tokenize(tok, records, max_tokens(model, max_length), pool_special_tokens, skip_first=False)
