@@ -1,8 +1,8 @@
 """Generic hook context managers on named modules.
 
-Nothing here knows an architecture: callers pass dotted module paths (see ``models.neuron_sites``).
-Every name is resolved before any hook is registered, hooks are registered on ``__enter__`` and always
-removed on ``__exit__`` (exceptions included), so a model never keeps a stray hook.
+Nothing here knows an architecture: callers pass dotted module paths (see ``models.neuron_sites``). Every name is
+resolved before any hook is registered; hooks are registered on ``__enter__`` and always removed on ``__exit__``
+(exceptions included), so a model never keeps a stray hook.
 """
 from __future__ import annotations
 
@@ -12,10 +12,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-# A pre-hook function receives the module's first positional input, shape (batch, tokens, width) or, where
-# the layer flattens it first (OPT), (batch*tokens, width), and returns None (read only) or a replacement
-# tensor of the same shape.
-InputFn = Callable[[torch.Tensor], "torch.Tensor | None"]
+InputFn = Callable[[torch.Tensor], "torch.Tensor | None"]  # a module's first input -> None (read) or a replacement
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
@@ -30,14 +27,11 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
 
 def module_device(module: nn.Module) -> torch.device:
     """Where the module computes: accelerate's execution device if it has one, else its weights' device."""
-    hf_hook = getattr(module, "_hf_hook", None)
-    device = getattr(hf_hook, "execution_device", None)
+    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
     if device is not None:
-        return torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+        return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
     param = next(module.parameters(), None)
-    if param is None or param.device.type == "meta":
-        return torch.device("cpu")
-    return param.device
+    return param.device if param is not None and param.device.type != "meta" else torch.device("cpu")
 
 
 class StopForward(Exception):
@@ -47,23 +41,19 @@ class StopForward(Exception):
 class input_hooks:
     """Attach forward pre-hooks that read or replace the first positional input of named modules.
 
-    ``fns`` maps a dotted module path to a function ``fn(x) -> None | Tensor`` where ``x`` is the
-    module's first positional input (batch, tokens, width), or (batch*tokens, width) in layers that flatten
-    it (OPT). Returning a tensor replaces the input.
-    Several functions on one module run in the given order. If ``stop`` names a module, the forward
-    pass is abandoned right after that module's hook ran (no later layer, no LM head is computed),
-    and the ``StopForward`` raised for this is swallowed on exit.
+    ``fns`` maps a dotted module path to a function ``fn(x) -> None | Tensor`` (or a list of them, run in order)
+    where ``x`` is the module's first input (batch, tokens, width), or (batch*tokens, width) in layers that
+    flatten it (OPT); a returned tensor replaces the input. If ``stop`` names a module, the forward pass ends
+    right after that module's hook (no later layer, no LM head) and the ``StopForward`` is swallowed on exit.
 
     >>> with input_hooks(model, {"model.layers.0.mlp.down_proj": print_shape}):
     ...     model(**batch)
     """
 
     def __init__(self, model: nn.Module, fns: Mapping[str, InputFn | list[InputFn]], stop: str | None = None):
-        self.model = model
         self.fns = {name: (f if isinstance(f, list) else [f]) for name, f in fns.items()}
         self.stop = stop
-        # resolve every name before registering anything: a bad name must leave no hook behind
-        self.modules = {name: get_module(model, name) for name in self.fns}
+        self.modules = {name: get_module(model, name) for name in self.fns}  # all resolved before any hook
         if stop is not None and stop not in self.modules:
             raise ValueError(f"stop={stop!r} must be one of the hooked modules")
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -72,23 +62,17 @@ class input_hooks:
         fns, stop = self.fns[name], name == self.stop
 
         def pre_hook(module, args, kwargs):
-            if args:
-                x, rest, in_kwargs = args[0], args[1:], None
-            else:  # a module called with its input as a keyword argument
-                key = next(iter(kwargs))
-                x, rest, in_kwargs = kwargs[key], (), key
-            changed = False
+            key = None if args else next(iter(kwargs))  # a module called with its input as a keyword argument
+            x = new = args[0] if args else kwargs[key]
             for fn in fns:
-                out = fn(x)
+                out = fn(new)
                 if out is not None:
-                    x, changed = out, True
+                    new = out
             if stop:
                 raise StopForward
-            if not changed:
+            if new is x:
                 return None
-            if in_kwargs is None:
-                return (x, *rest), kwargs
-            return args, {**kwargs, in_kwargs: x}
+            return ((new, *args[1:]), kwargs) if key is None else (args, {**kwargs, key: new})
 
         return pre_hook
 
