@@ -1,10 +1,8 @@
 """Record MLP neurons over a parallel corpus and mean-pool them per sentence (paper eq. 5).
 
-Sentences are sorted by length and run in right-padded batches, so a real token never sees padding (causal
-attention) and the batch size does not change the result. A forward pre-hook on each layer's neuron site takes the
-masked token sum of its input in fp32 (the (tokens x neurons) tensor never leaves the hook), and the forward pass
-stops after the last requested site: no later layer, no LM head. Each batch's means go to the host as one block (on
-CUDA overlapping the next batch's forward pass) and are checked there for inf/nan (e.g. Gemma 3 in float16).
+Length-sorted right-padded batches (a real token never sees padding, so the batch size does not change the result)
+run only up to the last requested site (no LM head); a forward pre-hook on each neuron site takes the masked token sum of its input
+in fp32, so the (tokens x neurons) tensor never leaves the hook. Means are checked for inf/nan on the host.
 """
 from __future__ import annotations
 
@@ -61,11 +59,8 @@ def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_firs
 
 
 def padded_batches(encoded: list[list[int]], weights: list[list[float]], batch_size: int, pad: int | None):
-    """Length-sorted (longest first: fail fast on memory), right-padded batches.
-
-    Yields (rows, ids (batch, tokens), attention mask (batch, tokens), pooling weights (batch, tokens)),
-    ``rows`` being the indices into ``encoded``. A real token never sees padding (causal attention).
-    """
+    """Length-sorted (longest first: fail fast on memory), right-padded batches: yields (rows, ids (batch, tokens),
+    attention mask (batch, tokens), pooling weights (batch, tokens)), ``rows`` being the indices into ``encoded``."""
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     for batch in _length_batches(order, [len(e) for e in encoded], batch_size):
         t = len(encoded[batch[0]])  # the longest: sorted
@@ -106,9 +101,7 @@ def _pool(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Host tensor to ``device``; to CUDA from pinned memory without blocking."""
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
 
 
 def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None) -> tuple[list[int], list[str], int]:
@@ -132,16 +125,13 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
 
     >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(values, 16, check), "capture")
 
-    Length-sorted right-padded batches (``padded_batches``); the forward pass stops after the last site (no later
-    layer, no LM head). Per batch and site j, ``reducer.add(j, x, w, rows)`` gets the site input x (batch, tokens,
-    width), the pooling weights w (batch, tokens) on x's device and the batch's record indices ``rows`` (batch,)
-    long on the CPU; after the forward pass ``reducer.end(rows)``. A site whose input is not ``width`` wide, or
-    whose hook never ran, raises.
+    Batches come from ``padded_batches``; the forward pass stops after the last site. Per batch and site j,
+    ``reducer.add(j, x, w, rows)`` gets the site input x (batch, tokens, width), the pooling weights w (batch, tokens)
+    on x's device and the batch's record indices ``rows`` (batch,) long on the CPU; after the forward pass
+    ``reducer.end(rows)``. A site whose input is not ``width`` wide, or whose hook never ran, raises.
     """
     model = lm.model
     device = module_device(model.get_input_embeddings())
-    weights_on: dict[torch.device, torch.Tensor] = {}  # this batch's pooling weights (batch, tokens) per device
-    seen: set[int] = set()
 
     def make_hook(j, name):
         def hook(x):  # x: (batch, tokens, width), or (batch*tokens, width) where the layer flattens it (OPT)
@@ -159,14 +149,12 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
     with (tqdm(total=len(encoded), desc=f"{desc} {lm.name}", disable=not progress, unit="sent") as bar,
           torch.inference_mode()):
         for batch, ids, mask, w in padded_batches(encoded, weights, batch_size, lm.tokenizer.pad_token_id):
-            weights_on.clear()
-            weights_on[device] = _to(w, device)
-            rows = torch.tensor(batch, dtype=torch.long)  # read by the hooks
-            seen.clear()
+            rows = torch.tensor(batch, dtype=torch.long)  # read by the hooks, as are the next two
+            weights_on = {device: _to(w, device)}  # this batch's pooling weights (batch, tokens) per device
+            seen = set()  # the sites whose hook ran
             with hooks:
                 model(input_ids=_to(ids, device), attention_mask=_to(mask, device), use_cache=False)
-            missed = [n for j, n in enumerate(sites) if j not in seen]
-            if missed:
+            if missed := [n for j, n in enumerate(sites) if j not in seen]:
                 raise RuntimeError(f"the hook on {missed[0]!r} never ran: this "
                                    f"{model.config.model_type!r} model computes that layer without calling the "
                                    f"module, so its input cannot be read there; pass site= naming a module it calls")
@@ -235,7 +223,7 @@ class FiringCounts:
 
     >>> stream(lm, sites, width, encoded, weights, 16, FiringCounts(lang_of, n_langs, n_sites, width), "LAPE")
 
-    lang_of: (n_records,) the language index of each record. ``counts[j]``: (n_langs, width) float64.
+    lang_of: (n_records,) each record's language index; ``counts[j]``: (n_langs, width) float64.
     """
 
     def __init__(self, lang_of: torch.Tensor, n_langs: int, n_sites: int, width: int):
@@ -258,18 +246,14 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
             cache: Cache | str | Path | None = None) -> Activations:
     """Mean-pooled neuron activations of every record of ``corpus`` (a ``ParallelCorpus``).
 
-    Special tokens the tokenizer adds (e.g. BOS) are fed to the model but, unless
-    ``pool_special_tokens``, are not pooled; ``add_special_tokens=False`` feeds the text's tokens only and
-    pools the first of them (the authors' protocol). ``skip_first`` also drops the first pooled token (the
-    attention-sink position that often carries "massive activations"). Sentences are truncated to
-    ``max_length`` tokens, or to the model's position limit (``models.max_tokens``) if that is smaller;
-    ``meta["options"]["max_length"]`` records the value used. ``cache`` (a ``cache.Cache`` or folder) reuses an
-    identical earlier run: the key covers the model (with dtype), the token ids and pooling weights, the
-    options and the code (``cache.code_key``). A cached capture refuses a model that already carries hooks
-    (e.g. inside ``deactivate``).
+    >>> acts = capture(lm, corpus, cache="cache")  # acts.values (n_records, n_layers, n_neurons) fp32
 
-    Returns ``Activations`` with values (n_records, n_layers, n_neurons) in fp32. Raises ``ValueError`` if
-    any pooled value is inf or nan (the model overflowed its dtype).
+    Token selection as in ``tokenize``; ``skip_first`` drops the attention-sink position that often carries
+    "massive activations". Sentences are truncated to ``max_length`` tokens or the model's position limit
+    (``models.max_tokens``), whichever is smaller; ``meta["options"]["max_length"]`` records it. ``cache`` (a
+    ``cache.Cache`` or folder) reuses an identical earlier run, keyed by the model (with dtype), the token ids and
+    pooling weights, the options and the code (``cache.code_key``); it refuses a model that already carries hooks
+    (e.g. inside ``deactivate``). Raises ``ValueError`` if a pooled value is inf or nan (a dtype overflow).
     """
     model, tok = lm.model, lm.tokenizer
     if batch_size < 1:

@@ -1,16 +1,14 @@
 """Fused attention for BLOOM: one kernel swap, switchable off, tested equal to the eager path.
 
-transformers (5.x) runs BLOOM's ALiBi attention only eagerly (``BloomAttention`` has no ``attn_implementation=
-"sdpa"``): it writes the (batch x heads, q, kv) scores, a masked copy and an fp32 softmax, several GiB per layer at
-a 2048-token window. lfcore swaps exactly that computation for ``scaled_dot_product_attention`` with ALiBi folded
-into the additive float mask:
+transformers (5.x) has no SDPA path for BLOOM's ALiBi attention: its eager path writes (batch x heads, q, kv)
+scores, a masked copy and an fp32 softmax, several GiB per layer at a 2048-token window. lfcore swaps exactly that
+computation for ``scaled_dot_product_attention`` with ALiBi folded into the additive float mask:
 
     eager:  softmax(alibi + scale * q k^T + mask) v
     fused:  sdpa(q, k, v, attn_mask=alibi + mask, scale=scale)      # same sum, one fused kernel
 
-The projections, the key/value cache update and the output projection are the module's own. The bias is built
-once per forward pass and shared by every layer (for one row, broadcast, when no row is padded). Anything the
-fused path does not cover (``output_attentions``, dropout in training, ``slow_but_exact`` tensor-parallel slicing,
+Projections, key/value cache and output projection stay the module's own; the bias is built once per forward pass
+for all layers. What the fused path does not cover (``output_attentions``, dropout in training, ``slow_but_exact``,
 a missing or boolean mask) runs the original forward.
 
 >>> with fused_attention(lm.model):            # no-op for models other than BLOOM
@@ -32,9 +30,8 @@ from torch import nn
 class _SharedBias:
     """The bias ``alibi + mask`` of the current forward pass, keyed by weak references to both tensors and dtype."""
 
-    def __init__(self):
-        self.key: tuple | None = None
-        self.bias: torch.Tensor | None = None
+    key: tuple | None = None  # (weakref to alibi, weakref to mask, dtype) of ``bias``
+    bias: torch.Tensor | None = None
 
     def get(self, alibi: torch.Tensor, mask: torch.Tensor, batch: int, heads: int, dtype: torch.dtype):
         if self.key is not None and self.key[0]() is alibi and self.key[1]() is mask and self.key[2] == dtype:
@@ -62,8 +59,7 @@ def _fused_forward(module: nn.Module, original, shared: _SharedBias):
                             layer_past=layer_past, use_cache=use_cache, output_attentions=output_attentions,
                             **kwargs)
         batch, q_len, _ = hidden_states.shape
-        fused_qkv = module.query_key_value(hidden_states)  # (batch, q, 3 * hidden)
-        query, key, value = module._reshape(fused_qkv)  # 3 x (batch, heads, q, head_dim)
+        query, key, value = module._reshape(module.query_key_value(hidden_states))  # 3 x (batch, heads, q, head_dim)
         if layer_past is not None:
             key, value = layer_past.update(key, value, module.layer_idx)  # (batch, heads, kv, head_dim)
         bias = shared.get(alibi, attention_mask, batch, module.num_heads, query.dtype)  # (batch|1, heads, q, kv)
@@ -80,10 +76,9 @@ class fused_attention:
 
     ``enabled=None`` follows the environment (``LFCORE_FUSED_ATTENTION=0``, ``false``, ``off`` or ``no`` turns it
     off), ``False`` keeps the eager path. Blocks nest: the outermost decides, so ``perplexity`` (which opens a
-    default block itself) runs eager inside ``fused_attention(model, enabled=False)``. Only the ``forward`` of each
-    ``BloomAttention`` instance is replaced (no class-level patch; under accelerate's ``device_map`` its wrapped
-    ``_old_forward``, so device moves still happen), and leaving the block restores every module exactly.
-    ``n_swapped`` tells how many modules were swapped.
+    default block itself) runs eager inside ``fused_attention(model, enabled=False)``. Only each ``BloomAttention``
+    instance's ``forward`` (under accelerate's ``device_map`` its wrapped ``_old_forward``) is replaced, and
+    leaving the block restores it exactly. ``n_swapped`` tells how many modules were swapped.
     """
 
     def __init__(self, model: nn.Module, enabled: bool | None = None):
