@@ -91,9 +91,8 @@ def _length_batches(order: list[int], lengths: list[int], batch_size: int,
 def _pool(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Weighted token sum in fp32: x (batch, tokens, width), w (batch, tokens) of 0/1 -> (batch, width).
 
-    Half precision: the 0/1 weights make ``x * w`` exact and the sum accumulates in fp32 without an fp32 copy of x.
-    x is not masked first, so an inf or nan at an unpooled position reaches the sum (and the finite check).
-    """
+    In half precision ``x * w`` is exact and the sum accumulates in fp32. x is not masked first, so an inf or nan
+    at an unpooled position reaches the sum (and the finite check)."""
     if x.dtype == torch.float32:
         return torch.bmm(w.unsqueeze(1), x).squeeze(1)  # (batch, 1, tokens) @ (batch, tokens, width)
     return (x * w.to(x.dtype).unsqueeze(-1)).sum(1, dtype=torch.float32)
@@ -123,7 +122,7 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
            batch_size: int, reducer, desc: str, progress: bool = True) -> None:
     """Run every tokenised record through the model once, handing each site's input to ``reducer``.
 
-    >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(values, 16, check), "capture")
+    >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(values, check), "capture")
 
     Batches come from ``padded_batches``; the forward pass stops after the last site. Per batch and site j,
     ``reducer.add(j, x, w, rows)`` gets the site input x (batch, tokens, width), the pooling weights w (batch, tokens)
@@ -165,19 +164,18 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
 class MeanPool:
     """Reducer for ``stream``: each record's masked token mean per site, written into ``out`` (n, L, width).
 
-    >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(out, 16, check), "capture")
+    >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(out, check), "capture")
 
-    ``check(rows)`` runs on the rows just written to ``out``. A CUDA block goes without blocking into one of two
-    pinned staging buffers and is written to ``out`` at the next batch's end, so the copy overlaps that batch's
-    forward pass (``check`` follows one batch late; the last block is written once every row is queued).
+    ``check(rows)`` runs on the rows just written to ``out``. A CUDA block is copied without blocking to pinned host
+    memory and written to ``out`` at the next batch's end, so the copy overlaps that batch's forward pass (``check``
+    follows one batch late; the last block is written once every row is queued).
     """
 
-    def __init__(self, out: torch.Tensor, batch_size: int, check):
-        self.out, self.batch_size, self.check = out, batch_size, check
+    def __init__(self, out: torch.Tensor, check):
+        self.out, self.check = out, check
         self.pooled: list[torch.Tensor | None] = [None] * out.shape[1]  # this batch's (batch, width) fp32 sums
         self.counts: torch.Tensor | None = None  # this batch's pooled tokens per row
-        self.staging: list[torch.Tensor] = []  # two pinned (batch_size, L, width) buffers, used in turn
-        self.pending: tuple | None = None  # (rows, staging buffer, CUDA event) of the block in flight
+        self.pending: tuple | None = None  # (rows, pinned host block, CUDA event) of the block in flight
         self.queued = 0  # rows handed over
 
     def add(self, j: int, x: torch.Tensor, w: torch.Tensor, rows: torch.Tensor) -> None:
@@ -195,15 +193,11 @@ class MeanPool:
             self.out.index_copy_(0, torch.tensor(rows), block)
             self.check(rows)
         else:
-            if not self.staging:
-                self.staging = [torch.empty(self.batch_size, *block.shape[1:], pin_memory=True) for _ in range(2)]
-            buf = self.staging[0][:len(rows)]  # free: its previous block was written at the last end
-            self.staging.reverse()
-            buf.copy_(block, non_blocking=True)
+            host = block.to("cpu", non_blocking=True)  # pinned; complete once ``done`` has passed
             done = torch.cuda.Event()
-            done.record(torch.cuda.current_stream(block.device))  # after the block was computed and copied
+            done.record(torch.cuda.current_stream(block.device))
             self._write_pending()
-            self.pending = (rows, buf, done)
+            self.pending = (rows, host, done)
         self.queued += len(rows)
         if self.queued == len(self.out):  # the last batch
             self._write_pending()
@@ -211,9 +205,9 @@ class MeanPool:
     def _write_pending(self) -> None:
         """Write the block in flight, if any, to ``out`` and check its rows."""
         if self.pending is not None:
-            rows, buf, done = self.pending
+            rows, host, done = self.pending
             done.synchronize()
-            self.out.index_copy_(0, torch.tensor(rows), buf)
+            self.out.index_copy_(0, torch.tensor(rows), host)
             self.pending = None
             self.check(rows)
 
@@ -283,8 +277,7 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
             check_finite(values[torch.tensor(rows, dtype=torch.long)], [sentence_ids[r] for r in rows],
                          [langs[r] for r in rows], layers, meta)
 
-        stream(lm, site_modules, width, encoded, weights, batch_size, MeanPool(values, batch_size, check), "capture",
-               progress)
+        stream(lm, site_modules, width, encoded, weights, batch_size, MeanPool(values, check), "capture", progress)
         counts = torch.tensor([sum(w) for w in weights], dtype=torch.float32).to(torch.int64)  # tokens pooled
         return Activations(values, sentence_ids, langs, layers, counts, meta)
 
