@@ -74,17 +74,15 @@ def _length_batches(order: list[int], lengths: list[int], batch_size: int,
                     max_padding: float = 0.25) -> list[list[int]]:
     """Rows sorted longest first, cut into batches of at most ``batch_size`` that pad at most ``max_padding``
     of their tokens (a long tail of lengths gets smaller batches instead of mostly padding)."""
-    batches, current, real = [], [], 0
+    batches: list[list[int]] = []
     for i in order:
-        if current:
-            n, longest = len(current) + 1, lengths[current[0]]
-            if n > batch_size or n * longest - (real + lengths[i]) > max_padding * n * longest:
-                batches.append(current)
-                current, real = [], 0
-        current.append(i)
-        real += lengths[i]
-    if current:
-        batches.append(current)
+        if batches:  # extend the last batch if it stays within both limits
+            rows = batches[-1] + [i]
+            n, longest = len(rows), lengths[rows[0]]
+            if n <= batch_size and n * longest - sum(lengths[j] for j in rows) <= max_padding * n * longest:
+                batches[-1] = rows
+                continue
+        batches.append([i])
     return batches
 
 

@@ -15,12 +15,10 @@ from .intervene import intervene
 
 
 class deactivate(intervene):
-    """Context manager zeroing a neuron set at the neuron site of every layer named in it.
+    """Context manager zeroing a neuron set at the neuron site of every layer named in it (see ``intervene``).
 
-    ``neurons`` is ``{layer: neuron indices}``; ``site`` overrides the site template (``models.neuron_sites``).
-    Validated before any hook exists; layers without neurons get no hook, so an empty set is bit-identical to the
-    plain model. Blocks nest: inner and outer sets are both zeroed inside the inner block. Attributes:
-    ``neurons`` (validated ``{layer: LongTensor}``), ``n_neurons``, ``n_layers``, ``width``.
+    ``neurons`` is ``{layer: neuron indices}``; ``site`` overrides the site template (``models.neuron_sites``). An
+    empty set is bit-identical to the plain model; inside nested blocks inner and outer sets are both zeroed.
     """
 
     def __init__(self, model: nn.Module, neurons: NeuronSet | None, site: str | None = None):

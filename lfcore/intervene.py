@@ -15,9 +15,9 @@ Modes, with ``a`` a neuron's activation at one token and ``v`` its value:
   the *same sentence in another language*. Parallel sentences share no token alignment, so a patch writes the
   source sentence's token-mean into every token of the target prompt, generated tokens included.
 
-``value`` is a number (the same for every neuron) or ``{layer: tensor}`` with a tensor of shape (width,)
-(one value per neuron of the layer; only the set's neurons are read) or (batch, width) (one row per prompt
-of the batch, in batch order; ``set`` and ``add`` only).
+``value`` is a number (the same for every neuron) or ``{layer: tensor}`` with a tensor of shape (width,) (one value
+per neuron of the layer; only the set's neurons are read) or (batch, width) (one row per prompt, in batch order;
+``set`` and ``add`` only).
 
 >>> with intervene(lm.model, regions.neurons("fr"), "set", language_means(acts, "fr")):
 ...     out = lm.model.generate(**batch)
@@ -35,7 +35,6 @@ from .core import NeuronSet, validate_neurons
 from .models import neuron_sites, neuron_width
 
 Mode = Literal["zero", "scale", "set", "add"]
-Value = "float | Mapping[int, torch.Tensor] | None"
 
 
 def _layer_value(mode: str, value, layer: int, idx: torch.Tensor, width: int) -> torch.Tensor:
@@ -84,16 +83,13 @@ class intervene:
 
     ``neurons`` is ``{layer: neuron indices}``, ``mode`` one of zero, scale, set, add (see the module doc),
     ``value`` the factor or value; ``site`` overrides the site template (``models.neuron_sites``). Everything is
-    validated in the constructor, before any hook exists; hooks live from ``__enter__`` to ``__exit__``. Layers
-    without neurons get no hook, so an empty set is bit-identical to the plain model. Blocks nest: the outer edit
-    runs first, the inner one on its result.
-
-    Attributes after construction: ``neurons`` (validated ``{layer: LongTensor}``), ``n_neurons``,
-    ``n_layers``, ``width``, ``mode``.
+    validated before any hook exists. Layers without neurons get no hook, so an empty set is bit-identical to the
+    plain model. Blocks nest: the outer edit runs first, the inner one on its result. Attributes: ``neurons``
+    (validated ``{layer: LongTensor}``), ``n_neurons``, ``n_layers``, ``width``, ``mode``.
     """
 
-    def __init__(self, model: nn.Module, neurons: NeuronSet | None, mode: Mode = "zero", value: Value = None,
-                 site: str | None = None):
+    def __init__(self, model: nn.Module, neurons: NeuronSet | None, mode: Mode = "zero",
+                 value: float | Mapping[int, torch.Tensor] | None = None, site: str | None = None):
         if mode not in get_args(Mode):
             raise ValueError(f"unknown mode {mode!r}; choose one of {', '.join(get_args(Mode))}")
         if (mode == "zero") != (value is None):
