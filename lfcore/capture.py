@@ -1,8 +1,8 @@
 """Record MLP neurons over a parallel corpus and mean-pool them per sentence (paper eq. 5).
 
-Length-sorted right-padded batches (a real token never sees padding, so the batch size does not change the result)
-run only up to the last requested site (no LM head); a forward pre-hook on each neuron site takes the masked token sum of its input
-in fp32, so the (tokens x neurons) tensor never leaves the hook. Means are checked for inf/nan on the host.
+Length-sorted right-padded batches (a real token never sees padding, so batch size does not change the result) run
+only up to the last requested site (no LM head); a forward pre-hook on each site takes the masked token sum of its
+input in fp32, so the (tokens x neurons) tensor never leaves the hook. Means are checked for inf/nan on the host.
 """
 from __future__ import annotations
 
@@ -28,10 +28,9 @@ def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_firs
 
     Usage: ``encoded, weights = tokenize(tok, records, 512, False, False)``: two lists of per-record lists.
     Special tokens the tokenizer adds (``add_special_tokens``, e.g. BOS) are fed but get weight 0 unless
-    ``pool_special_tokens``; with ``add_special_tokens=False`` only the text's own tokens are fed (the
-    authors' protocol) and the first of them is pooled. ``skip_first`` also zeroes the first pooled token.
-    Raises ``ValueError`` on an empty corpus or naming a record that has nothing left to pool; warns naming how
-    many sentences of which languages were cut at ``max_length`` (their means cover only the first tokens).
+    ``pool_special_tokens``; ``add_special_tokens=False`` feeds only the text's own tokens (the authors' protocol).
+    ``skip_first`` also zeroes the first pooled token. Raises ``ValueError`` on an empty corpus or naming a record
+    with nothing left to pool; warns naming how many sentences per language were cut at ``max_length``.
     """
     if not records:
         raise ValueError("the corpus is empty")
@@ -96,15 +95,12 @@ def _pool(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (x * w.to(x.dtype).unsqueeze(-1)).sum(1, dtype=torch.float32)
 
 
-def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host tensor to ``device``; to CUDA from pinned memory without blocking."""
-    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
-
-
-def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None) -> tuple[list[int], list[str], int]:
-    """The layers to hook (default: all; else sorted Python ints, checked in range), their site module paths
-    and the neuron width. Numpy and torch integers are accepted; bools, floats and an empty list raise."""
-    names = neuron_sites(lm.model, site)
+def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None,
+                 table=neuron_sites) -> tuple[list[int], list[str], int]:
+    """The layers to hook (default: all; else sorted Python ints, checked in range), their module paths from
+    ``table`` (``models.neuron_sites`` or ``models.firing_sites``) and the neuron width. Numpy and torch integers
+    are accepted; bools, floats and an empty list raise."""
+    names = table(lm.model, site)
     if layers is None:
         layers = range(len(names))
     elif len(layers) == 0:
@@ -147,10 +143,11 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
           torch.inference_mode()):
         for batch, ids, mask, w in padded_batches(encoded, weights, batch_size, lm.tokenizer.pad_token_id):
             rows = torch.tensor(batch, dtype=torch.long)  # read by the hooks, as are the next two
-            weights_on = {device: _to(w, device)}  # this batch's pooling weights (batch, tokens) per device
+            weights_on = {device: w.to(device, non_blocking=True)}  # pooling weights (batch, tokens) per device
             seen = set()  # the sites whose hook ran
             with hooks:
-                model(input_ids=_to(ids, device), attention_mask=_to(mask, device), use_cache=False)
+                model(input_ids=ids.to(device, non_blocking=True), attention_mask=mask.to(device, non_blocking=True),
+                      use_cache=False)
             if missed := [n for j, n in enumerate(sites) if j not in seen]:
                 raise RuntimeError(f"the hook on {missed[0]!r} never ran: this "
                                    f"{model.config.model_type!r} model computes that layer without calling the "
@@ -292,17 +289,13 @@ def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] |
 
     >>> probs = activation_probabilities(lm, corpus)  # probs.probs (n_langs, n_layers, width)
 
-    A neuron fires where its activation is > 0: where the gate pre-activation (the input of the activation module)
-    is > 0 in gated MLPs (LLaMA, Gemma, ...), where GeLU(h), the down projection's input, is > 0 in BLOOM-style MLPs
-    (``models.firing_sites``). Batching, padding and token selection are those of ``capture`` (the same ``stream``:
-    special tokens are fed but not counted unless ``pool_special_tokens``); ``FiringCounts`` counts per language.
-    ``meta["firing_sites"]`` lists the hooked inputs, one per layer.
+    A neuron fires where its activation is > 0: where the gate pre-activation is > 0 in gated MLPs (LLaMA, Gemma),
+    where the down projection's input GeLU(h) is > 0 in BLOOM-style MLPs (``models.firing_sites``; the hooked inputs
+    are in ``meta["firing_sites"]``). Batching, padding and token selection are those of ``capture``.
     """
     model, tok = lm.model, lm.tokenizer
     site = site or lm.site
-    layers, _, width = select_sites(lm, layers, site)
-    names = firing_sites(model, site)
-    fire = [names[l] for l in layers]  # one per layer, in order
+    layers, fire, width = select_sites(lm, layers, site, firing_sites)  # one firing site per layer, in order
     records = list(corpus)
     langs = list(dict.fromkeys(r.lang for r in records))
     lang_of = torch.tensor([langs.index(r.lang) for r in records])  # (n_records,)
