@@ -1,9 +1,6 @@
 """Zero a set of MLP neurons for the lifetime of a ``with`` block: the ``"zero"`` case of ``intervene``.
 
-A neuron set is ``{layer: neuron indices}`` (``KeyRegions.neurons(lang)``, ``regions.random_neurons(...)``); the
-neurons are zeroed at the neuron site (``models.neuron_sites``) for every token, and the model is never edited.
-
->>> with deactivate(lm.model, {3: [5, 17]}):
+>>> with deactivate(lm.model, {3: [5, 17]}):  # {layer: neuron indices}, e.g. KeyRegions.neurons(lang)
 ...     ppl = perplexity(lm.model, lm.tokenizer, text)
 """
 from __future__ import annotations

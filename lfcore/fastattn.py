@@ -75,10 +75,9 @@ class fused_attention:
     """Context manager running BLOOM's attention through SDPA inside the block; a no-op for other models.
 
     ``enabled=None`` follows the environment (``LFCORE_FUSED_ATTENTION=0``, ``false``, ``off`` or ``no`` turns it
-    off), ``False`` keeps the eager path. Blocks nest: the outermost decides, so ``perplexity`` (which opens a
-    default block itself) runs eager inside ``fused_attention(model, enabled=False)``. Only each ``BloomAttention``
-    instance's ``forward`` (under accelerate's ``device_map`` its wrapped ``_old_forward``) is replaced, and
-    leaving the block restores it exactly. ``n_swapped`` tells how many modules were swapped.
+    off), ``False`` keeps the eager path. Blocks nest and the outermost decides, so ``perplexity`` (which opens a
+    default block itself) runs eager inside ``fused_attention(model, enabled=False)``. Each ``BloomAttention``'s
+    ``forward`` (under accelerate, its ``_old_forward``) is swapped and restored on exit; ``n_swapped`` counts them.
     """
 
     def __init__(self, model: nn.Module, enabled: bool | None = None):

@@ -1,8 +1,7 @@
-"""Generic hook context managers on named modules.
+"""Generic hook context managers on modules named by dotted path (``models.neuron_sites``); no architecture here.
 
-Nothing here knows an architecture: callers pass dotted module paths (see ``models.neuron_sites``). Every name is
-resolved before any hook is registered; hooks are registered on ``__enter__`` and always removed on ``__exit__``
-(exceptions included), so a model never keeps a stray hook.
+Every name is resolved before any hook is registered, and hooks live from ``__enter__`` to ``__exit__`` (exceptions
+included), so a model never keeps a stray hook.
 """
 from __future__ import annotations
 

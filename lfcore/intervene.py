@@ -11,9 +11,8 @@ Modes, with ``a`` a neuron's activation at one token and ``v`` its value:
 - ``scale``: ``a -> v * a``;
 - ``set``: ``a -> v`` (LAPE's "activate" with ``v`` a language's mean activation, ``core.language_means``);
 - ``add``: ``a -> a + v`` (a steering vector);
-- **patch** is ``set`` with one value row per prompt (``core.patch_values``): the region's pooled activation of
-  the *same sentence in another language*. Parallel sentences share no token alignment, so a patch writes the
-  source sentence's token-mean into every token of the target prompt, generated tokens included.
+- **patch** is ``set`` with one value row per prompt (``core.patch_values``): the region's pooled activation of the
+  *same sentence in another language* (no token alignment), written into every token, generated ones included.
 
 ``value`` is a number (the same for every neuron) or ``{layer: tensor}`` with a tensor of shape (width,) (one value
 per neuron of the layer; only the set's neurons are read) or (batch, width) (one row per prompt, in batch order;
