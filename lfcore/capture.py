@@ -106,8 +106,7 @@ def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None
     elif len(layers) == 0:
         raise ValueError("layers=[] selects no layer: pass None for all layers or a list of layer indices")
     layers = sorted({layer_index(l) for l in layers})
-    bad = [l for l in layers if not 0 <= l < len(names)]
-    if bad:
+    if bad := [l for l in layers if not 0 <= l < len(names)]:
         raise ValueError(f"layers {bad} out of range: {lm.name} has {len(names)} layers (0..{len(names) - 1})")
     return layers, [names[l] for l in layers], neuron_width(lm.model, site)
 
@@ -189,8 +188,7 @@ class MeanPool:
             self.check(rows)
         else:
             host = block.to("cpu", non_blocking=True)  # pinned; complete once ``done`` has passed
-            done = torch.cuda.Event()
-            done.record(torch.cuda.current_stream(block.device))
+            done = torch.cuda.current_stream(block.device).record_event()
             self._write_pending()
             self.pending = (rows, host, done)
         self.queued += len(rows)

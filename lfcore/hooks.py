@@ -64,8 +64,7 @@ class input_hooks:
             key = None if args else next(iter(kwargs))  # a module called with its input as a keyword argument
             x = new = args[0] if args else kwargs[key]
             for fn in fns:
-                out = fn(new)
-                if out is not None:
+                if (out := fn(new)) is not None:
                     new = out
             if stop:
                 raise StopForward
