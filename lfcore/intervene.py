@@ -56,22 +56,18 @@ def _layer_value(mode: str, value, layer: int, idx: torch.Tensor, width: int) ->
     return v
 
 
-def _edit_fn(mode: str, idx: torch.Tensor, drop: torch.Tensor, v: torch.Tensor | None):
-    """A pre-hook function editing the neurons ``idx`` (k,) of its input; ``drop`` (width,) is True there."""
+def _edit_fn(mode: str, idx: torch.Tensor, v: torch.Tensor):
+    """A pre-hook function editing the neurons ``idx`` (k,) of its input with ``v`` of shape (), (k,) or (batch, k)."""
 
-    def fn(x: torch.Tensor) -> torch.Tensor:  # .to(x.device): a no-op unless device_map moved the input
-        if mode == "zero":
-            return x.masked_fill(drop.to(x.device), 0)  # (batch, tokens, neurons), mask broadcasts over both
-        val = v.to(x.device, x.dtype)
+    def fn(x: torch.Tensor) -> torch.Tensor:  # x: (batch, tokens, neurons)
+        i, val = idx.to(x.device), v.to(x.device, x.dtype)  # .to: a no-op unless device_map moved the input
         if val.ndim == 2:  # one row per prompt: (batch, k) -> (batch, 1, k) over the tokens
             if x.ndim != 3 or x.shape[0] != val.shape[0]:
                 raise ValueError(f"a per-prompt value has {val.shape[0]} rows but the batch has shape "
                                  f"{tuple(x.shape)}: pass one value row per prompt, in batch order")
             val = val[:, None, :]
-        i = idx.to(x.device)
-        sub = x[..., i]  # (batch, tokens, k)
         out = x.clone()
-        out[..., i] = sub * val if mode == "scale" else sub + val if mode == "add" else val.expand_as(sub)
+        out[..., i] = x[..., i] * val if mode == "scale" else x[..., i] + val if mode == "add" else val  # zero, set
         return out
 
     return fn
@@ -106,10 +102,8 @@ class intervene:
             if idx.numel() == 0:
                 continue
             device = hooks.module_device(hooks.get_module(model, names[layer]))  # built once, on the module's device
-            v = None if mode == "zero" else _layer_value(mode, value, layer, idx, self.width).to(device)
-            drop = torch.zeros(self.width, dtype=torch.bool)
-            drop[idx] = True
-            self.fns[names[layer]] = _edit_fn(mode, idx.to(device), drop.to(device), v)
+            v = torch.tensor(0.0) if mode == "zero" else _layer_value(mode, value, layer, idx, self.width)
+            self.fns[names[layer]] = _edit_fn(mode, idx.to(device), v.to(device))
         self._hooks: hooks.input_hooks | None = None
 
     def __enter__(self) -> "intervene":
