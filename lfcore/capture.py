@@ -85,16 +85,6 @@ def _length_batches(order: list[int], lengths: list[int], batch_size: int,
     return batches
 
 
-def _pool(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Weighted token sum in fp32: x (batch, tokens, width), w (batch, tokens) of 0/1 -> (batch, width).
-
-    In half precision ``x * w`` is exact and the sum accumulates in fp32. x is not masked first, so an inf or nan
-    at an unpooled position reaches the sum (and the finite check)."""
-    if x.dtype == torch.float32:
-        return torch.bmm(w.unsqueeze(1), x).squeeze(1)  # (batch, 1, tokens) @ (batch, tokens, width)
-    return (x * w.to(x.dtype).unsqueeze(-1)).sum(1, dtype=torch.float32)
-
-
 def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None,
                  table=neuron_sites) -> tuple[list[int], list[str], int]:
     """The layers to hook (default: all; else sorted Python ints, checked in range), their module paths from
@@ -173,7 +163,12 @@ class MeanPool:
         self.queued = 0  # rows handed over
 
     def add(self, j: int, x: torch.Tensor, w: torch.Tensor, rows: torch.Tensor) -> None:
-        self.pooled[j] = _pool(x, w)  # (batch, width) fp32
+        """Weighted token sum in fp32 (batch, width); in half precision ``x * w`` is exact (0/1 weights). x is not
+        masked first, so an inf or nan at an unpooled position reaches the sum (and the finite check)."""
+        if x.dtype == torch.float32:
+            self.pooled[j] = torch.bmm(w.unsqueeze(1), x).squeeze(1)  # (batch, 1, tokens) @ (batch, tokens, width)
+        else:
+            self.pooled[j] = (x * w.to(x.dtype).unsqueeze(-1)).sum(1, dtype=torch.float32)
         if j == 0:
             self.counts = w.sum(1)  # (batch,)
 

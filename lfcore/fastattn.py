@@ -1,15 +1,10 @@
 """Fused attention for BLOOM: one kernel swap, switchable off, tested equal to the eager path.
 
 transformers (5.x) has no SDPA path for BLOOM's ALiBi attention: its eager path writes (batch x heads, q, kv)
-scores, a masked copy and an fp32 softmax, several GiB per layer at a 2048-token window. lfcore swaps exactly that
-computation for ``scaled_dot_product_attention`` with ALiBi folded into the additive float mask:
-
-    eager:  softmax(alibi + scale * q k^T + mask) v
-    fused:  sdpa(q, k, v, attn_mask=alibi + mask, scale=scale)      # same sum, one fused kernel
-
-Projections, key/value cache and output projection stay the module's own; the bias is built once per forward pass
-for all layers. What the fused path does not cover (``output_attentions``, dropout in training, ``slow_but_exact``,
-a missing or boolean mask) runs the original forward.
+scores, a masked copy and an fp32 softmax, several GiB per layer at a 2048-token window. Inside the block,
+``softmax(alibi + scale * q k^T + mask) v`` is computed as ``sdpa(q, k, v, attn_mask=alibi + mask, scale=scale)``
+(the bias built once per forward pass); projections and cache stay the module's own. What SDPA does not cover
+(``output_attentions``, training dropout, ``slow_but_exact``, a missing or boolean mask) runs the original forward.
 
 >>> with fused_attention(lm.model):            # no-op for models other than BLOOM
 ...     ppl = perplexity(lm.model, lm.tokenizer, text)

@@ -43,23 +43,22 @@ class input_hooks:
     ``fns`` maps a dotted module path to a function ``fn(x) -> None | Tensor`` (or a list of them, run in order)
     where ``x`` is the module's first input (batch, tokens, width), or (batch*tokens, width) in layers that
     flatten it (OPT); a returned tensor replaces the input. If ``stop`` names a module, the forward pass ends
-    right after that module's hook (no later layer, no LM head) and the ``StopForward`` is swallowed on exit.
+    right after that module's hook (no later layer, no LM head) and the ``StopForward`` is swallowed on exit. A
+    block can be entered again after its exit, not while it is active.
 
     >>> with input_hooks(model, {"model.layers.0.mlp.down_proj": print_shape}):
     ...     model(**batch)
     """
 
     def __init__(self, model: nn.Module, fns: Mapping[str, InputFn | list[InputFn]], stop: str | None = None):
-        self.fns = {name: (f if isinstance(f, list) else [f]) for name, f in fns.items()}
-        self.stop = stop
-        self.modules = {name: get_module(model, name) for name in self.fns}  # all resolved before any hook
+        self.model, self.fns, self.stop = model, fns, stop
+        self.modules = {name: get_module(model, name) for name in fns}  # all resolved before any hook
         if stop is not None and stop not in self.modules:
             raise ValueError(f"stop={stop!r} must be one of the hooked modules")
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.handles: list[torch.utils.hooks.RemovableHandle] | None = None  # None: not active
 
-    def _make(self, name: str):
-        fns, stop = self.fns[name], name == self.stop
-
+    @staticmethod
+    def _make(fns: list[InputFn], stop: bool):
         def pre_hook(module, args, kwargs):
             key = None if args else next(iter(kwargs))  # a module called with its input as a keyword argument
             x = new = args[0] if args else kwargs[key]
@@ -75,18 +74,22 @@ class input_hooks:
         return pre_hook
 
     def __enter__(self) -> "input_hooks":
+        if self.handles is not None:
+            raise RuntimeError(f"this {type(self).__name__} block is already active; create a new one to nest")
+        self.handles = []
         try:
-            for name, module in self.modules.items():
-                self.handles.append(module.register_forward_pre_hook(self._make(name), with_kwargs=True))
+            for name, f in self.fns.items():
+                hook = self._make(f if isinstance(f, list) else [f], name == self.stop)
+                self.handles.append(self.modules[name].register_forward_pre_hook(hook, with_kwargs=True))
         except BaseException:
             self.close()
             raise
         return self
 
     def close(self) -> None:
-        for handle in reversed(self.handles):
+        for handle in reversed(self.handles or []):
             handle.remove()
-        self.handles.clear()
+        self.handles = None
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.close()

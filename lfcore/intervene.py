@@ -59,7 +59,7 @@ def _layer_value(mode: str, value, layer: int, idx: torch.Tensor, width: int) ->
 def _edit_fn(mode: str, idx: torch.Tensor, v: torch.Tensor):
     """A pre-hook function editing the neurons ``idx`` (k,) of its input with ``v`` of shape (), (k,) or (batch, k)."""
 
-    def fn(x: torch.Tensor) -> torch.Tensor:  # x: (batch, tokens, neurons)
+    def fn(x: torch.Tensor) -> torch.Tensor:  # x: (batch, tokens, neurons), or (batch*tokens, neurons) (OPT)
         i, val = idx.to(x.device), v.to(x.device, x.dtype)  # .to: a no-op unless device_map moved the input
         if val.ndim == 2:  # one row per prompt: (batch, k) -> (batch, 1, k) over the tokens
             if x.ndim != 3 or x.shape[0] != val.shape[0]:
@@ -73,14 +73,14 @@ def _edit_fn(mode: str, idx: torch.Tensor, v: torch.Tensor):
     return fn
 
 
-class intervene:
+class intervene(hooks.input_hooks):
     """Context manager editing a neuron set at the neuron site of every layer named in it.
 
     ``neurons`` is ``{layer: neuron indices}``, ``mode`` one of zero, scale, set, add (see the module doc),
     ``value`` the factor or value; ``site`` overrides the site template (``models.neuron_sites``). Everything is
     validated before any hook exists. Layers without neurons get no hook, so an empty set is bit-identical to the
     plain model. Blocks nest: the outer edit runs first, the inner one on its result. Attributes: ``neurons``
-    (validated ``{layer: LongTensor}``), ``n_neurons``, ``n_layers``, ``width``, ``mode``.
+    (validated ``{layer: LongTensor}``), ``n_neurons``, ``n_layers``, ``width``, ``mode``, ``model``.
     """
 
     def __init__(self, model: nn.Module, neurons: NeuronSet | None, mode: Mode = "zero",
@@ -92,30 +92,19 @@ class intervene:
                              f"mode {mode!r} needs a value: a number or {{layer: tensor (width,)}}")
         if value is not None and not isinstance(value, Mapping) and not math.isfinite(float(value)):
             raise ValueError(f"mode {mode!r}: value {value!r} is not finite")
-        self.model, self.mode = model, mode
+        self.mode = mode
         names = neuron_sites(model, site)
         self.n_layers, self.width = len(names), neuron_width(model, site)
         self.neurons = validate_neurons(neurons or {}, self.n_layers, self.width)
         self.n_neurons = sum(int(v.numel()) for v in self.neurons.values())
-        self.fns = {}
+        fns = {}
         for layer, idx in sorted(self.neurons.items()):
             if idx.numel() == 0:
                 continue
             device = hooks.module_device(hooks.get_module(model, names[layer]))  # built once, on the module's device
             v = torch.tensor(0.0) if mode == "zero" else _layer_value(mode, value, layer, idx, self.width)
-            self.fns[names[layer]] = _edit_fn(mode, idx.to(device), v.to(device))
-        self._hooks: hooks.input_hooks | None = None
-
-    def __enter__(self) -> "intervene":
-        if self._hooks is not None:
-            raise RuntimeError(f"this {type(self).__name__} block is already active; create a new one to nest")
-        self._hooks = hooks.input_hooks(self.model, self.fns).__enter__()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        self._hooks.close()
-        self._hooks = None
-        return False
+            fns[names[layer]] = _edit_fn(mode, idx.to(device), v.to(device))
+        super().__init__(model, fns)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.mode}: {self.n_neurons} neurons in "
