@@ -10,6 +10,7 @@ import hashlib
 import json
 import warnings
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -115,19 +116,17 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
     model = lm.model
     device = module_device(model.get_input_embeddings())
 
-    def make_hook(j, name):
-        def hook(x):  # x: (batch, tokens, width), or (batch*tokens, width) where the layer flattens it (OPT)
-            if x.shape[-1] != width:
-                raise ValueError(f"{name} input has {x.shape[-1]} features, config says {width}: "
-                                 f"check the site for model_type {model.config.model_type!r}")
-            if x.device not in weights_on:  # device_map: a layer on another device
-                weights_on[x.device] = weights_on[device].to(x.device)
-            w = weights_on[x.device]  # (batch, tokens)
-            reducer.add(j, x.view(*w.shape, width) if x.dim() == 2 else x, w, rows)
-            seen.add(j)
-        return hook
+    def hook(j: int, name: str, x: torch.Tensor) -> None:  # x: (batch, tokens, width), or (batch*tokens, width) (OPT)
+        if x.shape[-1] != width:
+            raise ValueError(f"{name} input has {x.shape[-1]} features, config says {width}: "
+                             f"check the site for model_type {model.config.model_type!r}")
+        if x.device not in weights_on:  # device_map: a layer on another device
+            weights_on[x.device] = weights_on[device].to(x.device)
+        w = weights_on[x.device]  # (batch, tokens)
+        reducer.add(j, x.view(*w.shape, width) if x.dim() == 2 else x, w, rows)
+        seen.add(j)
 
-    hooks = input_hooks(model, {n: make_hook(j, n) for j, n in enumerate(sites)}, stop=sites[-1])
+    hooks = input_hooks(model, {n: partial(hook, j, n) for j, n in enumerate(sites)}, stop=sites[-1])
     with (tqdm(total=len(encoded), desc=f"{desc} {lm.name}", disable=not progress, unit="sent") as bar,
           torch.inference_mode()):
         for batch, ids, mask, w in padded_batches(encoded, weights, batch_size, lm.tokenizer.pad_token_id):
@@ -159,7 +158,7 @@ class MeanPool:
         self.out, self.check = out, check
         self.pooled: list[torch.Tensor | None] = [None] * out.shape[1]  # this batch's (batch, width) fp32 sums
         self.counts: torch.Tensor | None = None  # this batch's pooled tokens per row
-        self.pending: tuple | None = None  # (rows, pinned host block, CUDA event) of the block in flight
+        self.pending: tuple | None = None  # (rows, host block, CUDA event or None) of the block not yet written
         self.queued = 0  # rows handed over
 
     def add(self, j: int, x: torch.Tensor, w: torch.Tensor, rows: torch.Tensor) -> None:
@@ -178,23 +177,20 @@ class MeanPool:
         block = torch.stack(self.pooled, dim=1)  # (batch, L, width) fp32 sums
         block.div_(self.counts.to(block.device)[:, None, None])  # means
         self.pooled = [None] * len(self.pooled)
-        if block.device.type != "cuda":
-            self.out.index_copy_(0, torch.tensor(rows), block)
-            self.check(rows)
-        else:
-            host = block.to("cpu", non_blocking=True)  # pinned; complete once ``done`` has passed
-            done = torch.cuda.current_stream(block.device).record_event()
-            self._write_pending()
-            self.pending = (rows, host, done)
+        host = block.to("cpu", non_blocking=True)  # from CUDA: into pinned memory, complete once ``done`` has passed
+        done = torch.cuda.current_stream(block.device).record_event() if block.is_cuda else None
+        self._write_pending()
+        self.pending = (rows, host, done)
         self.queued += len(rows)
-        if self.queued == len(self.out):  # the last batch
+        if done is None or self.queued == len(self.out):  # a CPU block at once, a CUDA one a batch late (but the last)
             self._write_pending()
 
     def _write_pending(self) -> None:
-        """Write the block in flight, if any, to ``out`` and check its rows."""
+        """Write the pending block, if any, to ``out`` and check its rows."""
         if self.pending is not None:
             rows, host, done = self.pending
-            done.synchronize()
+            if done is not None:
+                done.synchronize()
             self.out.index_copy_(0, torch.tensor(rows), host)
             self.pending = None
             self.check(rows)
