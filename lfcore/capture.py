@@ -27,11 +27,10 @@ def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_firs
              add_special_tokens: bool = True):
     """Token ids and pooling weights (1.0 = pooled) of every record, one batched tokenizer call.
 
-    Usage: ``encoded, weights = tokenize(tok, records, 512, False, False)``: two lists of per-record lists.
-    Special tokens the tokenizer adds (``add_special_tokens``, e.g. BOS) are fed but get weight 0 unless
-    ``pool_special_tokens``; ``add_special_tokens=False`` feeds only the text's own tokens (the authors' protocol).
-    ``skip_first`` also zeroes the first pooled token. Raises ``ValueError`` on an empty corpus or naming a record
-    with nothing left to pool; warns naming how many sentences per language were cut at ``max_length``.
+    Usage: ``encoded, weights = tokenize(tok, records, 512, False, False)``, two lists of per-record lists. Added
+    special tokens (e.g. BOS; none with ``add_special_tokens=False``, the authors' protocol) are fed but weigh 0
+    unless ``pool_special_tokens``; ``skip_first`` also zeroes the first pooled token. Raises ``ValueError`` on an
+    empty corpus or a record with nothing left to pool; warns naming per language the sentences cut at ``max_length``.
     """
     if not records:
         raise ValueError("the corpus is empty")
@@ -59,8 +58,8 @@ def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_firs
 
 
 def padded_batches(encoded: list[list[int]], weights: list[list[float]], batch_size: int, pad: int | None):
-    """Length-sorted (longest first: fail fast on memory), right-padded batches: yields (rows, ids (batch, tokens),
-    attention mask (batch, tokens), pooling weights (batch, tokens)), ``rows`` being the indices into ``encoded``."""
+    """Length-sorted (longest first: fail fast on memory), right-padded batches of (rows: indices into ``encoded``,
+    ids, attention mask, pooling weights), each tensor (batch, tokens)."""
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     for batch in _length_batches(order, [len(e) for e in encoded], batch_size):
         t = len(encoded[batch[0]])  # the longest: sorted
@@ -88,9 +87,8 @@ def _length_batches(order: list[int], lengths: list[int], batch_size: int,
 
 def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None,
                  table=neuron_sites) -> tuple[list[int], list[str], int]:
-    """The layers to hook (default: all; else sorted Python ints, checked in range), their module paths from
-    ``table`` (``models.neuron_sites`` or ``models.firing_sites``) and the neuron width. Numpy and torch integers
-    are accepted; bools, floats and an empty list raise."""
+    """The layers to hook (default: all; sorted Python ints from any integer type, checked; [] raises), their module
+    paths from ``table`` (``models.neuron_sites`` or ``models.firing_sites``) and the neuron width."""
     names = table(lm.model, site)
     if layers is None:
         layers = range(len(names))
@@ -149,9 +147,8 @@ class MeanPool:
 
     >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(out, check), "capture")
 
-    ``check(rows)`` runs on the rows just written to ``out``. A CUDA block is copied without blocking to pinned host
-    memory and written to ``out`` at the next batch's end, so the copy overlaps that batch's forward pass (``check``
-    follows one batch late; the last block is written once every row is queued).
+    ``check(rows)`` runs on the rows just written to ``out``; a block from CUDA is written (and checked) one batch
+    late, so its copy to the host overlaps the next batch's forward pass.
     """
 
     def __init__(self, out: torch.Tensor, check):
@@ -226,12 +223,11 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
 
     >>> acts = capture(lm, corpus, cache="cache")  # acts.values (n_records, n_layers, n_neurons) fp32
 
-    Token selection as in ``tokenize``; ``skip_first`` drops the attention-sink position that often carries
-    "massive activations". Sentences are truncated to ``max_length`` tokens or the model's position limit
-    (``models.max_tokens``), whichever is smaller; ``meta["options"]["max_length"]`` records it. ``cache`` (a
-    ``cache.Cache`` or folder) reuses an identical earlier run, keyed by the model (with dtype), the token ids and
-    pooling weights, the options and the code (``cache.code_key``); it refuses a model that already carries hooks
-    (e.g. inside ``deactivate``). Raises ``ValueError`` if a pooled value is inf or nan (a dtype overflow).
+    Token selection as in ``tokenize`` (``skip_first`` drops the attention sink that often carries "massive
+    activations"), truncated to ``max_length`` or the model's position limit (``models.max_tokens``), whichever is
+    smaller (``meta["options"]["max_length"]``). ``cache`` (a ``cache.Cache`` or folder) reuses an identical run,
+    keyed by model (with dtype), token ids, pooling weights, options and code (``cache.code_key``); it refuses a
+    model already carrying hooks (e.g. inside ``deactivate``). Raises ``ValueError`` on an inf or nan mean.
     """
     model, tok = lm.model, lm.tokenizer
     if batch_size < 1:
@@ -265,10 +261,8 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
         counts = torch.tensor([sum(w) for w in weights], dtype=torch.float32).to(torch.int64)  # tokens pooled
         return Activations(values, sentence_ids, langs, layers, counts, meta)
 
-    if cache is None:
-        return run()
-    return cache.result("activations", {**meta, "code": code_key(capture)}, run, Activations.entry,
-                        Activations.from_entry)
+    return run() if cache is None else cache.result("activations", {**meta, "code": code_key(capture)}, run,
+                                                    Activations.entry, Activations.from_entry)
 
 
 def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,

@@ -6,10 +6,8 @@ scores, a masked copy and an fp32 softmax, several GiB per layer at a 2048-token
 (the bias built once per forward pass); projections and cache stay the module's own. What SDPA does not cover
 (``output_attentions``, training dropout, ``slow_but_exact``, a missing or boolean mask) runs the original forward.
 
->>> with fused_attention(lm.model):            # no-op for models other than BLOOM
+>>> with fused_attention(lm.model):  # a no-op for models other than BLOOM; enabled=False keeps the eager path
 ...     ppl = perplexity(lm.model, lm.tokenizer, text)
->>> with fused_attention(lm.model, enabled=False):   # the eager path, e.g. to compare
-...     ...
 """
 from __future__ import annotations
 

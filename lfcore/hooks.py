@@ -1,8 +1,5 @@
-"""Generic hook context managers on modules named by dotted path (``models.neuron_sites``); no architecture here.
-
-Every name is resolved before any hook is registered, and hooks live from ``__enter__`` to ``__exit__`` (exceptions
-included), so a model never keeps a stray hook.
-"""
+"""Generic hook context managers on modules named by dotted path (no architecture here): every name is resolved
+before any hook is registered, and hooks live from ``__enter__`` to ``__exit__``, exceptions included."""
 from __future__ import annotations
 
 import difflib
@@ -40,11 +37,10 @@ class StopForward(Exception):
 class input_hooks:
     """Attach forward pre-hooks that read or replace the first positional input of named modules.
 
-    ``fns`` maps a dotted module path to a function ``fn(x) -> None | Tensor`` (or a list of them, run in order)
-    where ``x`` is the module's first input (batch, tokens, width), or (batch*tokens, width) in layers that
-    flatten it (OPT); a returned tensor replaces the input. If ``stop`` names a module, the forward pass ends
-    right after that module's hook (no later layer, no LM head) and the ``StopForward`` is swallowed on exit. A
-    block can be entered again after its exit, not while it is active.
+    ``fns`` maps a dotted module path to ``fn(x) -> None | Tensor`` (or a list of them, run in order), ``x`` being
+    the module's first input (batch, tokens, width), or (batch*tokens, width) where the layer flattens it (OPT); a
+    returned tensor replaces the input. If ``stop`` names a module, the forward pass ends right after its hook (no
+    later layer, no LM head). A block can be entered again after its exit, not while it is active.
 
     >>> with input_hooks(model, {"model.layers.0.mlp.down_proj": print_shape}):
     ...     model(**batch)

@@ -1,9 +1,8 @@
 """Edit a set of MLP neurons for the lifetime of a ``with`` block: zero, scale, set, add, or patch them.
 
-A *neuron set* maps a layer index to the neuron indices of that layer, e.g. ``{3: [5, 17], 10: tensor([2])}``
-(``KeyRegions.neurons(lang)``, ``regions.random_neurons(...)``). The neurons are edited at the neuron site, the
-input of each layer's down projection (``models.neuron_sites``), for every token, by a forward pre-hook
-(``hooks.input_hooks``); the model itself is never edited. ``deactivate`` (zeroing) is the ``"zero"`` case.
+A *neuron set* maps a layer index to its neuron indices, e.g. ``{3: [5, 17], 10: tensor([2])}`` (as from
+``KeyRegions.neurons(lang)``). They are edited at every token at the neuron site, the input of each layer's down
+projection (``models.neuron_sites``), by forward pre-hooks; the model itself is never edited.
 
 Modes, with ``a`` a neuron's activation at one token and ``v`` its value:
 
@@ -76,11 +75,10 @@ def _edit_fn(mode: str, idx: torch.Tensor, v: torch.Tensor):
 class intervene(hooks.input_hooks):
     """Context manager editing a neuron set at the neuron site of every layer named in it.
 
-    ``neurons`` is ``{layer: neuron indices}``, ``mode`` one of zero, scale, set, add (see the module doc),
-    ``value`` the factor or value; ``site`` overrides the site template (``models.neuron_sites``). Everything is
-    validated before any hook exists. Layers without neurons get no hook, so an empty set is bit-identical to the
-    plain model. Blocks nest: the outer edit runs first, the inner one on its result. Attributes: ``neurons``
-    (validated ``{layer: LongTensor}``), ``n_neurons``, ``n_layers``, ``width``, ``mode``, ``model``.
+    ``neurons`` is ``{layer: neuron indices}``, ``mode`` zero, scale, set or add (module doc), ``value`` its factor
+    or value, ``site`` a site template (``models.neuron_sites``). All is validated before any hook exists; layers
+    without neurons get no hook (an empty set is bit-identical to the plain model); nested, the outer edit runs
+    first. Attributes: ``model``, ``mode``, ``neurons`` ({layer: LongTensor}), ``n_neurons``, ``n_layers``, ``width``.
     """
 
     def __init__(self, model: nn.Module, neurons: NeuronSet | None, mode: Mode = "zero",
