@@ -1,13 +1,8 @@
 """Record MLP neurons over a parallel corpus and mean-pool them per sentence (paper eq. 5).
 
-Sentences are tokenised (each on its own, in one batched call), sorted by length and run in right-padded
-batches (a batch ends early rather than be more than a quarter padding), so a real token never sees
-padding (causal attention) and the batch size does not change the result. A forward pre-hook on each
-layer's neuron site takes the masked token sum of its input in fp32 on that layer's device; the full
-(tokens x neurons) tensor never leaves the hook. The forward pass stops after the last requested layer's
-site: no later layer and no LM head (vocabularies of 250k+) is ever computed. Each batch's means go to
-the host as one block; on CUDA that copy overlaps the next batch's forward pass. Every block is checked
-for inf/nan there (a model overflowing its dtype, e.g. Gemma 3 in float16, fails fast).
+Length-sorted right-padded batches (a real token never sees padding, so batch size does not change the result) run
+only up to the last requested site (no LM head); a forward pre-hook on each site takes the masked token sum of its
+input in fp32, so the (tokens x neurons) tensor never leaves the hook. Means are checked for inf/nan on the host.
 """
 from __future__ import annotations
 
@@ -15,6 +10,7 @@ import hashlib
 import json
 import warnings
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -27,255 +23,174 @@ from .hooks import input_hooks, module_device
 from .models import SITE_NAME, LoadedModel, firing_sites, max_tokens, neuron_sites, neuron_width
 
 
-def _pool_weights(ids: list[int], special: set[int], pool_special_tokens: bool, skip_first: bool) -> list[float]:
-    w = [1.0 if (pool_special_tokens or t not in special) else 0.0 for t in ids]
-    if skip_first:
-        first = next((i for i, v in enumerate(w) if v), None)
-        if first is not None:
-            w[first] = 0.0
-    return w
-
-
 def tokenize(tok, records, max_length: int, pool_special_tokens: bool, skip_first: bool,
              add_special_tokens: bool = True):
     """Token ids and pooling weights (1.0 = pooled) of every record, one batched tokenizer call.
 
-    Usage: ``encoded, weights = tokenize(tok, records, 512, False, False)``: two lists of per-record lists.
-    Special tokens the tokenizer adds (``add_special_tokens``, e.g. BOS) are fed but get weight 0 unless
-    ``pool_special_tokens``; with ``add_special_tokens=False`` only the text's own tokens are fed (the
-    authors' protocol) and the first of them is pooled. ``skip_first`` also zeroes the first pooled token.
-    Raises ``ValueError`` naming a record that has nothing left to pool; warns naming how many sentences of
-    which languages were cut at ``max_length`` (their means cover only the first tokens).
+    Usage: ``encoded, weights = tokenize(tok, records, 512, False, False)``, two lists of per-record lists. Added
+    special tokens (e.g. BOS; none with ``add_special_tokens=False``, the authors' protocol) are fed but weigh 0
+    unless ``pool_special_tokens``; ``skip_first`` also zeroes the first pooled token. Raises ``ValueError`` on an
+    empty corpus or a record with nothing left to pool; warns naming per language the sentences cut at ``max_length``.
     """
+    if not records:
+        raise ValueError("the corpus is empty")
     special = set(tok.all_special_ids)
     encoded = tok([r.text for r in records], truncation=True, max_length=max_length,
                   add_special_tokens=add_special_tokens)["input_ids"]
     full = [i for i, e in enumerate(encoded) if len(e) >= max_length]  # only these can have been cut
-    if full:
-        lengths = [len(e) for e in tok([records[i].text for i in full],
-                                       add_special_tokens=add_special_tokens)["input_ids"]]
-        cut = Counter(records[i].lang for i, n in zip(full, lengths) if n > max_length)
-        if cut:
-            warnings.warn(f"{sum(cut.values())} sentence(s) were cut at max_length={max_length} tokens ("
-                          f"{', '.join(f'{lang}: {k}' for lang, k in cut.items())}): their means cover only their "
-                          f"first {max_length} tokens; raise capture.max_length (up to the model's position limit) to "
-                          f"pool whole sentences",
-                          stacklevel=3)
-    weights = [_pool_weights(ids, special, pool_special_tokens, skip_first) for ids in encoded]
-    for r, w in zip(records, weights):
+    whole = tok([records[i].text for i in full], add_special_tokens=add_special_tokens)["input_ids"] if full else []
+    cut = Counter(records[i].lang for i, e in zip(full, whole) if len(e) > max_length)
+    if cut:
+        warnings.warn(f"{sum(cut.values())} sentence(s) were cut at max_length={max_length} tokens ("
+                      f"{', '.join(f'{lang}: {k}' for lang, k in cut.items())}): their means cover only their first "
+                      f"{max_length} tokens; raise capture.max_length (up to the model's position limit) to pool "
+                      f"whole sentences", stacklevel=3)
+    weights = []
+    for r, ids in zip(records, encoded):
+        w = [1.0 if pool_special_tokens or t not in special else 0.0 for t in ids]
+        if skip_first and any(w):
+            w[w.index(1.0)] = 0.0
         if not any(w):
             raise ValueError(f"sentence {r.sentence_id!r} ({r.lang}) has no token to pool after removing "
                              f"special tokens{' and the first token' if skip_first else ''}: {r.text!r}")
+        weights.append(w)
     return encoded, weights
 
 
 def padded_batches(encoded: list[list[int]], weights: list[list[float]], batch_size: int, pad: int | None):
-    """Length-sorted (longest first: fail fast on memory), right-padded batches.
-
-    Yields (rows, ids (batch, tokens), attention mask (batch, tokens), pooling weights (batch, tokens)),
-    ``rows`` being the indices into ``encoded``. A real token never sees padding (causal attention).
-    """
-    pad = 0 if pad is None else pad
+    """Length-sorted (longest first: fail fast on memory), right-padded batches of (rows: indices into ``encoded``,
+    ids, attention mask, pooling weights), each tensor (batch, tokens)."""
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     for batch in _length_batches(order, [len(e) for e in encoded], batch_size):
         t = len(encoded[batch[0]])  # the longest: sorted
-        ids = torch.tensor([encoded[i] + [pad] * (t - len(encoded[i])) for i in batch])  # (batch, tokens)
+        ids = torch.tensor([encoded[i] + [pad or 0] * (t - len(encoded[i])) for i in batch])  # (batch, tokens)
         mask = torch.tensor([[1] * len(encoded[i]) + [0] * (t - len(encoded[i])) for i in batch])
         w = torch.tensor([weights[i] + [0.0] * (t - len(weights[i])) for i in batch])  # right-padded
         yield batch, ids, mask, w
 
 
-def _length_batches(order: list[int], lengths: list[int], batch_size: int, max_padding: float = 0.25) -> list[list[int]]:
+def _length_batches(order: list[int], lengths: list[int], batch_size: int,
+                    max_padding: float = 0.25) -> list[list[int]]:
     """Rows sorted longest first, cut into batches of at most ``batch_size`` that pad at most ``max_padding``
     of their tokens (a long tail of lengths gets smaller batches instead of mostly padding)."""
-    batches, current, real = [], [], 0
+    batches: list[list[int]] = []
     for i in order:
-        if current:
-            n, longest = len(current) + 1, lengths[current[0]]
-            if n > batch_size or n * longest - (real + lengths[i]) > max_padding * n * longest:
-                batches.append(current)
-                current, real = [], 0
-        current.append(i)
-        real += lengths[i]
-    if current:
-        batches.append(current)
+        if batches:  # extend the last batch if it stays within both limits
+            rows = batches[-1] + [i]
+            n, longest = len(rows), lengths[rows[0]]
+            if n <= batch_size and n * longest - sum(lengths[j] for j in rows) <= max_padding * n * longest:
+                batches[-1] = rows
+                continue
+        batches.append([i])
     return batches
 
 
-def per_token(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """A site input as (batch, tokens, width): OPT's layers flatten it to (batch*tokens, width) first.
-    w: the batch's (batch, tokens) pooling weights, whose shape it takes."""
-    return x.view(*w.shape, x.shape[-1]) if x.dim() == 2 else x
-
-
-def _pool(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Weighted token sum in fp32: x (batch, tokens, width), w (batch, tokens) of 0/1 -> (batch, width).
-
-    fp32 input: one batched matrix product. Half precision: the 0/1 weights make ``x * w`` exact, and the
-    sum accumulates in fp32 (on CUDA it reads bf16 directly, never materialising an fp32 copy of x).
-    No copy of x is masked first (that would cost a pass over every layer's input): an inf or nan at an
-    unpooled position still reaches the sum, and the finite check of the batch names the sentence. A model
-    whose unpooled positions overflow (float16 at a BOS attention sink) has overflowed for the rest too.
-    """
-    if x.dtype == torch.float32:
-        return torch.bmm(w.unsqueeze(1), x).squeeze(1)  # (batch, 1, tokens) @ (batch, tokens, width)
-    return (x * w.to(x.dtype).unsqueeze(-1)).sum(1, dtype=torch.float32)
-
-
-def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Host tensor to ``device``; to CUDA from pinned memory without blocking the host."""
-    if device.type == "cuda":
-        return t.pin_memory().to(device, non_blocking=True)
-    return t.to(device)
-
-
-def _stack(pooled: list[torch.Tensor]) -> torch.Tensor:
-    """Per-layer (batch, width) tensors -> (batch, L, width) on their common device, else on the CPU."""
-    devices = {p.device for p in pooled}
-    if len(devices) > 1:  # device_map over several devices
-        pooled = [p.cpu() for p in pooled]
-    return torch.stack(pooled, dim=1)
-
-
-class _HostWriter:
-    """Writes each batch's block of means (batch, L, width) into rows of the CPU result ``out``.
-
-    A CPU block is copied at once. A CUDA block goes without blocking into one of two pinned staging
-    buffers and is scattered into ``out`` at the next ``put`` (or ``flush``), so the transfer and the
-    scatter overlap the next batch's forward pass instead of adding a copy of the whole result at the end.
-    """
-
-    def __init__(self, out: torch.Tensor, batch_size: int):
-        self.out, self.batch_size = out, batch_size
-        self.staging: list[torch.Tensor] = []
-        self.pending: tuple | None = None
-        self.count = 0
-
-    def put(self, rows: list[int], block: torch.Tensor) -> list[int]:
-        """Queue ``block`` for ``rows``; return the rows now written to ``out`` (on CUDA: the previous batch's)."""
-        if block.device.type != "cuda":
-            self.out.index_copy_(0, torch.tensor(rows), block)
-            return rows
-        if not self.staging:
-            shape = (self.batch_size, *block.shape[1:])
-            self.staging = [torch.empty(shape, pin_memory=True) for _ in range(2)]
-        buf = self.staging[self.count % 2][:len(rows)]  # free: its previous batch was flushed at the last put
-        self.count += 1
-        buf.copy_(block, non_blocking=True)
-        done = torch.cuda.Event()
-        done.record(torch.cuda.current_stream(block.device))  # after the block was computed and copied
-        written = self.flush()
-        self.pending = (rows, buf, done)
-        return written
-
-    def flush(self) -> list[int]:
-        """Write the pending block, if any, to ``out``; return its rows."""
-        if self.pending is None:
-            return []
-        rows, buf, done = self.pending
-        done.synchronize()
-        self.out.index_copy_(0, torch.tensor(rows), buf)
-        self.pending = None
-        return rows
-
-
-def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None) -> tuple[list[int], list[str], int]:
-    """The layers to hook (default: all; else sorted Python ints, checked in range), their site module paths
-    and the neuron width. Numpy and torch integers are accepted; bools, floats and an empty list raise."""
-    names = neuron_sites(lm.model, site)
+def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None,
+                 table=neuron_sites) -> tuple[list[int], list[str], int]:
+    """The layers to hook (default: all; sorted Python ints from any integer type, checked; [] raises), their module
+    paths from ``table`` (``models.neuron_sites`` or ``models.firing_sites``) and the neuron width."""
+    names = table(lm.model, site)
     if layers is None:
         layers = range(len(names))
     elif len(layers) == 0:
         raise ValueError("layers=[] selects no layer: pass None for all layers or a list of layer indices")
     layers = sorted({layer_index(l) for l in layers})
-    bad = [l for l in layers if not 0 <= l < len(names)]
-    if bad:
+    if bad := [l for l in layers if not 0 <= l < len(names)]:
         raise ValueError(f"layers {bad} out of range: {lm.name} has {len(names)} layers (0..{len(names) - 1})")
     return layers, [names[l] for l in layers], neuron_width(lm.model, site)
-
-
-def _model_hooks(model) -> list[str]:
-    """Dotted paths of the modules of ``model`` that have forward hooks or forward pre-hooks."""
-    return [name or "<model>" for name, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
 
 
 def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int]], weights: list[list[float]],
            batch_size: int, reducer, desc: str, progress: bool = True) -> None:
     """Run every tokenised record through the model once, handing each site's input to ``reducer``.
 
-    >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(values, 16, check), "capture")
+    >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(values, check), "capture")
 
-    Length-sorted right-padded batches (``padded_batches``); the forward pass stops after the last site (no later
-    layer, no LM head). Per batch and site j, ``reducer.add(j, x, w, rows)`` gets the site input x (batch, tokens,
-    width), the pooling weights w (batch, tokens) on x's device and the batch's record indices ``rows`` (batch,)
-    long on the CPU; after the forward pass ``reducer.end(rows)``. A site whose input is not ``width`` wide, or
-    whose hook never ran, raises.
+    Batches come from ``padded_batches``; the forward pass stops after the last site. Per batch and site j,
+    ``reducer.add(j, x, w, rows)`` gets the site input x (batch, tokens, width), the pooling weights w (batch, tokens)
+    on x's device and the batch's record indices ``rows`` (batch,) long on the CPU; after the forward pass
+    ``reducer.end(rows)``. A site whose input is not ``width`` wide, or whose hook never ran, raises.
     """
     model = lm.model
     device = module_device(model.get_input_embeddings())
-    weights_on: dict[torch.device, torch.Tensor] = {}  # this batch's pooling weights (batch, tokens) per device
-    seen: set[int] = set()
-    current: list[torch.Tensor] = []  # this batch's rows
 
-    def make_hook(j, name):
-        def hook(x):  # x: (batch, tokens, width), or (batch*tokens, width) where the layer flattens it (OPT)
-            if x.shape[-1] != width:
-                raise ValueError(f"{name} input has {x.shape[-1]} features, config says {width}: "
-                                 f"check the site for model_type {model.config.model_type!r}")
-            if x.device not in weights_on:  # device_map: a layer on another device
-                weights_on[x.device] = next(iter(weights_on.values())).to(x.device)
-            w = weights_on[x.device]  # (batch, tokens)
-            reducer.add(j, per_token(x, w), w, current[0])
-            seen.add(j)
-        return hook
+    def hook(j: int, name: str, x: torch.Tensor) -> None:  # x: (batch, tokens, width), or (batch*tokens, width) (OPT)
+        if x.shape[-1] != width:
+            raise ValueError(f"{name} input has {x.shape[-1]} features, config says {width}: "
+                             f"check the site for model_type {model.config.model_type!r}")
+        if x.device not in weights_on:  # device_map: a layer on another device
+            weights_on[x.device] = weights_on[device].to(x.device)
+        w = weights_on[x.device]  # (batch, tokens)
+        reducer.add(j, x.view(*w.shape, width) if x.dim() == 2 else x, w, rows)
+        seen.add(j)
 
-    hooks = input_hooks(model, {n: make_hook(j, n) for j, n in enumerate(sites)}, stop=sites[-1])
+    hooks = input_hooks(model, {n: partial(hook, j, n) for j, n in enumerate(sites)}, stop=sites[-1])
     with (tqdm(total=len(encoded), desc=f"{desc} {lm.name}", disable=not progress, unit="sent") as bar,
           torch.inference_mode()):
         for batch, ids, mask, w in padded_batches(encoded, weights, batch_size, lm.tokenizer.pad_token_id):
-            weights_on.clear()
-            weights_on[device] = _to(w, device)
-            current[:] = [torch.tensor(batch, dtype=torch.long)]
-            seen.clear()
+            rows = torch.tensor(batch, dtype=torch.long)  # read by the hooks, as are the next two
+            weights_on = {device: w.to(device, non_blocking=True)}  # pooling weights (batch, tokens) per device
+            seen = set()  # the sites whose hook ran
             with hooks:
-                model(input_ids=_to(ids, device), attention_mask=_to(mask, device), use_cache=False)
-            missed = [n for j, n in enumerate(sites) if j not in seen]
-            if missed:
+                model(input_ids=ids.to(device, non_blocking=True), attention_mask=mask.to(device, non_blocking=True),
+                      use_cache=False)
+            if missed := [n for j, n in enumerate(sites) if j not in seen]:
                 raise RuntimeError(f"the hook on {missed[0]!r} never ran: this "
                                    f"{model.config.model_type!r} model computes that layer without calling the "
                                    f"module, so its input cannot be read there; pass site= naming a module it calls")
             reducer.end(batch)
             bar.update(len(batch))
-    weights_on.clear()
 
 
 class MeanPool:
     """Reducer for ``stream``: each record's masked token mean per site, written into ``out`` (n, L, width).
 
-    >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(out, 16, check), "capture")
+    >>> stream(lm, sites, width, encoded, weights, 16, MeanPool(out, check), "capture")
 
-    ``check(rows)`` runs on the rows just written to ``out`` (on CUDA one batch late: the copy to the host
-    overlaps the next batch's forward pass; the last batch is written once every row is queued).
+    ``check(rows)`` runs on the rows just written to ``out``; a block from CUDA is written (and checked) one batch
+    late, so its copy to the host overlaps the next batch's forward pass.
     """
 
-    def __init__(self, out: torch.Tensor, batch_size: int, check):
+    def __init__(self, out: torch.Tensor, check):
+        self.out, self.check = out, check
         self.pooled: list[torch.Tensor | None] = [None] * out.shape[1]  # this batch's (batch, width) fp32 sums
-        self.writer, self.check, self.queued = _HostWriter(out, batch_size), check, 0  # queued: rows handed over
         self.counts: torch.Tensor | None = None  # this batch's pooled tokens per row
+        self.pending: tuple | None = None  # (rows, host block, CUDA event or None) of the block not yet written
+        self.queued = 0  # rows handed over
 
     def add(self, j: int, x: torch.Tensor, w: torch.Tensor, rows: torch.Tensor) -> None:
-        self.pooled[j] = _pool(x, w)  # (batch, width) fp32
+        """Weighted token sum in fp32 (batch, width); in half precision ``x * w`` is exact (0/1 weights). x is not
+        masked first, so an inf or nan at an unpooled position reaches the sum (and the finite check)."""
+        if x.dtype == torch.float32:
+            self.pooled[j] = torch.bmm(w.unsqueeze(1), x).squeeze(1)  # (batch, 1, tokens) @ (batch, tokens, width)
+        else:
+            self.pooled[j] = (x * w.to(x.dtype).unsqueeze(-1)).sum(1, dtype=torch.float32)
         if j == 0:
             self.counts = w.sum(1)  # (batch,)
 
     def end(self, rows: list[int]) -> None:
-        block = _stack(self.pooled)  # (batch, L, width) fp32 sums
+        if len({p.device for p in self.pooled}) > 1:  # device_map over several devices
+            self.pooled = [p.cpu() for p in self.pooled]
+        block = torch.stack(self.pooled, dim=1)  # (batch, L, width) fp32 sums
         block.div_(self.counts.to(block.device)[:, None, None])  # means
-        self.pooled[:] = [None] * len(self.pooled)
-        self.check(self.writer.put(rows, block))
+        self.pooled = [None] * len(self.pooled)
+        host = block.to("cpu", non_blocking=True)  # from CUDA: into pinned memory, complete once ``done`` has passed
+        done = torch.cuda.current_stream(block.device).record_event() if block.is_cuda else None
+        self._write_pending()
+        self.pending = (rows, host, done)
         self.queued += len(rows)
-        if self.queued == len(self.writer.out):  # the last batch
-            self.check(self.writer.flush())
+        if done is None or self.queued == len(self.out):  # a CPU block at once, a CUDA one a batch late (but the last)
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        """Write the pending block, if any, to ``out`` and check its rows."""
+        if self.pending is not None:
+            rows, host, done = self.pending
+            if done is not None:
+                done.synchronize()
+            self.out.index_copy_(0, torch.tensor(rows), host)
+            self.pending = None
+            self.check(rows)
 
 
 class FiringCounts:
@@ -283,7 +198,7 @@ class FiringCounts:
 
     >>> stream(lm, sites, width, encoded, weights, 16, FiringCounts(lang_of, n_langs, n_sites, width), "LAPE")
 
-    lang_of: (n_records,) the language index of each record. ``counts[j]``: (n_langs, width) float64.
+    lang_of: (n_records,) each record's language index; ``counts[j]``: (n_langs, width) float64.
     """
 
     def __init__(self, lang_of: torch.Tensor, n_langs: int, n_sites: int, width: int):
@@ -306,18 +221,13 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
             cache: Cache | str | Path | None = None) -> Activations:
     """Mean-pooled neuron activations of every record of ``corpus`` (a ``ParallelCorpus``).
 
-    Special tokens the tokenizer adds (e.g. BOS) are fed to the model but, unless
-    ``pool_special_tokens``, are not pooled; ``add_special_tokens=False`` feeds the text's tokens only and
-    pools the first of them (the authors' protocol). ``skip_first`` also drops the first pooled token (the
-    attention-sink position that often carries "massive activations"). Sentences are truncated to
-    ``max_length`` tokens, or to the model's position limit (``models.max_tokens``) if that is smaller;
-    ``meta["options"]["max_length"]`` records the value used. ``cache`` (a ``cache.Cache`` or folder) reuses an
-    identical earlier run: the key covers the model (with dtype), the token ids and pooling weights, the
-    options and the code (``cache.code_key``). A cached capture refuses a model that already carries hooks
-    (e.g. inside ``deactivate``).
+    >>> acts = capture(lm, corpus, cache="cache")  # acts.values (n_records, n_layers, n_neurons) fp32
 
-    Returns ``Activations`` with values (n_records, n_layers, n_neurons) in fp32. Raises ``ValueError`` if
-    any pooled value is inf or nan (the model overflowed its dtype).
+    Token selection as in ``tokenize`` (``skip_first`` drops the attention sink that often carries "massive
+    activations"), truncated to ``max_length`` or the model's position limit (``models.max_tokens``), whichever is
+    smaller (``meta["options"]["max_length"]``). ``cache`` (a ``cache.Cache`` or folder) reuses an identical run,
+    keyed by model (with dtype), token ids, pooling weights, options and code (``cache.code_key``); it refuses a
+    model already carrying hooks (e.g. inside ``deactivate``). Raises ``ValueError`` on an inf or nan mean.
     """
     model, tok = lm.model, lm.tokenizer
     if batch_size < 1:
@@ -325,10 +235,9 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
     site = site or lm.site
     layers, site_modules, width = select_sites(lm, layers, site)
     records = list(corpus)
-    if not records:
-        raise ValueError("the corpus is empty")
     cache = Cache(cache) if isinstance(cache, (str, Path)) else cache
-    if cache is not None and (hooked := _model_hooks(model)):
+    hooked = [n or "<model>" for n, m in model.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+    if cache is not None and hooked:
         raise ValueError(f"capture(cache=...) of {lm.name}: module {hooked[0]!r} already has forward hooks (e.g. "
                          f"inside deactivate(...)), and a cached capture cannot describe hooks already on the "
                          f"model. Pass cache=None here.")
@@ -348,15 +257,12 @@ def capture(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, bat
             check_finite(values[torch.tensor(rows, dtype=torch.long)], [sentence_ids[r] for r in rows],
                          [langs[r] for r in rows], layers, meta)
 
-        stream(lm, site_modules, width, encoded, weights, batch_size, MeanPool(values, batch_size, check), "capture",
-               progress)
+        stream(lm, site_modules, width, encoded, weights, batch_size, MeanPool(values, check), "capture", progress)
         counts = torch.tensor([sum(w) for w in weights], dtype=torch.float32).to(torch.int64)  # tokens pooled
         return Activations(values, sentence_ids, langs, layers, counts, meta)
 
-    if cache is None:
-        return run()
-    return cache.result("activations", {**meta, "code": code_key(capture)}, run, Activations.entry,
-                        Activations.from_entry)
+    return run() if cache is None else cache.result("activations", {**meta, "code": code_key(capture)}, run,
+                                                    Activations.entry, Activations.from_entry)
 
 
 def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] | None = None, batch_size: int = 16,
@@ -366,22 +272,14 @@ def activation_probabilities(lm: LoadedModel, corpus, *, layers: Sequence[int] |
 
     >>> probs = activation_probabilities(lm, corpus)  # probs.probs (n_langs, n_layers, width)
 
-    A neuron fires where its activation is > 0: act(gate) > 0 in gated MLPs (LLaMA, Gemma, ...), i.e.
-    where the input of the activation module (the gate pre-activation) is > 0; GeLU(h) > 0 in BLOOM-style
-    MLPs, the input of the down projection (``models.firing_sites``). Batching, padding and token selection
-    are those of ``capture`` (the same ``stream``; special tokens are fed but not counted unless
-    ``pool_special_tokens``). The ``FiringCounts`` reducer adds the masked count of (x > 0) per language to
-    a (n_langs, width) buffer; no token tensor is kept, and the forward pass stops at the last layer's
-    firing site. ``meta["firing_sites"]`` lists the hooked inputs, one per layer.
+    A neuron fires where its activation is > 0: where the gate pre-activation is > 0 in gated MLPs (LLaMA, Gemma),
+    where the down projection's input GeLU(h) is > 0 in BLOOM-style MLPs (``models.firing_sites``; the hooked inputs
+    are in ``meta["firing_sites"]``). Batching, padding and token selection are those of ``capture``.
     """
     model, tok = lm.model, lm.tokenizer
     site = site or lm.site
-    layers, _, width = select_sites(lm, layers, site)
-    names = firing_sites(model, site)
-    fire = [names[l] for l in layers]  # one per layer, in order
+    layers, fire, width = select_sites(lm, layers, site, firing_sites)  # one firing site per layer, in order
     records = list(corpus)
-    if not records:
-        raise ValueError("the corpus is empty")
     langs = list(dict.fromkeys(r.lang for r in records))
     lang_of = torch.tensor([langs.index(r.lang) for r in records])  # (n_records,)
     encoded, weights = tokenize(tok, records, max_tokens(model, max_length), pool_special_tokens, skip_first=False)

@@ -1,68 +1,36 @@
 """Fused attention for BLOOM: one kernel swap, switchable off, tested equal to the eager path.
 
-transformers (5.x) runs BLOOM's ALiBi attention only on its eager path: ``baddbmm`` writes the
-(batch x heads, q, kv) scores, a masked copy follows, the softmax is taken in fp32 and cast back, and only
-then comes the product with the values; at a 2048-token window that is several GiB per layer and most of
-the time. ``BloomAttention`` has no ``attn_implementation="sdpa"`` in this version (the model class does
-not declare ``_supports_sdpa``), so lfcore swaps exactly that computation for
-``torch.nn.functional.scaled_dot_product_attention`` with ALiBi folded into the additive float mask:
+transformers (5.x) has no SDPA path for BLOOM's ALiBi attention: its eager path writes (batch x heads, q, kv)
+scores, a masked copy and an fp32 softmax, several GiB per layer at a 2048-token window. Inside the block,
+``softmax(alibi + scale * q k^T + mask) v`` is computed as ``sdpa(q, k, v, attn_mask=alibi + mask, scale=scale)``
+(the bias built once per forward pass); projections and cache stay the module's own. What SDPA does not cover
+(``output_attentions``, training dropout, ``slow_but_exact``, a missing or boolean mask) runs the original forward.
 
-    eager:  softmax(alibi + scale * q k^T + mask) v
-    fused:  sdpa(q, k, v, attn_mask=alibi + mask, scale=scale)      # same sum, one fused kernel
-
-The projections, the key/value cache update and the output projection are the module's own. The bias
-``alibi + mask`` is built once per forward pass and shared by every layer; when every row of the batch
-has the same mask and ALiBi (no padding, e.g. perplexity windows) it is built for one row, (1, heads, q,
-kv), and broadcast. Anything the fused path does not cover (``output_attentions``, dropout in training,
-``slow_but_exact`` tensor-parallel slicing, a missing or boolean mask) runs the original forward.
-
->>> with fused_attention(lm.model):            # no-op for models other than BLOOM
+>>> with fused_attention(lm.model):  # a no-op for models other than BLOOM; enabled=False keeps the eager path
 ...     ppl = perplexity(lm.model, lm.tokenizer, text)
->>> with fused_attention(lm.model, enabled=False):   # the eager path, e.g. to compare
-...     ...
 """
 from __future__ import annotations
 
 import os
 import weakref
+from contextlib import ExitStack
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ENV_SWITCH = "LFCORE_FUSED_ATTENTION"  # set to "0" to turn the swap off everywhere
-
-
-def fused_enabled_by_default() -> bool:
-    """False when the environment variable ``LFCORE_FUSED_ATTENTION`` is "0"/"false"/"off"."""
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
-
-
-def _bloom_attention_modules(model: nn.Module) -> list[nn.Module]:
-    try:
-        from transformers.models.bloom.modeling_bloom import BloomAttention
-    except ImportError:  # pragma: no cover - transformers without BLOOM
-        return []
-    return [m for m in model.modules() if isinstance(m, BloomAttention)]
-
 
 class _SharedBias:
-    """The additive bias ``alibi + mask`` of the current forward pass, built once and reused by every layer.
+    """The bias ``alibi + mask`` of the current forward pass, keyed by weak references to both tensors and dtype."""
 
-    Keyed by the identity of the ALiBi and mask tensors (weak references, so a freed tensor never matches
-    a new one); a new forward pass, or a layer on another device, builds a new one.
-    """
-
-    def __init__(self):
-        self.key: tuple | None = None
-        self.bias: torch.Tensor | None = None
+    key: tuple | None = None  # (weakref to alibi, weakref to mask, dtype) of ``bias``
+    bias: torch.Tensor | None = None
 
     def get(self, alibi: torch.Tensor, mask: torch.Tensor, batch: int, heads: int, dtype: torch.dtype):
         if self.key is not None and self.key[0]() is alibi and self.key[1]() is mask and self.key[2] == dtype:
             return self.bias
         self.key, self.bias = None, None  # free the previous pass's bias before building the next
-        kv = alibi.shape[-1]
-        a = alibi.view(batch, heads, 1, kv)  # (batch, heads, 1, kv): slope * key position
+        a = alibi.view(batch, heads, 1, alibi.shape[-1])  # (batch, heads, 1, kv): slope * key position
         m = mask  # (batch, 1, q, kv): 0 or the dtype's min
         if batch > 1 and bool((a == a[:1]).all()) and bool((m == m[:1]).all()):
             a, m = a[:1], m[:1]  # no padding: one row serves the whole batch
@@ -84,8 +52,7 @@ def _fused_forward(module: nn.Module, original, shared: _SharedBias):
                             layer_past=layer_past, use_cache=use_cache, output_attentions=output_attentions,
                             **kwargs)
         batch, q_len, _ = hidden_states.shape
-        fused_qkv = module.query_key_value(hidden_states)  # (batch, q, 3 * hidden)
-        query, key, value = module._reshape(fused_qkv)  # 3 x (batch, heads, q, head_dim)
+        query, key, value = module._reshape(module.query_key_value(hidden_states))  # 3 x (batch, heads, q, head_dim)
         if layer_past is not None:
             key, value = layer_past.update(key, value, module.layer_idx)  # (batch, heads, kv, head_dim)
         bias = shared.get(alibi, attention_mask, batch, module.num_heads, query.dtype)  # (batch|1, heads, q, kv)
@@ -100,52 +67,44 @@ def _fused_forward(module: nn.Module, original, shared: _SharedBias):
 class fused_attention:
     """Context manager running BLOOM's attention through SDPA inside the block; a no-op for other models.
 
-    ``enabled=None`` follows the environment (``LFCORE_FUSED_ATTENTION=0`` turns it off), ``False`` keeps the
-    eager path. Blocks nest: the outermost decides, so ``perplexity`` (which opens a default block itself) runs
-    eager inside ``fused_attention(model, enabled=False)``. Only the ``forward`` of each ``BloomAttention``
-    instance is replaced (no class-level patch);
-    under accelerate's ``device_map`` the wrapped ``_old_forward`` is replaced, so device moves still happen.
-    Leaving the block restores every module exactly. ``n_swapped`` tells how many modules were swapped.
+    ``enabled=None`` follows the environment (``LFCORE_FUSED_ATTENTION=0``, ``false``, ``off`` or ``no`` turns it
+    off), ``False`` keeps the eager path. Blocks nest and the outermost decides, so ``perplexity`` (which opens a
+    default block itself) runs eager inside ``fused_attention(model, enabled=False)``. Each ``BloomAttention``'s
+    ``forward`` (under accelerate, its ``_old_forward``) is swapped and restored on exit; ``n_swapped`` counts them.
     """
 
     def __init__(self, model: nn.Module, enabled: bool | None = None):
-        self.model = model
-        self.enabled = fused_enabled_by_default() if enabled is None else bool(enabled)
-        self.modules = _bloom_attention_modules(model)
-        self._saved: list[tuple[nn.Module, str | None, object]] = []  # (module, swapped attribute, its old value)
-        self._shared = _SharedBias()
+        from transformers.models.bloom.modeling_bloom import BloomAttention  # heavy: imported on first use
 
-    @property
-    def n_swapped(self) -> int:
-        return sum(attr is not None for _, attr, _ in self._saved)
+        if enabled is None:
+            enabled = os.environ.get("LFCORE_FUSED_ATTENTION", "1").strip().lower() not in ("0", "false", "off", "no")
+        self.enabled = bool(enabled)
+        self.modules = [m for m in model.modules() if isinstance(m, BloomAttention)]
+        self.n_swapped = 0
+        self._shared = _SharedBias()
+        self._restore: ExitStack | None = None  # undoes every change of this block, last first
 
     def __enter__(self) -> "fused_attention":
-        if self._saved:
+        if self._restore is not None:
             raise RuntimeError("this fused_attention block is already active")
+        self._restore = ExitStack()
         for module in self.modules:
             if hasattr(module, "_lfcore_fused"):  # an outer block already decided (swapped or kept eager)
                 continue
+            module._lfcore_fused = self.enabled
+            self._restore.callback(delattr, module, "_lfcore_fused")
             if self.enabled:
                 attr = "_old_forward" if "_old_forward" in module.__dict__ else "forward"  # accelerate wraps forward
-                saved = module.__dict__.get(attr, _MISSING)
-                original = getattr(module, attr)
-                setattr(module, attr, _fused_forward(module, original, self._shared))
-                self._saved.append((module, attr, saved))
-            else:
-                self._saved.append((module, None, _MISSING))
-            module._lfcore_fused = self.enabled
+                if attr in module.__dict__:
+                    self._restore.callback(setattr, module, attr, module.__dict__[attr])
+                else:  # the class's forward: delete the instance attribute again
+                    self._restore.callback(delattr, module, attr)
+                setattr(module, attr, _fused_forward(module, getattr(module, attr), self._shared))
+                self.n_swapped += 1
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        for module, attr, saved in reversed(self._saved):
-            if attr is not None and saved is _MISSING:
-                delattr(module, attr)
-            elif attr is not None:
-                setattr(module, attr, saved)
-            del module._lfcore_fused
-        self._saved.clear()
+        self._restore.close()
+        self._restore, self.n_swapped = None, 0
         self._shared.key, self._shared.bias = None, None
         return False
-
-
-_MISSING = object()

@@ -1,9 +1,5 @@
-"""Generic hook context managers on named modules.
-
-Nothing here knows an architecture: callers pass dotted module paths (see ``models.neuron_sites``).
-Every name is resolved before any hook is registered, hooks are registered on ``__enter__`` and always
-removed on ``__exit__`` (exceptions included), so a model never keeps a stray hook.
-"""
+"""Generic hook context managers on modules named by dotted path (no architecture here): every name is resolved
+before any hook is registered, and hooks live from ``__enter__`` to ``__exit__``, exceptions included."""
 from __future__ import annotations
 
 import difflib
@@ -12,10 +8,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-# A pre-hook function receives the module's first positional input, shape (batch, tokens, width) or, where
-# the layer flattens it first (OPT), (batch*tokens, width), and returns None (read only) or a replacement
-# tensor of the same shape.
-InputFn = Callable[[torch.Tensor], "torch.Tensor | None"]
+InputFn = Callable[[torch.Tensor], "torch.Tensor | None"]  # a module's first input -> None (read) or a replacement
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
@@ -30,14 +23,11 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
 
 def module_device(module: nn.Module) -> torch.device:
     """Where the module computes: accelerate's execution device if it has one, else its weights' device."""
-    hf_hook = getattr(module, "_hf_hook", None)
-    device = getattr(hf_hook, "execution_device", None)
+    device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
     if device is not None:
-        return torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+        return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
     param = next(module.parameters(), None)
-    if param is None or param.device.type == "meta":
-        return torch.device("cpu")
-    return param.device
+    return param.device if param is not None and param.device.type != "meta" else torch.device("cpu")
 
 
 class StopForward(Exception):
@@ -47,64 +37,55 @@ class StopForward(Exception):
 class input_hooks:
     """Attach forward pre-hooks that read or replace the first positional input of named modules.
 
-    ``fns`` maps a dotted module path to a function ``fn(x) -> None | Tensor`` where ``x`` is the
-    module's first positional input (batch, tokens, width), or (batch*tokens, width) in layers that flatten
-    it (OPT). Returning a tensor replaces the input.
-    Several functions on one module run in the given order. If ``stop`` names a module, the forward
-    pass is abandoned right after that module's hook ran (no later layer, no LM head is computed),
-    and the ``StopForward`` raised for this is swallowed on exit.
+    ``fns`` maps a dotted module path to ``fn(x) -> None | Tensor`` (or a list of them, run in order), ``x`` being
+    the module's first input (batch, tokens, width), or (batch*tokens, width) where the layer flattens it (OPT); a
+    returned tensor replaces the input. If ``stop`` names a module, the forward pass ends right after its hook (no
+    later layer, no LM head). A block can be entered again after its exit, not while it is active.
 
     >>> with input_hooks(model, {"model.layers.0.mlp.down_proj": print_shape}):
     ...     model(**batch)
     """
 
     def __init__(self, model: nn.Module, fns: Mapping[str, InputFn | list[InputFn]], stop: str | None = None):
-        self.model = model
-        self.fns = {name: (f if isinstance(f, list) else [f]) for name, f in fns.items()}
-        self.stop = stop
-        # resolve every name before registering anything: a bad name must leave no hook behind
-        self.modules = {name: get_module(model, name) for name in self.fns}
+        self.model, self.fns, self.stop = model, fns, stop
+        self.modules = {name: get_module(model, name) for name in fns}  # all resolved before any hook
         if stop is not None and stop not in self.modules:
             raise ValueError(f"stop={stop!r} must be one of the hooked modules")
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.handles: list[torch.utils.hooks.RemovableHandle] | None = None  # None: not active
 
-    def _make(self, name: str):
-        fns, stop = self.fns[name], name == self.stop
-
+    @staticmethod
+    def _make(fns: list[InputFn], stop: bool):
         def pre_hook(module, args, kwargs):
-            if args:
-                x, rest, in_kwargs = args[0], args[1:], None
-            else:  # a module called with its input as a keyword argument
-                key = next(iter(kwargs))
-                x, rest, in_kwargs = kwargs[key], (), key
-            changed = False
+            key = None if args else next(iter(kwargs))  # a module called with its input as a keyword argument
+            x = new = args[0] if args else kwargs[key]
             for fn in fns:
-                out = fn(x)
-                if out is not None:
-                    x, changed = out, True
+                if (out := fn(new)) is not None:
+                    new = out
             if stop:
                 raise StopForward
-            if not changed:
+            if new is x:
                 return None
-            if in_kwargs is None:
-                return (x, *rest), kwargs
-            return args, {**kwargs, in_kwargs: x}
+            return ((new, *args[1:]), kwargs) if key is None else (args, {**kwargs, key: new})
 
         return pre_hook
 
     def __enter__(self) -> "input_hooks":
+        if self.handles is not None:
+            raise RuntimeError(f"this {type(self).__name__} block is already active; create a new one to nest")
+        self.handles = []
         try:
-            for name, module in self.modules.items():
-                self.handles.append(module.register_forward_pre_hook(self._make(name), with_kwargs=True))
+            for name, f in self.fns.items():
+                hook = self._make(f if isinstance(f, list) else [f], name == self.stop)
+                self.handles.append(self.modules[name].register_forward_pre_hook(hook, with_kwargs=True))
         except BaseException:
             self.close()
             raise
         return self
 
     def close(self) -> None:
-        for handle in reversed(self.handles):
+        for handle in reversed(self.handles or []):
             handle.remove()
-        self.handles.clear()
+        self.handles = None
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.close()

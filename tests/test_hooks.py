@@ -90,3 +90,12 @@ def test_other_architectures_resolve(kind):
     with input_hooks(model, {n: (lambda x: seen.append(x.shape[-1])) for n in names}):
         model(torch.tensor([[1, 2, 3]]))
     assert seen == [width] * len(names)
+
+
+def test_input_passed_as_keyword_is_read_and_replaced():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    x, seen = torch.ones(1, 3), []
+    with torch.no_grad(), input_hooks(model, {"0": [lambda v: seen.append(v.clone()), lambda v: v * 0]}):
+        out = model[0](input=x)
+    assert torch.equal(seen[0], x)
+    assert torch.equal(out, model[0].bias.detach().expand(1, 2))  # the zeroed input reached the layer
