@@ -1,9 +1,7 @@
-"""Tiny random models for smoke runs and tests: ``load_model("tiny:llama-32", revision="step-2")``.
-
-A byte-level BPE (vocab 512) is trained on 100 bundled NTREX sentences x 9 languages, so the tokenizer is
-real and multilingual while the weights are random. The revision seeds the weights, which gives a fake
-checkpoint series; the number after the family sets the hidden size, which gives a fake size series.
-These models carry no language knowledge: they exercise code paths, never findings.
+"""Tiny random models for smoke runs and tests: ``load_model("tiny:llama-32", revision="step-2")``. The tokenizer is a
+real multilingual byte-level BPE (vocab 512, trained on 100 bundled NTREX sentences x 9 languages); the weights are
+random, seeded by the revision (a fake checkpoint series), and the number after the family is the hidden size (a
+fake size series). They carry no language knowledge: they exercise code paths, never findings.
 """
 from __future__ import annotations
 
