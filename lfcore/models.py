@@ -108,8 +108,7 @@ def position_limit(model: nn.Module) -> int | None:
 
 def max_tokens(model: nn.Module, max_length: int) -> int:
     """``max_length``, or the model's ``position_limit`` where that is smaller: what an input may hold."""
-    limit = position_limit(model)
-    return max_length if limit is None else min(max_length, limit)
+    return min(max_length, position_limit(model) or max_length)
 
 
 # key -> what the model is (the name reports show): quantised GGUF files, dequantised to fp32 on load. Gemma 3 is

@@ -184,18 +184,18 @@ def _accuracy_data(p: Params, hub: Path, arrow: Path) -> None:
 def _params_copy(p: Params, params_file: Path, root: Path) -> Path:
     """The params file, byte for byte, placed under ``root`` so that every relative Bible path it names lands
     inside ``root``; the tiny Bible files written there."""
-    name, files = params_file.name, (p.corpus.files or {}) if p.corpus.source == "bible" else {}
-    if p.corpus.source not in BUNDLED_CORPORA and p.corpus.source != "bible":
-        raise ParamsError(f"{name}: corpus.source {p.corpus.source!r}: the rehearsal builds a Bible corpus or uses a "
-                          f"bundled one ({', '.join(BUNDLED_CORPORA)}), not this source")
+    files = (p.corpus.files or {}) if p.corpus.source == "bible" else {}
+    if p.corpus.source not in (*BUNDLED_CORPORA, "bible"):
+        raise ParamsError(f"{params_file.name}: corpus.source {p.corpus.source!r}: the rehearsal builds a Bible "
+                          f"corpus or uses a bundled one ({', '.join(BUNDLED_CORPORA)}), not this source")
     for lang, rel in files.items():
         if Path(rel).expanduser().is_absolute():
-            raise ParamsError(f"{name}: corpus.files.{lang}: {rel} is absolute; the rehearsal writes the Bible "
-                              f"files at paths relative to the params file, inside its own folder")
+            raise ParamsError(f"{params_file.name}: corpus.files.{lang}: {rel} is absolute; the rehearsal writes the "
+                              f"Bible files at paths relative to the params file, inside its own folder")
     depth = max([sum(part == ".." for part in Path(rel).parts) for rel in files.values()] + [0])
     folder = root.joinpath("params", *["sub"] * max(depth - 1, 0))
     folder.mkdir(parents=True, exist_ok=True)
-    copy = folder / name
+    copy = folder / params_file.name
     copy.write_bytes(params_file.read_bytes())
     for lang, rel in files.items():
         _bible_xml(folder / rel, lang, p.corpus.n, p.corpus.books)
