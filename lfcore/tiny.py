@@ -1,9 +1,7 @@
-"""Tiny random models for smoke runs and tests: ``load_model("tiny:llama-32", revision="step-2")``.
-
-A byte-level BPE (vocab 512) is trained on 100 bundled NTREX sentences x 9 languages, so the tokenizer is
-real and multilingual while the weights are random. The revision seeds the weights, which gives a fake
-checkpoint series; the number after the family sets the hidden size, which gives a fake size series.
-These models carry no language knowledge: they exercise code paths, never findings.
+"""Tiny random models for smoke runs and tests: ``load_model("tiny:llama-32", revision="step-2")``. The tokenizer is a
+real multilingual byte-level BPE (vocab 512, trained on 100 bundled NTREX sentences x 9 languages); the weights are
+random, seeded by the revision (a fake checkpoint series), and the number after the family is the hidden size (a
+fake size series). They carry no language knowledge: they exercise code paths, never findings.
 """
 from __future__ import annotations
 
@@ -40,21 +38,20 @@ def model(family: str, hidden: int = 32, layers: int = 3, seed: int = 0, positio
     ``max_position_embeddings`` of the rotary families (BLOOM's ALiBi has none)."""
     from transformers import AutoModelForCausalLM, BloomConfig, Gemma3TextConfig, LlamaConfig
 
+    if family not in FAMILIES:
+        raise ValueError(f"tiny model family {family!r} is not one of {', '.join(FAMILIES)}")
     torch.manual_seed(seed)
-    common = dict(vocab_size=512, pad_token_id=0, bos_token_id=1, eos_token_id=2)
     heads = max(2, hidden // 8)
+    common = dict(vocab_size=512, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    rotary = dict(num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
+                  max_position_embeddings=positions, **common)
     if family == "bloom":
         config = BloomConfig(hidden_size=hidden, n_layer=layers, n_head=heads, **common)
     elif family == "llama":
-        config = LlamaConfig(hidden_size=hidden, intermediate_size=hidden * 3 // 2, num_hidden_layers=layers,
-                             num_attention_heads=heads, num_key_value_heads=heads // 2,
-                             max_position_embeddings=positions, **common)
-    elif family == "gemma3":
-        config = Gemma3TextConfig(hidden_size=hidden, intermediate_size=hidden * 5 // 4, num_hidden_layers=layers,
-                                  num_attention_heads=heads, num_key_value_heads=heads // 2, head_dim=8,
-                                  max_position_embeddings=positions, sliding_window=16, **common)
+        config = LlamaConfig(hidden_size=hidden, intermediate_size=hidden * 3 // 2, **rotary)
     else:
-        raise ValueError(f"tiny model family {family!r} is not one of {', '.join(FAMILIES)}")
+        config = Gemma3TextConfig(hidden_size=hidden, intermediate_size=hidden * 5 // 4, head_dim=8, sliding_window=16,
+                                  **rotary)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
 
 
