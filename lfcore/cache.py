@@ -125,6 +125,14 @@ def save_table(df: pd.DataFrame, path: str | os.PathLike, index: bool = True) ->
     return path, (atomic_write(path.with_suffix(".json"), attrs) if df.attrs else None)
 
 
+def load_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a table written by ``save_table``, attrs included."""
+    df = pd.read_csv(path, index_col=0)
+    if (sidecar := Path(path).with_suffix(".json")).exists():
+        df.attrs.update(json.loads(sidecar.read_text(encoding="utf-8")))
+    return df
+
+
 @functools.lru_cache(maxsize=None)
 def code_digest(*paths: str) -> str:
     """A short hash of package files: ``code_digest("capture.py", "tasks")``; paths are relative to lfcore's

@@ -85,6 +85,11 @@ def _length_batches(order: list[int], lengths: list[int], batch_size: int,
     return batches
 
 
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor to ``device``; to CUDA from pinned memory, so the host does not wait for the queued batch."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+
+
 def select_sites(lm: LoadedModel, layers: Sequence[int] | None, site: str | None,
                  table=neuron_sites) -> tuple[list[int], list[str], int]:
     """The layers to hook (default: all; sorted Python ints from any integer type, checked; [] raises), their module
@@ -129,11 +134,10 @@ def stream(lm: LoadedModel, sites: list[str], width: int, encoded: list[list[int
           torch.inference_mode()):
         for batch, ids, mask, w in padded_batches(encoded, weights, batch_size, lm.tokenizer.pad_token_id):
             rows = torch.tensor(batch, dtype=torch.long)  # read by the hooks, as are the next two
-            weights_on = {device: w.to(device, non_blocking=True)}  # pooling weights (batch, tokens) per device
+            weights_on = {device: _to(w, device)}  # pooling weights (batch, tokens) per device
             seen = set()  # the sites whose hook ran
             with hooks:
-                model(input_ids=ids.to(device, non_blocking=True), attention_mask=mask.to(device, non_blocking=True),
-                      use_cache=False)
+                model(input_ids=_to(ids, device), attention_mask=_to(mask, device), use_cache=False)
             if missed := [n for j, n in enumerate(sites) if j not in seen]:
                 raise RuntimeError(f"the hook on {missed[0]!r} never ran: this "
                                    f"{model.config.model_type!r} model computes that layer without calling the "
@@ -174,7 +178,7 @@ class MeanPool:
         block = torch.stack(self.pooled, dim=1)  # (batch, L, width) fp32 sums
         block.div_(self.counts.to(block.device)[:, None, None])  # means
         self.pooled = [None] * len(self.pooled)
-        host = block.to("cpu", non_blocking=True)  # from CUDA: into pinned memory, complete once ``done`` has passed
+        host = block.to("cpu", non_blocking=block.is_cuda)  # from CUDA: pinned memory, complete once ``done`` passed
         done = torch.cuda.current_stream(block.device).record_event() if block.is_cuda else None
         self._write_pending()
         self.pending = (rows, host, done)

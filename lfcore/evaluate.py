@@ -130,6 +130,13 @@ def task_manager(include_defaults: bool = False):
     return TaskManager(include_path=str(tasks_dir()), include_defaults=include_defaults)
 
 
+def lm_eval_model(lm, batch_size: int = 8, max_length: int | None = None):
+    """Wrap an already-loaded model as lm-eval's ``HFLM`` (nothing is reloaded; hooks on the model stay live)."""
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size, max_length=max_length)
+
+
 def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limit: int | float | None = None,
                           neurons: NeuronSet | intervene | None = None, batch_size: int = 8) -> pd.DataFrame:
     """Accuracy of lfcore task ``{task}_{lang}`` per language, optionally with ``neurons`` deactivated (or edited,
@@ -138,7 +145,6 @@ def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limi
     document's id, target and choice log-likelihoods.
     """
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
 
     manager = task_manager()
     names = {lang: f"{task}_{lang}" for lang in langs}
@@ -148,9 +154,9 @@ def crosslingual_accuracy(lm, langs: Sequence[str], task: str = "xcopa_xl", limi
         raise ValueError(f"unknown task(s) {', '.join(unknown)}; lfcore has {', '.join(known)}")
     block = _block(lm, neurons)
     with block:
-        out = lm_eval.simple_evaluate(model=HFLM(pretrained=lm.model, tokenizer=lm.tokenizer, batch_size=batch_size),
-                                      tasks=list(names.values()), task_manager=manager, limit=limit, log_samples=True,
-                                      use_cache=None, cache_requests=False, bootstrap_iters=1000)
+        out = lm_eval.simple_evaluate(model=lm_eval_model(lm, batch_size), tasks=list(names.values()),
+                                      task_manager=manager, limit=limit, log_samples=True, use_cache=None,
+                                      cache_requests=False, bootstrap_iters=1000)
     rows, lls = [], {}
     for lang, name in names.items():
         res = out["results"][name]

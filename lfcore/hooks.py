@@ -89,4 +89,4 @@ class input_hooks:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.close()
-        return exc_type is StopForward
+        return exc_type is StopForward and self.stop is not None  # only a block that stops swallows the stop

@@ -219,9 +219,9 @@ def test_deactivation_table(tiny_llama, tmp_path):
     assert _no_hooks(lm.model)
 
     csv, sidecar = cache.save_table(df, tmp_path / "table1.csv")
-    back = pd.read_csv(csv, index_col=0)
+    back = cache.load_table(csv)
     pd.testing.assert_frame_equal(back, df, check_names=False, check_exact=False, rtol=1e-12)
-    assert json.loads(sidecar.read_text())["perplexity"] == df.attrs["perplexity"]
+    assert back.attrs["perplexity"] == json.loads(sidecar.read_text())["perplexity"] == df.attrs["perplexity"]
     shown = ev.format_table(df)
     assert shown.loc["Key Neuron Number", "×zh"] == "20" and shown.loc["en", "none"] == "0%"
     assert shown.loc["Key Neuron Number", "Full model Perplexity"] == ""

@@ -113,6 +113,18 @@ def test_nested_with_deactivate(tiny_llama):
     assert _no_hooks(lm.model)
 
 
+def test_a_stop_passes_through_an_edit_block(tiny_llama):
+    """The StopForward of an outer stopping block ends the forward pass and the outer block's body: an edit block
+    in between lets it through (it once swallowed it, so the outer body went on as if the pass had finished)."""
+    lm, ids, after = tiny_llama, _ids(tiny_llama), []
+    site = neuron_sites(lm.model)[0]
+    with hooks.input_hooks(lm.model, {site: lambda x: None}, stop=site):
+        with deactivate(lm.model, {0: [1]}):
+            _logits(lm, ids)
+        after.append(True)
+    assert after == [] and _no_hooks(lm.model)
+
+
 @pytest.mark.parametrize("mode, value, message", [
     ("boost", 1.0, r"unknown mode 'boost'"),
     ("zero", 1.0, r"mode 'zero' takes no value"),
