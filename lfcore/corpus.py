@@ -39,7 +39,8 @@ class ParallelCorpus:
                  where: list[str] | None = None):
         self.records, self.name, self.meta = list(records), name, dict(meta or {})
         where = where or [f"record {i}" for i in range(len(self.records))]
-        assert len(where) == len(self.records), "one `where` per record"
+        if len(where) != len(self.records):
+            raise ValueError(f"where has {len(where)} entries for {len(self.records)} records")
         first, bad_langs, empty, dupes, seen = {}, [], [], [], {}
         for rec, loc in zip(self.records, where):
             if rec.lang not in first:

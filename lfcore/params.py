@@ -204,8 +204,9 @@ def params_from_dict(data: dict, base: str | Path = ".", source: str = "params",
                      check: bool = True) -> Params:
     """Validate a parsed params mapping; errors are prefixed with ``source`` (the file name). ``whole``: the
     mapping is a whole params file (False: a notebook's sections, whose other sections go unused).
-    ``check=False`` checks keys, types and ranges only, no file, corpus or language looked up: what a params file
-    asks for before the files it names exist (``lfcore.rehearse`` builds them), or to plan and estimate jobs."""
+    ``check=False`` checks the schema only (keys, types, ranges, language codes, notebook names), no file, corpus
+    or task looked up: what a params file asks for before the files it names exist (``lfcore.rehearse`` builds
+    them), or to plan and estimate jobs."""
     try:
         p = _apply_protocol(Params.model_validate(data or {}))
         if check:
@@ -233,7 +234,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_params(path: str | Path, check: bool = True) -> Params:
     """Read and validate a params YAML file (see ``Params``); raise ``ParamsError`` naming key and file.
-    Usage: ``p = load_params("params/default.yaml")``; ``check=False``: keys, types and ranges only (see
+    Usage: ``p = load_params("params/default.yaml")``; ``check=False``: the schema only (see
     ``params_from_dict``). A file that is empty (or only comments), not UTF-8, not valid YAML, or has a key twice
     in one mapping is an error: none of them starts a run."""
     path = Path(path)

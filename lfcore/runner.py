@@ -5,6 +5,7 @@ first run as jobs (``lfcore.jobs``). The command line is ``lfcore.cli``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import json
@@ -16,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from unittest import mock
 
 import torch
 from jupyter_client.manager import AsyncKernelManager
@@ -125,6 +125,22 @@ def _failure(stem: str, err: Exception, ipynb: Path, html_path: Path) -> str:
             f"\n  rendered: {html_path}")
 
 
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    """Set environment variables (the kernels and job processes inherit them) for a block, then restore just
+    those: what other code sets meanwhile stays."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _children_cpu() -> float:
     """CPU seconds (user + system) used so far by finished child processes, e.g. notebook kernels."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -172,7 +188,7 @@ def reproduce(params_file: str | Path, only: list[str] | None = None, out: str |
     env = {RUNNER_ENV: "1", "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}  # the kernels inherit these
     if threads is not None:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    with mock.patch.dict(os.environ, env), hold_folder(out):
+    with _environ(env), hold_folder(out):
         atomic_write(out / "params.yaml", params_file.read_text(encoding="utf-8"))
         if executor != "sequential":
             run_jobs(p, cache, out / "jobs", executor, keys, retries, max_jobs, log=log)
@@ -189,7 +205,7 @@ def rehearse(params_file: str | Path, only: list[str] | None = None, out: str | 
     with tempfile.TemporaryDirectory(prefix="lfcore-rehearse-") as tmp:
         log(f"[lfcore] rehearsal: building a local hub for {params_file} in {tmp} ...")
         copy, env = prepare(params_file, tmp)
-        with mock.patch.dict(os.environ, env):
+        with _environ(env):
             return reproduce(copy, only=only, out=out, cache=Path(tmp) / "results", threads=threads, log=log)
 
 

@@ -99,6 +99,11 @@ def test_records_round_trip_through_jsonl(tmp_path, ntrex):
 
 # --- the bad-input catalogue --------------------------------------------------------------------------------------
 
+def test_where_must_label_every_record():  # a ValueError, not an assert: python -O must not skip it
+    with pytest.raises(ValueError, match="where has 1 entries for 2 records"):
+        ParallelCorpus([Record("a", "en", "x"), Record("b", "en", "y")], where=["f.jsonl:1"])
+
+
 def test_missing_translation_is_named():
     corpus = small([("ntrex128-0017", "en", "a"), ("ntrex128-0020", "en", "b"), ("ntrex128-0020", "fr", "c")])
     assert corpus.select(["en", "fr"]).ids == ["ntrex128-0020"]

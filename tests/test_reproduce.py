@@ -479,6 +479,31 @@ def test_interrupted_run_leaves_no_stale_record(tmp_path, monkeypatch):
     assert "href='obs3_training/params.yaml'" in obs3 and "executed with other params" in obs3
 
 
+def test_run_environment_is_set_for_the_kernels_and_only_its_own_keys_restored(tmp_path, monkeypatch):
+    """The kernels inherit the runner's variables; afterwards those keys are as before, and a variable that other
+    code set during the run (a library at import, say) stays."""
+    import os
+
+    import papermill
+
+    seen = {}
+
+    def execute(nb, path, parameters, cwd, **kw):
+        seen.update({k: os.environ.get(k) for k in (lfcore.report.RUNNER_ENV, "OMP_NUM_THREADS")})
+        os.environ["LFCORE_TEST_SET_DURING_RUN"] = "1"
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr(lfcore.runner, "render_html", lambda ipynb, html_path, title="": Path(html_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv(lfcore.report.RUNNER_ENV, raising=False)
+    monkeypatch.delenv("LFCORE_TEST_SET_DURING_RUN", raising=False)
+    lfcore.runner.reproduce(SMOKE, only=["obs1"], out=tmp_path / "out", threads=1, log=lambda *a: None)
+    assert seen == {lfcore.report.RUNNER_ENV: "1", "OMP_NUM_THREADS": "1"}
+    assert os.environ["OMP_NUM_THREADS"] == "7" and lfcore.report.RUNNER_ENV not in os.environ
+    assert os.environ["LFCORE_TEST_SET_DURING_RUN"] == "1"
+
+
 def test_inputs_digest_sees_local_files_and_unpinned_hub_models(tmp_path):
     folder = tmp_path / "model"
     folder.mkdir()
