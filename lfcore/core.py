@@ -196,6 +196,11 @@ def validate_neurons(neurons: NeuronSet, n_layers: int, width: int) -> dict[int,
     return out
 
 
+def count_neurons(neurons: NeuronSet) -> int:
+    """Number of distinct (layer, neuron) pairs in a neuron set: ``count_neurons({0: [1, 1, 2]}) == 2``."""
+    return sum(int(torch.unique(torch.as_tensor(v).reshape(-1)).numel()) for v in neurons.values())
+
+
 def mask_to_set(mask: torch.Tensor, layers: Sequence[int]) -> dict[int, torch.Tensor]:
     """The neurons of a boolean mask as a neuron set, layers without neurons omitted.
 

@@ -19,6 +19,11 @@ def _identifier() -> LanguageIdentifier:
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
 
 
+def languages() -> list[str]:
+    """The codes ``detect`` can return besides ``und`` (ISO 639-1 where one exists, else 639-3)."""
+    return sorted(set(_identifier().nb_classes))
+
+
 def detect(texts: Sequence[str]) -> list[tuple[str, float]]:
     """The language of each text and the probability py3langid gives it: ``[(code, p)]``, one per text.
 

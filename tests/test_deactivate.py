@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lfcore import hooks
-from lfcore.core import validate_neurons
+from lfcore.core import count_neurons, validate_neurons
 from lfcore.deactivate import deactivate
 from lfcore.models import neuron_sites, neuron_width
 
@@ -138,6 +138,7 @@ def test_bad_sets_raise_before_any_hook(tiny_llama, bad, message):
 
 
 def test_index_types_and_counting(tiny_llama):
+    assert count_neurons({0: [1, 1, 2], 1: torch.tensor([0])}) == 3
     got = validate_neurons({np.int64(0): np.array([3, 1, 3]), 2: torch.tensor([5]), 1: range(2)}, 3, 48)
     assert {k: v.tolist() for k, v in got.items()} == {0: [1, 3], 2: [5], 1: [0, 1]}
     with deactivate(tiny_llama.model, {0: [3, 1, 3]}) as block:

@@ -9,7 +9,7 @@ import torch
 from lfcore import hooks, steps, switching
 from lfcore.cache import Cache
 from lfcore.corpus import bundled_ntrex
-from lfcore.langid import detect
+from lfcore.langid import detect, languages
 from lfcore.models import neuron_sites
 from lfcore.regions import key_regions
 from lfcore.specs import CaptureSpec, CorpusSpec
@@ -27,6 +27,7 @@ def test_detect_the_nine_languages():
         got, p = detect([text])[0]
         assert got == lang and 0 < p <= 1, (lang, got, p, text)
     assert detect(["", "12, 34!"]) == [("und", 0.0), ("und", 0.0)]
+    assert {"ar", "zh", "en", "ms", "de"} <= set(languages())
     with pytest.raises(ValueError, match="list of texts"):
         detect("a single text")
 
